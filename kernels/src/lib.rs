@@ -1,1 +1,72 @@
-pub fn _placeholder() {}
+//! `e5embed-kernels`: every intrinsic and `unsafe` block of e5embed lives here.
+//!
+//! The crate exposes *safe* functions taking slices and an [`Isa`] token. Each public
+//! function validates its preconditions (lengths, shapes) and returns
+//! [`KernelError::Shape`] instead of panicking; only after that does it enter the
+//! `unsafe` per-ISA code. An [`Isa`] can only be constructed on a CPU that has the
+//! instructions, so holding one proves the `#[target_feature]` code behind it is sound
+//! to run.
+//!
+//! Layout:
+//! - [`isa`]: detect once, ISA tokens, `E5EMBED_ISA` override.
+//! - [`gemm`]: packed-weight GEMM (`C = A·Wᵀ` + fused epilogue), reference, microkernels.
+//! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
+//! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
+//!
+//! Internals: `simd` (one small trait implemented per ISA: every fast kernel is written
+//! once, generically, and instantiated inside `#[target_feature]` wrappers), `math`
+//! (vectorized exp / erf with their measured error bounds), `buf` (64-byte aligned
+//! buffers and per-thread scratch).
+
+// Kernel code indexes small fixed-size register tiles (`acc[r][v]`) in loops the
+// compiler fully unrolls; iterator rewrites of those loops obscure the tile shape.
+#![allow(clippy::needless_range_loop)]
+
+pub mod attention;
+pub mod ew;
+pub mod gemm;
+pub mod isa;
+
+mod buf;
+mod math;
+mod simd;
+
+pub use attention::{attention_f32, attention_reference};
+pub use ew::{
+    gelu_erf, gelu_erf_reference, layernorm, layernorm_reference, softmax, softmax_reference,
+};
+pub use gemm::{gemm_f32, gemm_f32_reference, Epilogue, PackedMatrix};
+pub use isa::{Isa, IsaKind};
+
+/// Errors returned by the kernels. Kernels never panic on bad shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KernelError {
+    /// A length or dimension does not match what the operation needs.
+    Shape(String),
+    /// `E5EMBED_ISA` (or a parsed name) is not one of `scalar|avx2|avx512`.
+    UnknownIsa(String),
+    /// The requested ISA exists but this CPU does not support it.
+    UnsupportedIsa(String),
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelError::Shape(m) => write!(f, "shape error: {m}"),
+            KernelError::UnknownIsa(s) => {
+                write!(f, "unknown ISA {s:?} (expected scalar, avx2 or avx512)")
+            }
+            KernelError::UnsupportedIsa(s) => {
+                write!(f, "ISA {s} is not supported by this CPU")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Shorthand used by the validators: `Err(KernelError::Shape(format!(...)))`.
+macro_rules! shape_err {
+    ($($t:tt)*) => { Err($crate::KernelError::Shape(format!($($t)*))) };
+}
+pub(crate) use shape_err;

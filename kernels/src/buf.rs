@@ -1,0 +1,65 @@
+//! 64-byte aligned f32 buffers (packed weights, per-thread scratch).
+//!
+//! Packed panels start on a cache line so that every vector load of a B micro-panel
+//! row (NR floats = 32/64/128 bytes) stays within one or two whole lines.
+
+/// One cache line of f32. `repr(C)` array of f32: a `[Line]` is a valid `[f32]`.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A zero-initialised, 64-byte aligned, growable f32 buffer.
+#[derive(Clone, Default)]
+pub(crate) struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) const fn new() -> AlignedBuf {
+        AlignedBuf {
+            lines: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// A buffer of `len` zeros.
+    pub(crate) fn zeroed(len: usize) -> AlignedBuf {
+        let mut b = AlignedBuf::new();
+        b.resize_zeroed(len);
+        b
+    }
+
+    /// Sets the length to `len` and zero-fills the whole buffer.
+    pub(crate) fn resize_zeroed(&mut self, len: usize) {
+        let lines = len.div_ceil(16);
+        self.lines.clear();
+        self.lines.resize(lines, Line([0.0; 16]));
+        self.len = len;
+    }
+
+    /// Makes the length at least `len` (never shrinks); contents are unspecified
+    /// (but initialised) afterwards. Used for scratch that is fully overwritten.
+    pub(crate) fn ensure_len(&mut self, len: usize) {
+        if self.len < len {
+            self.resize_zeroed(len);
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]`, so `lines` is
+        // `16 * lines.len() >= len` contiguous, initialised f32.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as in `as_slice`, with unique access through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf(len={})", self.len)
+    }
+}
