@@ -1,0 +1,76 @@
+//! The engine's typed errors. The library never panics on user input or on a bad model file:
+//! every failure is one of these values, naming the file, tensor or input that caused it.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading a model or embedding text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required file of the model directory is missing.
+    #[error("model directory {dir}: missing {file}{hint}")]
+    MissingFile {
+        dir: PathBuf,
+        file: String,
+        hint: String,
+    },
+    /// A JSON configuration file is malformed or holds invalid values.
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+    /// The configuration describes a model this engine does not run.
+    #[error("{path}: unsupported model: {msg}")]
+    Unsupported { path: PathBuf, msg: String },
+    /// The safetensors file is malformed, truncated or inconsistent.
+    #[error("{path}: invalid safetensors file: {msg}")]
+    Safetensors { path: PathBuf, msg: String },
+    /// A tensor the model needs is not in the weights file.
+    #[error("{path}: missing tensor `{name}` (also looked for `bert.{name}`)")]
+    MissingTensor { path: PathBuf, name: String },
+    /// A tensor has the wrong shape for the configuration.
+    #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// A tensor has a dtype the engine cannot convert (only f32, f16 and bf16 are accepted).
+    #[error("{path}: tensor `{name}` has dtype {dtype}, expected F32, F16 or BF16")]
+    TensorDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    /// A weight is NaN or infinite.
+    #[error("{path}: tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f32,
+    },
+    /// The tokenizer file could not be loaded or a text could not be tokenized.
+    #[error("tokenizer {path}: {msg}")]
+    Tokenizer { path: PathBuf, msg: String },
+    /// An embed call was given no texts.
+    #[error("empty input: no texts were given")]
+    EmptyInput,
+    /// A caller-supplied argument is out of range (token ids, lengths, options).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A kernel refused its arguments (a bug in the engine if it ever shows) or the ISA request.
+    #[error("kernel: {0}")]
+    Kernel(#[from] e5embed_kernels::KernelError),
+    /// The thread pool could not be built.
+    #[error("thread pool: {0}")]
+    ThreadPool(String),
+}
+
+/// Short alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,206 @@
+//! Loading BERT weights from `model.safetensors`: memory-mapped, validated (shapes against the
+//! config, dtype f32/f16/bf16 converted to f32, every value finite), tensor names accepted with
+//! or without the `bert.` prefix. The result is plain row-major f32 in the PyTorch layout
+//! (Linear weights `[out_features, in_features]`); the fast model packs it for its kernels.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+
+/// One encoder layer's parameters (row-major f32, PyTorch layout).
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    /// Q, K and V projections stacked: `[3*hidden, hidden]` (query rows, then key, then value).
+    pub qkv_w: Vec<f32>,
+    /// `[3*hidden]`
+    pub qkv_b: Vec<f32>,
+    /// Attention output projection `[hidden, hidden]`.
+    pub attn_out_w: Vec<f32>,
+    pub attn_out_b: Vec<f32>,
+    pub attn_ln_g: Vec<f32>,
+    pub attn_ln_b: Vec<f32>,
+    /// FFN up projection `[intermediate, hidden]`.
+    pub ffn_up_w: Vec<f32>,
+    pub ffn_up_b: Vec<f32>,
+    /// FFN down projection `[hidden, intermediate]`.
+    pub ffn_down_w: Vec<f32>,
+    pub ffn_down_b: Vec<f32>,
+    pub ffn_ln_g: Vec<f32>,
+    pub ffn_ln_b: Vec<f32>,
+}
+
+/// All parameters of a BERT encoder.
+#[derive(Debug, Clone)]
+pub struct BertWeights {
+    pub config: BertConfig,
+    /// `[vocab, hidden]`
+    pub word_emb: Vec<f32>,
+    /// `[max_positions, hidden]`
+    pub pos_emb: Vec<f32>,
+    /// `[type_vocab, hidden]`
+    pub type_emb: Vec<f32>,
+    pub emb_ln_g: Vec<f32>,
+    pub emb_ln_b: Vec<f32>,
+    pub layers: Vec<LayerWeights>,
+}
+
+struct TensorSource<'a> {
+    path: &'a Path,
+    st: SafeTensors<'a>,
+}
+
+impl TensorSource<'_> {
+    /// Fetches `name` (or `bert.name`), checks its shape, converts it to f32 and checks that
+    /// every value is finite.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let prefixed = format!("bert.{name}");
+        let view = match self.st.tensor(name) {
+            Ok(v) => v,
+            Err(_) => self
+                .st
+                .tensor(&prefixed)
+                .map_err(|_| Error::MissingTensor {
+                    path: self.path.to_owned(),
+                    name: name.to_owned(),
+                })?,
+        };
+        if view.shape() != shape {
+            return Err(Error::TensorShape {
+                path: self.path.to_owned(),
+                name: name.to_owned(),
+                got: view.shape().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        let bytes = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::TensorDtype {
+                    path: self.path.to_owned(),
+                    name: name.to_owned(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                path: self.path.to_owned(),
+                name: name.to_owned(),
+                index,
+                value,
+            });
+        }
+        Ok(values)
+    }
+}
+
+/// Maps a file read-only. The one audited `unsafe` of the engine crate: the map is only read
+/// while the file is open, and every byte is copied out (converted to f32) before it is
+/// dropped, so a concurrent writer could at worst make the load fail validation, never alias
+/// memory we keep.
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: see the function comment; the mapping is private and read-only.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl BertWeights {
+    /// Loads `model.safetensors` from a model directory and validates it against `config`.
+    pub fn load(dir: &Path, config: &BertConfig) -> Result<Self> {
+        let path: PathBuf = dir.join("model.safetensors");
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                dir: dir.to_owned(),
+                file: "model.safetensors".into(),
+                hint: crate::config::hint_for(dir),
+            });
+        }
+        let map = map_file(&path)?;
+        let st = SafeTensors::deserialize(&map).map_err(|e| Error::Safetensors {
+            path: path.clone(),
+            msg: describe_safetensors_error(&e, map.len()),
+        })?;
+        let src = TensorSource { path: &path, st };
+        Self::from_source(&src, config)
+    }
+
+    fn from_source(src: &TensorSource<'_>, c: &BertConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let i = c.intermediate_size;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("encoder.layer.{l}.");
+            let q_w = src.get(&format!("{p}attention.self.query.weight"), &[h, h])?;
+            let k_w = src.get(&format!("{p}attention.self.key.weight"), &[h, h])?;
+            let v_w = src.get(&format!("{p}attention.self.value.weight"), &[h, h])?;
+            let q_b = src.get(&format!("{p}attention.self.query.bias"), &[h])?;
+            let k_b = src.get(&format!("{p}attention.self.key.bias"), &[h])?;
+            let v_b = src.get(&format!("{p}attention.self.value.bias"), &[h])?;
+            layers.push(LayerWeights {
+                qkv_w: [q_w, k_w, v_w].concat(),
+                qkv_b: [q_b, k_b, v_b].concat(),
+                attn_out_w: src.get(&format!("{p}attention.output.dense.weight"), &[h, h])?,
+                attn_out_b: src.get(&format!("{p}attention.output.dense.bias"), &[h])?,
+                attn_ln_g: src.get(&format!("{p}attention.output.LayerNorm.weight"), &[h])?,
+                attn_ln_b: src.get(&format!("{p}attention.output.LayerNorm.bias"), &[h])?,
+                ffn_up_w: src.get(&format!("{p}intermediate.dense.weight"), &[i, h])?,
+                ffn_up_b: src.get(&format!("{p}intermediate.dense.bias"), &[i])?,
+                ffn_down_w: src.get(&format!("{p}output.dense.weight"), &[h, i])?,
+                ffn_down_b: src.get(&format!("{p}output.dense.bias"), &[h])?,
+                ffn_ln_g: src.get(&format!("{p}output.LayerNorm.weight"), &[h])?,
+                ffn_ln_b: src.get(&format!("{p}output.LayerNorm.bias"), &[h])?,
+            });
+        }
+        Ok(BertWeights {
+            config: c.clone(),
+            word_emb: src.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            pos_emb: src.get(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+            )?,
+            type_emb: src.get(
+                "embeddings.token_type_embeddings.weight",
+                &[c.type_vocab_size, h],
+            )?,
+            emb_ln_g: src.get("embeddings.LayerNorm.weight", &[h])?,
+            emb_ln_b: src.get("embeddings.LayerNorm.bias", &[h])?,
+            layers,
+        })
+    }
+}
+
+fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => format!("file is {file_len} bytes, too short for a header (truncated?)"),
+        E::InvalidHeaderLength => format!(
+            "the header length field points past the end of the {file_len}-byte file (truncated or not safetensors)"
+        ),
+        E::MetadataIncompleteBuffer => format!(
+            "the tensors' data extends past the end of the {file_len}-byte file (truncated download?)"
+        ),
+        other => other.to_string(),
+    }
+}

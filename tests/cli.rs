@@ -1,0 +1,169 @@
+//! The `e5embed` binary: embed from arguments and stdin, .npy output, invalid UTF-8, bench JSON.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_e5embed");
+
+fn tiny_model() -> std::path::PathBuf {
+    let dir = temp_dir("cli");
+    write_tiny_model(&dir, &tiny_tensors(3), safetensors::tensor::Dtype::F32);
+    dir
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &[u8]) -> Vec<Vec<f32>> {
+    String::from_utf8(out.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn embed_arguments_and_stdin_agree() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    let a = run(&["embed", "--model", m, "--query", "first", "second"], b"");
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = run(&["embed", "--model", m, "--query"], b"first\nsecond\n");
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let (va, vb) = (json_lines(&a.stdout), json_lines(&b.stdout));
+    assert_eq!(va.len(), 2);
+    assert_eq!(va, vb);
+    assert_eq!(va[0].len(), TINY_HIDDEN);
+    // --query is exactly the `query: ` prefix.
+    let c = run(&["embed", "--model", m, "query: first"], b"");
+    assert_eq!(json_lines(&c.stdout)[0], va[0]);
+}
+
+#[test]
+fn invalid_utf8_names_the_line() {
+    let m = tiny_model();
+    let out = run(
+        &["embed", "--model", m.to_str().unwrap()],
+        b"ok line\nbad \xff\xfe line\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn truncation_warns_on_stderr() {
+    let m = tiny_model();
+    let long = "word ".repeat(300);
+    let out = run(
+        &["embed", "--model", m.to_str().unwrap(), "short", &long],
+        b"",
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("text 2 was truncated"), "{err}");
+}
+
+#[test]
+fn npy_output_holds_the_same_vectors() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    let path = temp_dir("npy").join("out.npy");
+    let out = run(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--output",
+            path.to_str().unwrap(),
+            "alpha",
+            "beta",
+            "",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = json_lines(&run(&["embed", "--model", m, "alpha", "beta", ""], b"").stdout);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains(&format!("'shape': (3, {TINY_HIDDEN})")),
+        "{header}"
+    );
+    assert_eq!((10 + hlen) % 64, 0);
+    let data: Vec<f32> = bytes[10 + hlen..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(data, json.concat());
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let out = run(&["embed", "--model", "/nonexistent/model", "text"], b"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tools/fetch-models"), "{err}");
+}
+
+#[test]
+fn bench_json_has_the_documented_keys() {
+    let m = tiny_model();
+    let out = run(
+        &[
+            "bench",
+            "--model",
+            m.to_str().unwrap(),
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--iters",
+            "3",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "batch",
+        "seq",
+        "threads",
+        "precision",
+        "isa",
+        "median_ms",
+        "min_ms",
+        "max_ms",
+        "tokens_per_s",
+    ] {
+        assert!(v.get(key).is_some(), "missing key {key} in {v}");
+    }
+    assert_eq!(v["batch"], 2);
+    assert_eq!(v["seq"], 16);
+    assert_eq!(v["precision"], "f32");
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,247 @@
+//! Shared test helpers: locating the fetched test models and the ONNX Runtime fixtures, and
+//! writing tiny synthetic model directories for error-path tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+
+/// The directory of a fetched test model; fails with the command to run when it is missing.
+pub fn model_dir(name: &str) -> PathBuf {
+    let dir = e5embed::models_dir().join(name);
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "test model `{name}` is missing at {}: run `tools/fetch-models` first",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixtures_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// One model's ONNX Runtime reference outputs (tests/fixtures/<model>/).
+pub struct Fixture {
+    pub meta: serde_json::Value,
+    pub texts: Vec<String>,
+    pub input_ids: Vec<Vec<u32>>,
+    pub last_hidden: Vec<Vec<f32>>,
+    pub embedding: Vec<Vec<f32>>,
+    pub truncated: Vec<bool>,
+}
+
+pub fn load_fixture(name: &str) -> Fixture {
+    let dir = fixtures_dir(name);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("meta.json"))
+            .unwrap_or_else(|e| panic!("{}: {e}: run tools/make-reference", dir.display())),
+    )
+    .unwrap();
+    let texts_json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir("").join("texts.json")).expect("tests/fixtures/texts.json"),
+    )
+    .unwrap();
+    let texts: Vec<String> = texts_json
+        .get("texts")
+        .unwrap_or(&texts_json)
+        .as_array()
+        .expect("texts.json: a list of texts (or {\"texts\": [...]})")
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let n = texts.len();
+    let mut fx = Fixture {
+        meta,
+        texts,
+        input_ids: Vec::new(),
+        last_hidden: Vec::new(),
+        embedding: Vec::new(),
+        truncated: Vec::new(),
+    };
+    for i in 0..n {
+        let ids = st.tensor(&format!("input_ids.{i}")).unwrap();
+        assert_eq!(ids.dtype(), Dtype::I64);
+        fx.input_ids.push(
+            ids.data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+                .collect(),
+        );
+        fx.last_hidden
+            .push(f32s(&st.tensor(&format!("last_hidden.{i}")).unwrap()));
+        fx.embedding
+            .push(f32s(&st.tensor(&format!("embedding.{i}")).unwrap()));
+        let tr = st
+            .tensor(&format!("truncated.{i}"))
+            .map(|t| t.data().iter().any(|&b| b != 0))
+            .unwrap_or(false);
+        fx.truncated.push(tr);
+    }
+    fx
+}
+
+fn f32s(t: &TensorView<'_>) -> Vec<f32> {
+    assert_eq!(t.dtype(), Dtype::F32);
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// A tiny BERT (hidden 64, 2 heads of 32, intermediate 128, 2 layers, the MiniLM vocabulary)
+/// with seeded random weights: tensor name -> (shape, values).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+pub const TINY_HIDDEN: usize = 64;
+
+pub fn tiny_config() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_act": "gelu",
+        "hidden_size": TINY_HIDDEN, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 128, "max_position_embeddings": 64, "type_vocab_size": 2,
+        "vocab_size": 30522, "layer_norm_eps": 1e-12, "position_embedding_type": "absolute"
+    })
+}
+
+pub fn tiny_tensors(seed: u64) -> Tensors {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 / (1u64 << 53) as f64) as f32 * 2.0 - 1.0
+    };
+    let (h, i, v, p, layers) = (TINY_HIDDEN, 128, 30522, 64, 2);
+    let mut t = Tensors::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let n: usize = shape.iter().product();
+        let vals = (0..n).map(|_| offset + scale * rnd()).collect();
+        t.insert(name, (shape, vals));
+    };
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        vec![v, h],
+        0.5,
+        0.0,
+    );
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        vec![p, h],
+        0.5,
+        0.0,
+    );
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![2, h],
+        0.5,
+        0.0,
+    );
+    add("embeddings.LayerNorm.weight".into(), vec![h], 0.1, 1.0);
+    add("embeddings.LayerNorm.bias".into(), vec![h], 0.1, 0.0);
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}.");
+        for m in ["query", "key", "value"] {
+            add(
+                format!("{p}attention.self.{m}.weight"),
+                vec![h, h],
+                0.2,
+                0.0,
+            );
+            add(format!("{p}attention.self.{m}.bias"), vec![h], 0.1, 0.0);
+        }
+        add(
+            format!("{p}attention.output.dense.weight"),
+            vec![h, h],
+            0.2,
+            0.0,
+        );
+        add(format!("{p}attention.output.dense.bias"), vec![h], 0.1, 0.0);
+        add(
+            format!("{p}attention.output.LayerNorm.weight"),
+            vec![h],
+            0.1,
+            1.0,
+        );
+        add(
+            format!("{p}attention.output.LayerNorm.bias"),
+            vec![h],
+            0.1,
+            0.0,
+        );
+        add(
+            format!("{p}intermediate.dense.weight"),
+            vec![i, h],
+            0.2,
+            0.0,
+        );
+        add(format!("{p}intermediate.dense.bias"), vec![i], 0.1, 0.0);
+        add(format!("{p}output.dense.weight"), vec![h, i], 0.2, 0.0);
+        add(format!("{p}output.dense.bias"), vec![h], 0.1, 0.0);
+        add(format!("{p}output.LayerNorm.weight"), vec![h], 0.1, 1.0);
+        add(format!("{p}output.LayerNorm.bias"), vec![h], 0.1, 0.0);
+    }
+    t
+}
+
+/// Serializes tensors to safetensors bytes in the given dtype (F32, F16 or BF16).
+pub fn safetensors_bytes(t: &Tensors, dtype: Dtype, prefix: &str) -> Vec<u8> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = t
+        .iter()
+        .map(|(name, (shape, vals))| {
+            let bytes: Vec<u8> = match dtype {
+                Dtype::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                Dtype::F16 => vals
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+                Dtype::BF16 => vals
+                    .iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+                other => panic!("unsupported test dtype {other:?}"),
+            };
+            (format!("{prefix}{name}"), shape.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize(views, &None).unwrap()
+}
+
+/// A fresh temporary directory under the target dir (no external crate needed).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let base = std::env::temp_dir().join(format!(
+        "e5embed-test-{}-{}-{tag}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&base).unwrap();
+    base
+}
+
+/// Writes a complete tiny model directory (config, weights, MiniLM tokenizer).
+pub fn write_tiny_model(dir: &Path, tensors: &Tensors, dtype: Dtype) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), tiny_config().to_string()).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors_bytes(tensors, dtype, ""),
+    )
+    .unwrap();
+    std::fs::copy(
+        model_dir("all-MiniLM-L6-v2").join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+}

@@ -1,0 +1,135 @@
+//! The whole model against ONNX Runtime fixtures (tools/make-reference), on every ISA path this
+//! CPU has, for both the fast forward and the plain reference forward:
+//! - tokenization: identical token ids and truncation flags;
+//! - last hidden state: max abs diff <= HIDDEN_MAX_ABS_DIFF on every real token;
+//! - pooled, normalized embedding: cosine >= EMBEDDING_MIN_COSINE for every text.
+
+mod common;
+
+use common::*;
+use e5embed::{pool::cosine, Embedder, EmbedderOptions, Isa};
+use sha2::Digest;
+
+/// Budget for the last hidden state vs ONNX Runtime fp32 (issue #2).
+const HIDDEN_MAX_ABS_DIFF: f32 = 1e-4;
+/// Budget for the final embedding vs ONNX Runtime fp32 (issue #2).
+const EMBEDDING_MIN_COSINE: f64 = 0.99999;
+
+const MODELS: [&str; 2] = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2"];
+
+fn sha256_file(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    format!("{:x}", sha2::Sha256::digest(&bytes))
+}
+
+/// The fixture must describe the very weights we load.
+fn check_same_model(name: &str, fx: &Fixture) {
+    let dir = model_dir(name);
+    let want = fx.meta["model_safetensors_sha256"]
+        .as_str()
+        .expect("meta.json: model_safetensors_sha256");
+    let got = sha256_file(&dir.join("model.safetensors"));
+    assert_eq!(got, want, "{name}: model.safetensors differs from the one the fixtures were made with; rerun tools/fetch-models");
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn tokenization_matches_fixture() {
+    for name in MODELS {
+        let fx = load_fixture(name);
+        let e = Embedder::load(model_dir(name)).unwrap();
+        for (i, text) in fx.texts.iter().enumerate() {
+            let t = e.tokenizer().encode(text).unwrap();
+            assert_eq!(
+                t.ids, fx.input_ids[i],
+                "{name}: token ids of text {i} ({text:?})"
+            );
+            assert_eq!(
+                t.truncated, fx.truncated[i],
+                "{name}: truncation flag of text {i}"
+            );
+        }
+        assert!(
+            fx.truncated.iter().any(|&t| t),
+            "{name}: the fixture has no truncated text"
+        );
+    }
+}
+
+#[test]
+fn fast_forward_matches_onnx_runtime_on_every_isa() {
+    for name in MODELS {
+        let fx = load_fixture(name);
+        check_same_model(name, &fx);
+        for isa in Isa::available() {
+            let opts = EmbedderOptions {
+                isa: Some(isa.kind()),
+                ..Default::default()
+            };
+            let e = Embedder::load_with(model_dir(name), &opts).unwrap();
+            assert_eq!(e.isa(), isa);
+            // All texts in one padding-free batch.
+            let seqs: Vec<&[u32]> = fx.input_ids.iter().map(|v| v.as_slice()).collect();
+            let hidden = e.last_hidden_states(&seqs).unwrap();
+            let mut worst = 0.0f32;
+            for (i, (h, want)) in hidden.iter().zip(&fx.last_hidden).enumerate() {
+                let d = max_abs_diff(h, want);
+                assert!(
+                    d <= HIDDEN_MAX_ABS_DIFF,
+                    "{name} {}: text {i} last hidden max abs diff {d}",
+                    isa.name()
+                );
+                worst = worst.max(d);
+            }
+            let out = e.embed(&fx.texts).unwrap();
+            let mut min_cos = 1.0f64;
+            for (i, (v, want)) in out.vectors.iter().zip(&fx.embedding).enumerate() {
+                let c = cosine(v, want);
+                assert!(
+                    c >= EMBEDDING_MIN_COSINE,
+                    "{name} {}: text {i} cosine {c}",
+                    isa.name()
+                );
+                min_cos = min_cos.min(c);
+                if e.config().normalize {
+                    let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-5, "{name}: text {i} norm {norm}");
+                }
+            }
+            let truncated: Vec<usize> = (0..fx.texts.len()).filter(|&i| fx.truncated[i]).collect();
+            assert_eq!(out.truncated, truncated);
+            eprintln!(
+                "{name} {}: max abs diff {worst:.2e}, min cosine {min_cos:.8}",
+                isa.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_forward_matches_onnx_runtime() {
+    for name in MODELS {
+        let fx = load_fixture(name);
+        let dir = model_dir(name);
+        let cfg = e5embed::ModelConfig::from_dir(&dir).unwrap();
+        let w = e5embed::weights::BertWeights::load(&dir, &cfg.bert).unwrap();
+        let mut worst = 0.0f32;
+        for (i, ids) in fx.input_ids.iter().enumerate() {
+            let h = e5embed::model::reference::forward(&w, ids).unwrap();
+            let d = max_abs_diff(&h, &fx.last_hidden[i]);
+            assert!(
+                d <= HIDDEN_MAX_ABS_DIFF,
+                "{name} reference: text {i} max abs diff {d}"
+            );
+            worst = worst.max(d);
+        }
+        eprintln!("{name} reference forward: max abs diff {worst:.2e}");
+    }
+}
