@@ -1,0 +1,59 @@
+//! Shared helpers and the named error budgets of the kernel tests.
+#![allow(dead_code)]
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// f32 GEMM vs the f64 reference: `|c - ref| <= GEMM_F32_REL · sqrt(k) · Σ_q |a·w|`
+/// (+ the epilogue terms below). 4 f32 epsilons per sqrt(k): a dropped or doubled
+/// product (error ≈ Σ|a·w| / k) still fails for every k up to ~10^9.
+pub const GEMM_F32_REL: f64 = 4.0 * f32::EPSILON as f64;
+/// Rounding of the epilogue adds (bias, residual, accumulate over K slices): in
+/// units of |operand|.
+pub const EPI_REL: f64 = 2.0 * f32::EPSILON as f64;
+/// GELU vs f64: `|g - ref| <= GELU_ABS + GELU_REL·|ref|`. From the erf bound
+/// (4.5e-7 abs): `0.5·|x|·4.5e-7` is ≤ 2.3e-7·|x| ≈ 2.3e-7·|ref| for x > 0, and for
+/// x < 0 it is absolute (≤ 1.3e-6 at x ≈ -5.6, the clamp).
+pub const GELU_ABS: f64 = 1.5e-6;
+pub const GELU_REL: f64 = 4e-7;
+/// |gelu'(x)| <= 1.13: how a pre-activation error propagates through GELU.
+pub const GELU_LIPSCHITZ: f64 = 1.13;
+/// LayerNorm vs f64: `|y - ref| <= LN_TOL · (|gamma| + |beta| + |ref|)`.
+pub const LN_TOL: f64 = 1e-5;
+/// Softmax vs f64: `|p - ref| <= SOFTMAX_ABS + SOFTMAX_REL·ref`.
+pub const SOFTMAX_ABS: f64 = 1e-8;
+pub const SOFTMAX_REL: f64 = 2e-6;
+/// Attention vs f64 (inputs in [-2, 2]): `|o - ref| <= ATTN_TOL · max|v|`.
+pub const ATTN_TOL: f64 = 2e-5;
+
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn uniform(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.gen_range(lo..hi)).collect()
+}
+
+/// Asserts `|got - want| <= tol(i)` for every element; reports the worst.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst: Option<(usize, f64, f64)> = None;
+    for i in 0..got.len() {
+        let err = (got[i] as f64 - want[i] as f64).abs();
+        let t = tol(i);
+        if err > t || got[i].is_nan() != want[i].is_nan() {
+            let ratio = if t > 0.0 { err / t } else { f64::INFINITY };
+            if worst.is_none_or(|(_, _, r)| ratio > r) {
+                worst = Some((i, err, ratio));
+            }
+        }
+    }
+    if let Some((i, err, ratio)) = worst {
+        panic!(
+            "{what}: element {i}: got {} want {} (err {err:.3e}, {ratio:.1}x tolerance {:.3e})",
+            got[i],
+            want[i],
+            tol(i)
+        );
+    }
+}
