@@ -87,8 +87,16 @@ pub(crate) unsafe fn erf<S: Simd>(x: S::V) -> S::V {
     q = S::fma(q, x2, S::splat(B0));
     // The f32 rational can overshoot 1 by an ulp near the clamp: keep |erf| <= 1.
     let e = S::div(S::mul(x, p), q);
-    S::min(S::max(e, S::splat(-1.0)), S::splat(1.0))
+    let e = S::min(S::max(e, S::splat(-1.0)), S::splat(1.0));
+    // Beyond ERF_ONE, erf(x) rounds to exactly ±1 in f32; the rational does not
+    // (it is ~1e-7 short), which would leave GELU(-1e30) = 0.5·x·(1 + erf) huge.
+    let one = S::splat(1.0);
+    let e = S::select_gt(x, S::splat(ERF_ONE), one, e);
+    S::select_gt(S::splat(-ERF_ONE), x, S::splat(-1.0), e)
 }
+
+/// Smallest x with `1 - erf(x) < 2^-25` (half an ulp below 1): f32 erf is ±1 beyond.
+const ERF_ONE: f32 = 3.919_206;
 
 /// Exact (erf) GELU: `0.5·x·(1 + erf(x/√2))`, the form PyTorch's `gelu` (and e5's
 /// `hidden_act = "gelu"`) computes. Error: `0.5·|x|·ERF_MAX_ABS_ERR` plus a few f32

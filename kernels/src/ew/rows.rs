@@ -6,9 +6,16 @@
 use crate::math;
 use crate::simd::Simd;
 
-/// LayerNorm of each `cols`-wide row in place, two passes in f32 (mean, then the
-/// variance of `x - mean`: no `E[x²] - E[x]²` cancellation), biased variance as
-/// PyTorch: `y = (x - mean) / sqrt(var + eps) * gamma + beta`.
+/// LayerNorm of each `cols`-wide row in place, PyTorch semantics (biased variance,
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`), in f32 with care:
+///
+/// 1. shifted sum: `mean0 = x[0] + Σ(x - x[0]) / n`, so a large common offset (the
+///    residual stream can sit far from 0) does not eat the sum's precision;
+/// 2. corrected two-pass (Chan, Golub & LeVeque): with `d = x - mean0`,
+///    `mean = mean0 + Σd/n`, `var = Σd²/n - (Σd/n)²`, which cancels the rounding
+///    error left in `mean0` (no `E[x²] - E[x]²` cancellation anywhere);
+/// 3. normalize, scale, shift in one FMA chain.
+///
 /// Two vector accumulators per pass (sums of ~cols/(2·LANES) terms per lane).
 #[inline(always)]
 pub(crate) unsafe fn layernorm<S: Simd>(
@@ -21,49 +28,61 @@ pub(crate) unsafe fn layernorm<S: Simd>(
     let l = S::LANES;
     let g = gamma.as_ptr();
     let b = beta.as_ptr();
+    let inv_n = 1.0 / cols as f32;
     for row in x.chunks_exact_mut(cols) {
         let p = row.as_mut_ptr();
-        // Pass 1: mean.
+        // Pass 1: shifted sum.
+        let shift = *p;
+        let vshift = S::splat(shift);
         let (mut a0, mut a1) = (S::zero(), S::zero());
         let mut i = 0;
         while i + 2 * l <= cols {
-            a0 = S::add(a0, S::load(p.add(i)));
-            a1 = S::add(a1, S::load(p.add(i + l)));
+            a0 = S::add(a0, S::sub(S::load(p.add(i)), vshift));
+            a1 = S::add(a1, S::sub(S::load(p.add(i + l)), vshift));
             i += 2 * l;
         }
         if i + l <= cols {
-            a0 = S::add(a0, S::load(p.add(i)));
-            i += l;
-        }
-        if i < cols {
-            // Masked lanes load as 0: harmless in a sum.
-            a1 = S::add(a1, S::load_partial(p.add(i), cols - i));
-        }
-        let mean = S::reduce_add(S::add(a0, a1)) / cols as f32;
-        // Pass 2: variance of (x - mean).
-        let vm = S::splat(mean);
-        let (mut a0, mut a1) = (S::zero(), S::zero());
-        let mut i = 0;
-        while i + 2 * l <= cols {
-            let d0 = S::sub(S::load(p.add(i)), vm);
-            let d1 = S::sub(S::load(p.add(i + l)), vm);
-            a0 = S::fma(d0, d0, a0);
-            a1 = S::fma(d1, d1, a1);
-            i += 2 * l;
-        }
-        if i + l <= cols {
-            let d0 = S::sub(S::load(p.add(i)), vm);
-            a0 = S::fma(d0, d0, a0);
+            a0 = S::add(a0, S::sub(S::load(p.add(i)), vshift));
             i += l;
         }
         let mut tail = 0.0f32;
         while i < cols {
-            // Scalar tail: a masked lane would contribute (0 - mean)².
-            let d = *p.add(i) - mean;
-            tail += d * d;
+            // Scalar tail: a masked lane would contribute (0 - shift).
+            tail += *p.add(i) - shift;
             i += 1;
         }
-        let var = (S::reduce_add(S::add(a0, a1)) + tail) / cols as f32;
+        let mean0 = shift + (S::reduce_add(S::add(a0, a1)) + tail) * inv_n;
+        // Pass 2: Σd and Σd² of d = x - mean0.
+        let vm0 = S::splat(mean0);
+        let (mut s0, mut s1) = (S::zero(), S::zero());
+        let (mut q0, mut q1) = (S::zero(), S::zero());
+        let mut i = 0;
+        while i + 2 * l <= cols {
+            let d0 = S::sub(S::load(p.add(i)), vm0);
+            let d1 = S::sub(S::load(p.add(i + l)), vm0);
+            s0 = S::add(s0, d0);
+            s1 = S::add(s1, d1);
+            q0 = S::fma(d0, d0, q0);
+            q1 = S::fma(d1, d1, q1);
+            i += 2 * l;
+        }
+        if i + l <= cols {
+            let d0 = S::sub(S::load(p.add(i)), vm0);
+            s0 = S::add(s0, d0);
+            q0 = S::fma(d0, d0, q0);
+            i += l;
+        }
+        let (mut ts, mut tq) = (0.0f32, 0.0f32);
+        while i < cols {
+            let d = *p.add(i) - mean0;
+            ts += d;
+            tq += d * d;
+            i += 1;
+        }
+        let dmean = (S::reduce_add(S::add(s0, s1)) + ts) * inv_n;
+        let mean = mean0 + dmean;
+        let var = ((S::reduce_add(S::add(q0, q1)) + tq) * inv_n - dmean * dmean).max(0.0);
+        let vm = S::splat(mean);
         let rstd = S::splat(1.0 / (var + eps).sqrt());
         // Pass 3: normalize, scale, shift.
         let mut i = 0;

@@ -90,4 +90,8 @@ impl Simd for Avx2 {
         let i = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
         _mm256_castsi256_ps(_mm256_slli_epi32::<23>(i))
     }
+    #[inline(always)]
+    unsafe fn select_gt(a: __m256, b: __m256, t: __m256, f: __m256) -> __m256 {
+        _mm256_blendv_ps(f, t, _mm256_cmp_ps::<_CMP_GT_OQ>(a, b))
+    }
 }

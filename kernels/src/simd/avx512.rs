@@ -82,4 +82,8 @@ impl Simd for Avx512 {
         let i = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
         _mm512_castsi512_ps(_mm512_slli_epi32::<23>(i))
     }
+    #[inline(always)]
+    unsafe fn select_gt(a: __m512, b: __m512, t: __m512, f: __m512) -> __m512 {
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), f, t)
+    }
 }

@@ -45,6 +45,8 @@ pub(crate) trait Simd: Copy {
     unsafe fn round(v: Self::V) -> Self::V;
     /// `2^n` for integral `n` in `[-126, 127]` (built in the exponent field).
     unsafe fn pow2i(n: Self::V) -> Self::V;
+    /// Lane-wise `if a > b { t } else { f }` (ordered: NaN compares false).
+    unsafe fn select_gt(a: Self::V, b: Self::V, t: Self::V, f: Self::V) -> Self::V;
 
     #[inline(always)]
     unsafe fn zero() -> Self::V {
@@ -146,5 +148,13 @@ impl Simd for Scalar {
     #[inline(always)]
     unsafe fn pow2i(n: f32) -> f32 {
         f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+    #[inline(always)]
+    unsafe fn select_gt(a: f32, b: f32, t: f32, f: f32) -> f32 {
+        if a > b {
+            t
+        } else {
+            f
+        }
     }
 }

@@ -18,13 +18,14 @@ pub const GELU_ABS: f64 = 1.5e-6;
 pub const GELU_REL: f64 = 4e-7;
 /// |gelu'(x)| <= 1.13: how a pre-activation error propagates through GELU.
 pub const GELU_LIPSCHITZ: f64 = 1.13;
-/// LayerNorm vs f64: `|y - ref| <= LN_TOL · (|gamma| + |beta| + |ref|)`.
-pub const LN_TOL: f64 = 1e-5;
+/// LayerNorm vs f64: `|y - ref| <= LN_TOL · (|gamma| + |beta| + |ref|)` (measured
+/// worst 1.7e-7 of that scale on rows offset by -30 with spread 2).
+pub const LN_TOL: f64 = 2e-6;
 /// Softmax vs f64: `|p - ref| <= SOFTMAX_ABS + SOFTMAX_REL·ref`.
 pub const SOFTMAX_ABS: f64 = 1e-8;
 pub const SOFTMAX_REL: f64 = 2e-6;
 /// Attention vs f64 (inputs in [-2, 2]): `|o - ref| <= ATTN_TOL · max|v|`.
-pub const ATTN_TOL: f64 = 2e-5;
+pub const ATTN_TOL: f64 = 5e-6;
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
@@ -38,9 +39,15 @@ pub fn uniform(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let mut worst: Option<(usize, f64, f64)> = None;
+    let mut max_ratio = 0.0f64;
+    let mut max_abs = 0.0f64;
     for i in 0..got.len() {
         let err = (got[i] as f64 - want[i] as f64).abs();
         let t = tol(i);
+        if t > 0.0 {
+            max_ratio = max_ratio.max(err / t);
+        }
+        max_abs = max_abs.max(err);
         if err > t || got[i].is_nan() != want[i].is_nan() {
             let ratio = if t > 0.0 { err / t } else { f64::INFINITY };
             if worst.is_none_or(|(_, _, r)| ratio > r) {
@@ -48,6 +55,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -
             }
         }
     }
+    // Visible with `--nocapture`: how much of the budget each check used.
+    println!(
+        "{what}: max abs err {max_abs:.2e}, {:.1}% of tolerance",
+        100.0 * max_ratio
+    );
     if let Some((i, err, ratio)) = worst {
         panic!(
             "{what}: element {i}: got {} want {} (err {err:.3e}, {ratio:.1}x tolerance {:.3e})",

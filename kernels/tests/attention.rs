@@ -1,0 +1,128 @@
+//! Attention: every ISA vs the f64 reference, model config over sequence lengths
+//! 1..512 and small odd configs; error paths.
+
+mod common;
+
+use common::*;
+use e5embed_kernels::{attention_f32, attention_reference, Isa, KernelError};
+
+fn check(seq: usize, heads: usize, head_dim: usize, seed: u64) {
+    let h_all = heads * head_dim;
+    let mut r = rng(seed);
+    let qkv = uniform(&mut r, seq * 3 * h_all, -2.0, 2.0);
+    let mut want = vec![f32::NAN; seq * h_all];
+    attention_reference(&qkv, seq, heads, head_dim, &mut want).unwrap();
+    for isa in Isa::available() {
+        let mut got = vec![f32::NAN; seq * h_all];
+        attention_f32(isa, &qkv, seq, heads, head_dim, &mut got).unwrap();
+        let what = format!("attention {isa} seq={seq} heads={heads} head_dim={head_dim}");
+        // |v| <= 2 and the output is a convex combination of v rows.
+        assert_close(&what, &got, &want, |_| ATTN_TOL * 2.0);
+    }
+}
+
+#[test]
+fn model_config_all_lengths() {
+    for (i, seq) in [0usize, 1, 2, 7, 17, 64, 128, 383, 385, 512]
+        .into_iter()
+        .enumerate()
+    {
+        check(seq, 12, 32, i as u64);
+    }
+}
+
+#[test]
+fn odd_configs() {
+    check(1, 1, 1, 10);
+    check(13, 3, 5, 11);
+    check(50, 2, 48, 12);
+    check(97, 1, 17, 13);
+    check(33, 5, 64, 14);
+}
+
+/// Large logits: one key dominates; the softmax must not overflow.
+#[test]
+fn peaked_scores() {
+    let (seq, heads, d) = (40, 2, 32);
+    let h_all = heads * d;
+    let mut r = rng(5);
+    let mut qkv = uniform(&mut r, seq * 3 * h_all, -1.0, 1.0);
+    for v in qkv.iter_mut().take(seq * 3 * h_all) {
+        *v *= 30.0;
+    }
+    let mut want = vec![0.0; seq * h_all];
+    attention_reference(&qkv, seq, heads, d, &mut want).unwrap();
+    for isa in Isa::available() {
+        let mut got = vec![0.0; seq * h_all];
+        attention_f32(isa, &qkv, seq, heads, d, &mut got).unwrap();
+        // Logits up to ~5000: exp's argument carries their f32 rounding (~3e-4 abs),
+        // so the probabilities move by that relative amount; |v| <= 30.
+        assert_close(&format!("peaked {isa}"), &got, &want, |_| 30.0 * 1e-5);
+    }
+}
+
+/// Threads run attention concurrently with their own scratch.
+#[test]
+fn concurrent_calls() {
+    let (seq, heads, d) = (70, 12, 32);
+    let h_all = heads * d;
+    let qkv = uniform(&mut rng(9), seq * 3 * h_all, -2.0, 2.0);
+    let mut want = vec![0.0; seq * h_all];
+    attention_reference(&qkv, seq, heads, d, &mut want).unwrap();
+    let isa = Isa::best();
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let (qkv, want) = (&qkv, &want);
+            s.spawn(move || {
+                // Different lengths first so the scratch is resized in between.
+                let mut small = vec![0.0; 5 * h_all];
+                let q5: Vec<f32> = qkv[..5 * 3 * h_all].to_vec();
+                attention_f32(isa, &q5, 5, heads, d, &mut small).unwrap();
+                let mut got = vec![0.0; seq * h_all];
+                attention_f32(isa, qkv, seq, heads, d, &mut got).unwrap();
+                assert_close(&format!("thread {t}"), &got, want, |_| ATTN_TOL * 2.0);
+            });
+        }
+    });
+}
+
+fn is_shape_err(r: Result<(), KernelError>) -> bool {
+    matches!(r, Err(KernelError::Shape(_)))
+}
+
+#[test]
+fn error_paths() {
+    let qkv = vec![0.0f32; 4 * 3 * 8];
+    let mut out = vec![0.0f32; 4 * 8];
+    for isa in Isa::available() {
+        assert!(attention_f32(isa, &qkv, 4, 2, 4, &mut out).is_ok());
+        assert!(is_shape_err(attention_f32(
+            isa,
+            &qkv,
+            4,
+            2,
+            4,
+            &mut out[..31]
+        )));
+        assert!(is_shape_err(attention_f32(
+            isa,
+            &qkv[..95],
+            4,
+            2,
+            4,
+            &mut out
+        )));
+        assert!(is_shape_err(attention_f32(isa, &qkv, 3, 2, 4, &mut out)));
+        assert!(is_shape_err(attention_f32(isa, &qkv, 4, 0, 4, &mut out)));
+        assert!(is_shape_err(attention_f32(isa, &qkv, 4, 2, 0, &mut out)));
+        assert!(attention_f32(isa, &[], 0, 2, 4, &mut []).is_ok());
+    }
+    assert!(is_shape_err(attention_reference(
+        &qkv,
+        4,
+        2,
+        4,
+        &mut out[..1]
+    )));
+    assert!(is_shape_err(attention_reference(&qkv, 4, 8, 4, &mut out)));
+}
