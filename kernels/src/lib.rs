@@ -70,3 +70,10 @@ macro_rules! shape_err {
     ($($t:tt)*) => { Err($crate::KernelError::Shape(format!($($t)*))) };
 }
 pub(crate) use shape_err;
+
+/// The product of `dims` (a buffer length), or a shape error if it overflows `usize`.
+pub(crate) fn checked_len(what: &str, dims: &[usize]) -> Result<usize, KernelError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| KernelError::Shape(format!("{what}: dimensions {dims:?} overflow usize")))
+}

@@ -313,3 +313,34 @@ fn error_paths() {
         assert!(e.to_string().contains("c has 7 floats"), "{e}");
     }
 }
+
+#[test]
+fn overflowing_dims_are_errors_not_panics() {
+    let isa = Isa::best();
+    assert!(is_shape_err(PackedMatrix::pack(isa, &[], usize::MAX, 2)));
+    assert!(is_shape_err(PackedMatrix::pack(
+        isa,
+        &[],
+        usize::MAX / 2,
+        2
+    )));
+    let p = PackedMatrix::pack(isa, &[0.0; 6], 2, 3).unwrap();
+    assert!(is_shape_err(gemm_f32(
+        &[],
+        usize::MAX,
+        &p,
+        &mut [],
+        Epilogue::None
+    )));
+    assert!(is_shape_err(gemm_f32_reference(
+        &[],
+        usize::MAX,
+        &[0.0; 6],
+        2,
+        3,
+        &mut [],
+        Epilogue::None
+    )));
+    let r = e5embed_kernels::attention_f32(isa, &[], usize::MAX, 12, 32, &mut []);
+    assert!(is_shape_err(r));
+}

@@ -37,14 +37,14 @@ pub(crate) fn validate(
     if heads == 0 || head_dim == 0 {
         return shape_err!("{what}: heads ({heads}) and head_dim ({head_dim}) must be > 0");
     }
-    let h_all = heads * head_dim;
-    if qkv.len() != seq * 3 * h_all {
+    let h_all = crate::checked_len(what, &[heads, head_dim])?;
+    if qkv.len() != crate::checked_len(what, &[seq, 3, h_all])? {
         return shape_err!(
             "{what}: qkv has {} floats, expected seq*3*heads*head_dim = {seq}*3*{h_all}",
             qkv.len()
         );
     }
-    if out.len() != seq * h_all {
+    if out.len() != crate::checked_len(what, &[seq, h_all])? {
         return shape_err!(
             "{what}: out has {} floats, expected seq*heads*head_dim = {seq}*{h_all}",
             out.len()

@@ -166,16 +166,15 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs `w: [n, k]` (PyTorch Linear layout, row-major) for `isa`'s microkernel.
     pub fn pack(isa: Isa, w: &[f32], n: usize, k: usize) -> Result<PackedMatrix, KernelError> {
-        let Some(nk) = n.checked_mul(k) else {
-            return shape_err!("PackedMatrix::pack: n*k overflows ({n}*{k})");
-        };
-        if w.len() != nk {
+        let info = kernel_info(isa);
+        if w.len() != crate::checked_len("PackedMatrix::pack", &[n, k])? {
             return shape_err!(
                 "PackedMatrix::pack: w has {} floats, expected n*k = {n}*{k}",
                 w.len()
             );
         }
-        let info = kernel_info(isa);
+        // Padded size: ceil(n / NR) * NR * k, checked too.
+        crate::checked_len("PackedMatrix::pack", &[n.div_ceil(info.nr), info.nr, k])?;
         let mut data = AlignedBuf::zeroed(packed_len(n, k, info.nr));
         pack_b(data.as_mut_slice(), info.nr, w, n, k, k, 1)?;
         Ok(PackedMatrix {
@@ -253,7 +252,7 @@ pub(crate) fn validate_epilogue(e: &Epilogue, m: usize, n: usize) -> Result<(), 
         Epilogue::Bias(b) | Epilogue::BiasGelu(b) => check_bias(b),
         Epilogue::BiasResidual { bias, residual } => {
             check_bias(bias)?;
-            if residual.len() != m * n {
+            if residual.len() != crate::checked_len("gemm residual", &[m, n])? {
                 return shape_err!(
                     "gemm: residual has {} floats, expected m*n = {m}*{n}",
                     residual.len()
@@ -277,14 +276,14 @@ pub fn gemm_f32(
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
     let (n, k) = (b.n, b.k);
-    if a.len() != m * k {
+    if a.len() != crate::checked_len("gemm_f32 a", &[m, k])? {
         return shape_err!(
             "gemm_f32 ({}): a has {} floats, expected m*k = {m}*{k}",
             b.name,
             a.len()
         );
     }
-    if c.len() != m * n {
+    if c.len() != crate::checked_len("gemm_f32 c", &[m, n])? {
         return shape_err!(
             "gemm_f32 ({}): c has {} floats, expected m*n = {m}*{n}",
             b.name,

@@ -14,19 +14,19 @@ pub fn gemm_f32_reference(
     c: &mut [f32],
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
-    if a.len() != m * k {
+    if a.len() != crate::checked_len("gemm_reference a", &[m, k])? {
         return shape_err!(
             "gemm_reference: a has {} floats, expected m*k = {m}*{k}",
             a.len()
         );
     }
-    if w.len() != n * k {
+    if w.len() != crate::checked_len("gemm_reference w", &[n, k])? {
         return shape_err!(
             "gemm_reference: w has {} floats, expected n*k = {n}*{k}",
             w.len()
         );
     }
-    if c.len() != m * n {
+    if c.len() != crate::checked_len("gemm_reference c", &[m, n])? {
         return shape_err!(
             "gemm_reference: c has {} floats, expected m*n = {m}*{n}",
             c.len()
