@@ -126,3 +126,12 @@ fn error_paths() {
     )));
     assert!(is_shape_err(attention_reference(&qkv, 4, 8, 4, &mut out)));
 }
+
+#[test]
+fn kernel_name_matches_block_size() {
+    for isa in Isa::available() {
+        let (mr, _) = e5embed_kernels::gemm::tile(isa);
+        let name = e5embed_kernels::attention::kernel_name(isa);
+        assert_eq!(name, format!("attention_f32_{}_qb{}", isa.name(), 4 * mr));
+    }
+}

@@ -344,3 +344,14 @@ fn overflowing_dims_are_errors_not_panics() {
     let r = e5embed_kernels::attention_f32(isa, &[], usize::MAX, 12, 32, &mut []);
     assert!(is_shape_err(r));
 }
+
+#[test]
+fn kernel_name_and_tile_per_isa() {
+    for isa in Isa::available() {
+        let p = PackedMatrix::pack(isa, &[0.0; 6], 2, 3).unwrap();
+        assert_eq!(e5embed_kernels::gemm::kernel_name(isa), p.kernel_name());
+        let (mr, nr) = e5embed_kernels::gemm::tile(isa);
+        assert_eq!(nr, p.panel_width());
+        assert!(p.kernel_name().ends_with(&format!("_{mr}x{nr}")));
+    }
+}

@@ -63,6 +63,16 @@ struct Scratch {
     scores: AlignedBuf,
 }
 
+/// Name for logs and benchmark labels, e.g. `"attention_f32_avx512_qb48"` (QB =
+/// query rows per score block).
+pub fn kernel_name(isa: Isa) -> &'static str {
+    match isa.kind() {
+        crate::IsaKind::Scalar => "attention_f32_scalar_qb16",
+        crate::IsaKind::Avx2 => "attention_f32_avx2_qb24",
+        crate::IsaKind::Avx512 => "attention_f32_avx512_qb48",
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }

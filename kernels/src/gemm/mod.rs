@@ -116,6 +116,20 @@ pub(crate) fn kernel_info(isa: Isa) -> KernelInfo {
     }
 }
 
+/// The GEMM microkernel [`gemm_f32`] uses on `isa` (what
+/// [`PackedMatrix::kernel_name`] reports), e.g. `"gemm_f32_avx512_12x32"`.
+pub fn kernel_name(isa: Isa) -> &'static str {
+    kernel_info(isa).name
+}
+
+/// The register tile `(MR, NR)` of `isa`'s microkernel: rows of A and columns of W
+/// per microkernel call. Row chunks that are multiples of MR avoid edge tiles when
+/// the engine splits M across threads.
+pub fn tile(isa: Isa) -> (usize, usize) {
+    let i = kernel_info(isa);
+    (i.mr, i.nr)
+}
+
 thread_local! {
     /// Per-thread packed-A block (`MC x KC` of the widest kernel), grown on first use.
     static APACK: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
