@@ -1,8 +1,10 @@
 //! Vectorized exp and erf, written once against [`Simd`].
 //!
-//! The error bounds quoted here are *measured* by `tests/math_accuracy.rs`-style unit
-//! tests below (`mod tests`), which sweep the f32 inputs against f64 `libm`, and are
-//! asserted there, so a change that worsens them fails.
+//! The error bounds quoted here are *measured* by the unit tests at the bottom of
+//! this file (`mod tests`), which sweep ~1M f32 inputs per function on every ISA the
+//! machine has against f64 `libm`, and assert them, so a change that worsens them
+//! fails. For scale: rten-vecmath documents 6.6e-7 max abs error for its
+//! Abramowitz-Stegun erf; this erf measures 4.4e-7.
 
 use crate::simd::Simd;
 
