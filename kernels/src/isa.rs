@@ -56,7 +56,7 @@ impl std::fmt::Display for IsaKind {
 }
 
 /// A token proving that this CPU supports an [`IsaKind`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Isa(IsaKind);
 
 /// Detected support, computed once per process.

@@ -18,6 +18,22 @@
 //! (vectorized exp / erf with their measured error bounds), `buf` (64-byte aligned
 //! buffers and per-thread scratch).
 
+//! # What callers can rely on
+//! - **No alignment requirements** on any slice passed in; packed weights and scratch
+//!   are 64-byte aligned internally.
+//! - **Thread safety**: every kernel is single-threaded and re-entrant across threads;
+//!   [`PackedMatrix`] is immutable, `Send + Sync`, shared freely. No locks anywhere.
+//! - **Scratch**: GEMM keeps one thread-local packed-A block (`MC x KC` floats,
+//!   184 KB on AVX-512) and attention one thread-local set (K/V panels `2·seq·d` and
+//!   a `4·MR x seq` score block, ~0.2 MB at seq 512). Allocated on a thread's first
+//!   call and grown to the largest shape seen, never shrunk: warm up each worker
+//!   thread once with the largest shape to keep the hot path allocation-free.
+//! - **Splitting rows**: [`gemm_f32`] on row sub-slices (A rows, C rows, residual
+//!   rows) gives bit-identical results to one call; chunks that are multiples of
+//!   [`gemm::tile`]'s MR avoid edge tiles.
+//! - **Determinism**: results depend only on the inputs and the ISA (no threading or
+//!   timing effects inside a call); different ISAs differ within the named budgets.
+
 // Kernel code indexes small fixed-size register tiles (`acc[r][v]`) in loops the
 // compiler fully unrolls; iterator rewrites of those loops obscure the tile shape.
 #![allow(clippy::needless_range_loop)]
