@@ -61,16 +61,17 @@ impl<'a> Epi<'a> {
 }
 
 /// Rows per task when splitting a `[m, *]` op across `threads`: whole microkernel tiles
-/// (multiples of 16 rows) and never less than 16 rows, so small batches stay on one core.
-fn rows_per_task(m: usize, threads: usize) -> usize {
+/// (multiples of `mr` rows, so no task ends in an edge tile it did not need).
+fn rows_per_task(m: usize, threads: usize, mr: usize) -> usize {
     let per = m.div_ceil(threads.max(1));
-    per.div_ceil(16).max(1) * 16
+    per.div_ceil(mr).max(1) * mr
 }
 
 /// `c[m, n] = a[m, k] · Wᵀ` + epilogue, rows split across the current rayon pool.
 fn par_gemm(a: &[f32], m: usize, w: &PackedMatrix, c: &mut [f32], epi: Epi<'_>) -> Result<()> {
     let (n, k) = (w.n(), w.k());
-    let per = rows_per_task(m, rayon::current_num_threads());
+    let (mr, _) = e5embed_kernels::gemm::tile(w.isa());
+    let per = rows_per_task(m, rayon::current_num_threads(), mr);
     c[..m * n]
         .par_chunks_mut(per * n)
         .enumerate()
@@ -98,7 +99,7 @@ fn par_layernorm(
     eps: f32,
 ) -> Result<()> {
     let m = x.len() / cols;
-    let per = rows_per_task(m, rayon::current_num_threads());
+    let per = rows_per_task(m, rayon::current_num_threads(), 16);
     x.par_chunks_mut(per * cols)
         .try_for_each(|rows| ew::layernorm(isa, rows, cols, g, b, eps))?;
     Ok(())
