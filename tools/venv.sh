@@ -83,7 +83,7 @@ _e5embed_venv_ensure() (
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         --only-binary ':all:' -r "$req" >&2
     # Smoke-test the imports before stamping, so a half-installed venv is never reused.
-    "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, tokenizers, safetensors' >&2
+    "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, tokenizers, safetensors, openvino' >&2
     echo "$want_stamp" >"$stamp_file"
     log "ready: $venv"
     echo "$venv/bin/python"
