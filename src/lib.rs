@@ -12,9 +12,12 @@
 pub mod config;
 pub mod embedder;
 pub mod error;
+pub mod input;
+pub mod mem;
 pub mod model;
 pub mod npy;
 pub mod pool;
+pub mod timing;
 pub mod tokenize;
 pub mod weights;
 

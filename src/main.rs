@@ -27,7 +27,7 @@ enum Command {
     /// Time the forward pass on synthetic token ids.
     Bench(BenchArgs),
     /// Show the model, the detected CPU features and the kernels that will run.
-    Info(ModelArgs),
+    Info(InfoArgs),
 }
 
 #[derive(Args)]
@@ -42,6 +42,12 @@ struct ModelArgs {
     /// Force a kernel path: scalar, avx2 or avx512 (default: $E5EMBED_ISA, else the best).
     #[arg(long)]
     isa: Option<IsaKind>,
+    /// Tokens per forward pass (texts are sorted by length and packed up to this budget).
+    #[arg(long)]
+    max_batch_tokens: Option<usize>,
+    /// Numeric precision: f32 (the only one so far).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -54,11 +60,31 @@ struct EmbedArgs {
     /// Prefix every text with `passage: ` (E5 documents).
     #[arg(long)]
     passage: bool,
-    /// Write a float32 .npy matrix [texts, dim] to this file instead of JSON lines on stdout.
+    /// Read texts from this file: one text per line, or JSON Lines if it ends in .jsonl
+    /// (the text in --field). `-` is stdin.
+    #[arg(long, conflicts_with = "texts")]
+    input: Option<PathBuf>,
+    /// The JSON field holding the text, for .jsonl input.
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// Write to this file instead of stdout: .npy (float32 [texts, dim]) or .jsonl (one JSON
+    /// array per line).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Texts to embed; with none, texts are read from stdin, one per line (UTF-8).
+    /// Never show the progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    no_progress: bool,
+    /// Texts to embed; with none (and no --input), texts are read from stdin, one per line.
     texts: Vec<String>,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -71,6 +97,9 @@ struct BenchArgs {
     /// Tokens per text, [CLS] and [SEP] included.
     #[arg(long, default_value_t = 128)]
     seq: usize,
+    /// Instead of synthetic ids: embed every line of this text file per run (texts/s).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
     /// Timed runs (default: as many as fit in about 3 seconds, at least 5).
     #[arg(long)]
     iters: Option<usize>,
@@ -105,10 +134,17 @@ fn load(m: &ModelArgs) -> Result<Embedder, Error> {
         .model
         .clone()
         .unwrap_or_else(|| e5embed::models_dir().join("all-MiniLM-L6-v2"));
+    if m.precision != "f32" {
+        return Err(Error::InvalidInput(format!(
+            "precision `{}` is not available; this build supports: {}",
+            m.precision,
+            PRECISIONS.join(", ")
+        )));
+    }
     let opts = EmbedderOptions {
         threads: m.threads,
         isa: m.isa,
-        ..Default::default()
+        max_batch_tokens: m.max_batch_tokens,
     };
     Embedder::load_with(dir, &opts)
 }
@@ -120,8 +156,75 @@ fn io_err(path: &str, source: std::io::Error) -> Error {
     }
 }
 
-/// Texts per call when streaming stdin: bounds memory whatever the input size.
-const STREAM_CHUNK: usize = 1024;
+/// Precisions this build can run.
+const PRECISIONS: [&str; 1] = ["f32"];
+
+/// Texts per call when streaming input: bounds memory whatever the input size, and gives the
+/// length sort enough texts to pack well.
+const STREAM_CHUNK: usize = 4096;
+
+/// Truncation warnings printed before they are only counted in the summary.
+const MAX_TRUNCATION_WARNINGS: usize = 10;
+
+/// Where embeddings go.
+enum Sink {
+    /// One JSON array per line (stdout or a .jsonl file).
+    JsonLines(Box<dyn Write>),
+    Npy(e5embed::npy::NpyWriter<BufWriter<std::fs::File>>, PathBuf),
+}
+
+impl Sink {
+    fn open(path: Option<&PathBuf>, dim: usize) -> Result<Sink, Error> {
+        let Some(path) = path else {
+            return Ok(Sink::JsonLines(Box::new(BufWriter::new(std::io::stdout()))));
+        };
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let create = || {
+            std::fs::File::create(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })
+        };
+        match ext {
+            "npy" => {
+                let w = e5embed::npy::NpyWriter::new(BufWriter::new(create()?), dim).map_err(
+                    |source| Error::Io {
+                        path: path.clone(),
+                        source,
+                    },
+                )?;
+                Ok(Sink::Npy(w, path.clone()))
+            }
+            "jsonl" | "ndjson" | "json" => Ok(Sink::JsonLines(Box::new(BufWriter::new(create()?)))),
+            _ => Err(Error::InvalidInput(format!(
+                "--output {}: use a .npy or .jsonl file name",
+                path.display()
+            ))),
+        }
+    }
+
+    fn write(&mut self, v: &[f32]) -> std::io::Result<()> {
+        match self {
+            Sink::JsonLines(w) => {
+                serde_json::to_writer(&mut *w, v)?;
+                w.write_all(b"\n")
+            }
+            Sink::Npy(w, _) => w.write_row(v),
+        }
+    }
+
+    /// Flushes (and for .npy writes the final shape): what was embedded is never lost, even
+    /// when the run stops on an error.
+    fn finish(self) -> Result<(), Error> {
+        match self {
+            Sink::JsonLines(mut w) => w.flush().map_err(|e| io_err("<output>", e)),
+            Sink::Npy(w, path) => w
+                .finish()
+                .map(|_| ())
+                .map_err(|source| Error::Io { path, source }),
+        }
+    }
+}
 
 fn run_embed(a: EmbedArgs) -> Result<(), Error> {
     let embedder = load(&a.model)?;
@@ -132,92 +235,163 @@ fn run_embed(a: EmbedArgs) -> Result<(), Error> {
     } else {
         ""
     };
-    let mut npy_rows: Vec<Vec<f32>> = Vec::new();
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let mut first_line = 1usize;
-    let mut emit = |texts: Vec<String>, first_line: usize| -> Result<(), Error> {
-        let texts: Vec<String> = texts.into_iter().map(|t| format!("{prefix}{t}")).collect();
-        let res = embedder.embed(&texts)?;
-        for &i in &res.truncated {
+    let mut sink = Sink::open(a.output.as_ref(), embedder.dim())?;
+    let result = embed_stream(&a, &embedder, prefix, &mut sink);
+    let finished = sink.finish();
+    let summary = result?;
+    finished?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// Reads texts (arguments, a file or stdin) in chunks, embeds, writes; returns the summary.
+fn embed_stream(
+    a: &EmbedArgs,
+    embedder: &Embedder,
+    prefix: &str,
+    sink: &mut Sink,
+) -> Result<String, Error> {
+    use e5embed::input::{Format, TextReader};
+    let start = Instant::now();
+    let mut n = Counts::default();
+    if !a.texts.is_empty() {
+        let mut chunk = a.texts.clone();
+        embed_chunk(embedder, prefix, sink, &mut n, &mut chunk, 1)?;
+    } else {
+        let path = a.input.as_ref().filter(|p| p.as_os_str() != "-");
+        let is_jsonl = path
+            .and_then(|p| p.extension())
+            .is_some_and(|e| e == "jsonl" || e == "ndjson");
+        let format = if is_jsonl {
+            Format::JsonLines {
+                field: a.field.clone(),
+            }
+        } else {
+            Format::Lines
+        };
+        let (reader, name, size): (Box<dyn BufRead>, String, Option<u64>) = match path {
+            Some(p) => {
+                let f = std::fs::File::open(p).map_err(|source| Error::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+                let size = f.metadata().ok().map(|m| m.len());
+                (
+                    Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+                    p.display().to_string(),
+                    size,
+                )
+            }
+            None => (
+                Box::new(std::io::BufReader::new(std::io::stdin())),
+                "stdin".to_owned(),
+                None,
+            ),
+        };
+        let mut reader = TextReader::new(reader, format, name);
+        let bar = progress_bar(size, a.no_progress);
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+        let mut first_line = 1;
+        loop {
+            let read = reader.read_chunk(STREAM_CHUNK, &mut chunk);
+            // Embed what was read before an input error, then report the error.
+            let got = chunk.len();
+            if got > 0 {
+                embed_chunk(embedder, prefix, sink, &mut n, &mut chunk, first_line)?;
+            }
+            first_line = reader.lines_read() + 1;
+            if let Some(bar) = &bar {
+                bar.set_position(reader.bytes_read());
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "{} texts, {:.0} texts/s",
+                    n.texts,
+                    n.texts as f64 / secs
+                ));
+            }
+            if read? == 0 || got == 0 {
+                break;
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if n.texts == 0 {
+            return Err(Error::EmptyInput);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(format!(
+        "embedded {} texts ({} tokens, {} truncated) in {secs:.2} s: {:.1} texts/s",
+        n.texts,
+        n.tokens,
+        n.truncated,
+        n.texts as f64 / secs.max(1e-9)
+    ))
+}
+
+#[derive(Default)]
+struct Counts {
+    texts: usize,
+    tokens: usize,
+    truncated: usize,
+}
+
+/// Embeds one chunk of texts (adding the prefix), warns about truncation, writes the vectors.
+fn embed_chunk(
+    embedder: &Embedder,
+    prefix: &str,
+    sink: &mut Sink,
+    n: &mut Counts,
+    chunk: &mut [String],
+    first_line: usize,
+) -> Result<(), Error> {
+    if !prefix.is_empty() {
+        for t in chunk.iter_mut() {
+            t.insert_str(0, prefix);
+        }
+    }
+    let res = embedder.embed(chunk)?;
+    for &i in &res.truncated {
+        n.truncated += 1;
+        if n.truncated <= MAX_TRUNCATION_WARNINGS {
+            let more = if n.truncated == MAX_TRUNCATION_WARNINGS {
+                "; further warnings are only counted"
+            } else {
+                ""
+            };
             eprintln!(
-                "warning: text {} was truncated to {} tokens (the model's max_seq_length)",
+                "warning: text {} was truncated to {} tokens (the model's max_seq_length){more}",
                 first_line + i,
                 embedder.config().max_seq_length
             );
         }
-        if a.output.is_some() {
-            npy_rows.extend(res.vectors);
-        } else {
-            for v in &res.vectors {
-                serde_json::to_writer(&mut out, v).map_err(|e| io_err("<stdout>", e.into()))?;
-                out.write_all(b"\n").map_err(|e| io_err("<stdout>", e))?;
-            }
-        }
-        Ok(())
-    };
-    if !a.texts.is_empty() {
-        emit(a.texts, 1)?;
-    } else {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        let mut buf = Vec::new();
-        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
-        let mut line_no = 0usize;
-        loop {
-            buf.clear();
-            let n = input
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| io_err("<stdin>", e))?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
-                }
-            }
-            let text = String::from_utf8(std::mem::take(&mut buf)).map_err(|e| {
-                Error::InvalidInput(format!(
-                    "stdin line {line_no} is not valid UTF-8 (byte {} of the line)",
-                    e.utf8_error().valid_up_to() + 1
-                ))
-            })?;
-            chunk.push(text);
-            if chunk.len() == STREAM_CHUNK {
-                emit(std::mem::take(&mut chunk), first_line)?;
-                first_line = line_no + 1;
-            }
-        }
-        if !chunk.is_empty() {
-            emit(chunk, first_line)?;
-        } else if line_no == 0 {
-            return Err(Error::EmptyInput);
-        }
     }
-    out.flush().map_err(|e| io_err("<stdout>", e))?;
-    drop(out);
-    if let Some(path) = &a.output {
-        let f = std::fs::File::create(path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        e5embed::npy::write_f32_matrix(BufWriter::new(f), &npy_rows, embedder.dim()).map_err(
-            |source| Error::Io {
-                path: path.clone(),
-                source,
-            },
-        )?;
-        eprintln!(
-            "wrote {} x {} float32 to {}",
-            npy_rows.len(),
-            embedder.dim(),
-            path.display()
-        );
+    for v in &res.vectors {
+        sink.write(v).map_err(|e| io_err("<output>", e))?;
     }
+    n.texts += chunk.len();
+    n.tokens += res.token_counts.iter().sum::<usize>();
     Ok(())
+}
+
+/// A progress bar on stderr (bytes of the input file, texts/s, ETA), only when stderr is a
+/// terminal.
+fn progress_bar(size: Option<u64>, disabled: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if disabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match size {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {msg} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    Some(bar)
 }
 
 /// Synthetic token ids: [CLS], `seq - 2` ids from a fixed pseudo-random sequence, [SEP].
@@ -246,22 +420,61 @@ fn synthetic_tokens(embedder: &Embedder, batch: usize, seq: usize) -> Vec<Tokens
         .collect()
 }
 
+/// Median of a sorted, non-empty slice.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+fn mb(bytes: Option<u64>) -> f64 {
+    bytes.map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0))
+}
+
 fn run_bench(a: BenchArgs) -> Result<(), Error> {
     let embedder = load(&a.model)?;
-    let max = embedder.config().bert.max_position_embeddings;
-    if a.batch == 0 || a.seq < 2 || a.seq > max {
-        return Err(Error::InvalidInput(format!(
-            "--batch must be >= 1 and --seq between 2 and {max}"
-        )));
-    }
-    let tokens = synthetic_tokens(&embedder, a.batch, a.seq);
-    // Warm-up: first-touch of buffers, thread pool start.
+    let rss_after_load = e5embed::mem::rss_bytes();
+    let max = embedder.config().max_seq_length;
+    // The workload: synthetic ids, or a corpus tokenized once up front (peers in
+    // tools/compare are also timed on token ids).
+    let (tokens, corpus_texts, tokenize_ms) = match &a.corpus {
+        Some(path) => {
+            let data = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let mut reader = e5embed::input::TextReader::new(
+                &data[..],
+                e5embed::input::Format::Lines,
+                path.display().to_string(),
+            );
+            let mut texts = Vec::new();
+            reader.read_chunk(usize::MAX, &mut texts)?;
+            let t0 = Instant::now();
+            let tokens = embedder.tokenize(&texts)?;
+            (tokens, Some(texts.len()), t0.elapsed().as_secs_f64() * 1e3)
+        }
+        None => {
+            if a.batch == 0 || a.seq < 2 || a.seq > max {
+                return Err(Error::InvalidInput(format!(
+                    "--batch must be >= 1 and --seq between 2 and {max} (the model's max_seq_length)"
+                )));
+            }
+            (synthetic_tokens(&embedder, a.batch, a.seq), None, 0.0)
+        }
+    };
+    let total_tokens: usize = tokens.iter().map(|t| t.ids.len()).sum();
+    // Warm-up: first touch of the scratch arena, thread pool start.
     let t0 = Instant::now();
     embedder.embed_tokens(&tokens)?;
     let first = t0.elapsed().as_secs_f64();
     let iters = a
         .iters
-        .unwrap_or_else(|| ((3.0 / first.max(1e-6)) as usize).clamp(5, 200));
+        .unwrap_or_else(|| ((3.0 / first.max(1e-6)) as usize).clamp(5, 200))
+        .max(1);
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
         let t = Instant::now();
@@ -269,54 +482,102 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(|x, y| x.total_cmp(y));
-    let median = if iters % 2 == 1 {
-        times[iters / 2]
-    } else {
-        0.5 * (times[iters / 2 - 1] + times[iters / 2])
-    };
+    let med = median(&times);
     let (min, maxt) = (times[0], times[iters - 1]);
-    let tokens_per_s = (a.batch * a.seq) as f64 / (median / 1e3);
+    let tokens_per_s = total_tokens as f64 / (med / 1e3);
+    let peak_rss = e5embed::mem::peak_rss_bytes();
     let model_name = embedder
         .model_dir()
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if embedder.timings().enabled() {
+        eprint!("{}", embedder.timings().report());
+    }
     if a.json {
-        let obj = serde_json::json!({
+        let mut obj = serde_json::json!({
             "model": model_name,
-            "batch": a.batch,
-            "seq": a.seq,
+            "batch": corpus_texts.unwrap_or(a.batch),
+            "seq": if corpus_texts.is_some() { serde_json::Value::Null } else { a.seq.into() },
             "threads": embedder.threads(),
             "precision": "f32",
             "isa": embedder.isa().name(),
             "gemm_kernel": embedder.gemm_kernel_name(),
+            "max_batch_tokens": embedder.max_batch_tokens(),
             "iters": iters,
-            "median_ms": median,
+            "median_ms": med,
             "min_ms": min,
             "max_ms": maxt,
+            "tokens": total_tokens,
             "tokens_per_s": tokens_per_s,
+            "rss_after_load_mb": mb(rss_after_load),
+            "peak_rss_mb": mb(peak_rss),
         });
+        if let Some(n) = corpus_texts {
+            obj["texts"] = n.into();
+            obj["texts_per_s"] = (n as f64 / (med / 1e3)).into();
+            obj["tokenize_ms"] = tokenize_ms.into();
+        }
         println!("{obj}");
     } else {
+        let what = match corpus_texts {
+            Some(n) => format!("corpus of {n} texts ({total_tokens} tokens)"),
+            None => format!("batch {} x seq {}", a.batch, a.seq),
+        };
         println!(
-            "model {model_name}  batch {} x seq {}  threads {}  precision f32  isa {} ({})",
-            a.batch,
-            a.seq,
+            "model {model_name}  {what}  threads {}  precision f32  isa {} ({})",
             embedder.threads(),
             embedder.isa().name(),
             embedder.gemm_kernel_name()
         );
+        let per_text = corpus_texts
+            .map(|n| {
+                format!(
+                    "  {:.1} texts/s (tokenization {tokenize_ms:.0} ms, not timed)",
+                    n as f64 / (med / 1e3)
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "{iters} runs: median {median:.3} ms  min {min:.3} ms  max {maxt:.3} ms  {tokens_per_s:.0} tokens/s"
+            "{iters} runs: median {med:.3} ms  min {min:.3} ms  max {maxt:.3} ms  {tokens_per_s:.0} tokens/s{per_text}"
+        );
+        println!(
+            "memory: RSS after load {:.1} MB, peak RSS {:.1} MB",
+            mb(rss_after_load),
+            mb(peak_rss)
         );
     }
     Ok(())
 }
 
-fn run_info(a: ModelArgs) -> Result<(), Error> {
-    let embedder = load(&a)?;
+fn run_info(a: InfoArgs) -> Result<(), Error> {
+    let embedder = load(&a.model)?;
     let c = embedder.config();
     let b = &c.bert;
+    let avail: Vec<&str> = e5embed::Isa::available().iter().map(|i| i.name()).collect();
+    if a.json {
+        let obj = serde_json::json!({
+            "model": embedder.model_dir(),
+            "layers": b.num_hidden_layers,
+            "hidden_size": b.hidden_size,
+            "heads": b.num_attention_heads,
+            "intermediate_size": b.intermediate_size,
+            "vocab_size": b.vocab_size,
+            "max_seq_length": c.max_seq_length,
+            "pooling": format!("{:?}", c.pooling).to_lowercase(),
+            "normalize": c.normalize,
+            "cpu_paths": avail,
+            "isa": embedder.isa().name(),
+            "gemm_kernel": embedder.gemm_kernel_name(),
+            "attention_kernel": e5embed_kernels::attention::kernel_name(embedder.isa()),
+            "precision": "f32",
+            "precisions": PRECISIONS,
+            "threads": embedder.threads(),
+            "max_batch_tokens": embedder.max_batch_tokens(),
+        });
+        println!("{obj}");
+        return Ok(());
+    }
     println!("model            {}", embedder.model_dir().display());
     println!(
         "encoder          BERT, {} layers, hidden {}, {} heads of {}, intermediate {}, vocab {}",
@@ -333,11 +594,18 @@ fn run_info(a: ModelArgs) -> Result<(), Error> {
         c.pooling,
         if c.normalize { " + L2 normalize" } else { "" }
     );
-    let avail: Vec<&str> = e5embed::Isa::available().iter().map(|i| i.name()).collect();
     println!("cpu paths        {}", avail.join(", "));
     println!("isa              {}", embedder.isa().name());
     println!("gemm kernel      {}", embedder.gemm_kernel_name());
-    println!("precision        f32");
+    println!(
+        "attention kernel {}",
+        e5embed_kernels::attention::kernel_name(embedder.isa())
+    );
+    println!(
+        "precision        f32 (available: {})",
+        PRECISIONS.join(", ")
+    );
     println!("threads          {}", embedder.threads());
+    println!("max batch tokens {}", embedder.max_batch_tokens());
     Ok(())
 }

@@ -167,3 +167,143 @@ fn bench_json_has_the_documented_keys() {
     assert_eq!(v["precision"], "f32");
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn input_files_txt_and_jsonl_with_jsonl_and_npy_outputs() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    let dir = temp_dir("files");
+    let txt = dir.join("in.txt");
+    std::fs::write(&txt, "alpha\n\nbeta gamma\n").unwrap();
+    let jsonl = dir.join("in.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"id\": 1, \"body\": \"alpha\"}\n{\"body\": \"\"}\n{\"body\": \"beta gamma\"}\n",
+    )
+    .unwrap();
+    let want = json_lines(&run(&["embed", "--model", m, "alpha", "", "beta gamma"], b"").stdout);
+    assert_eq!(want.len(), 3);
+
+    let out_jsonl = dir.join("out.jsonl");
+    let r = run(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--input",
+            txt.to_str().unwrap(),
+            "--output",
+            out_jsonl.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(json_lines(&std::fs::read(&out_jsonl).unwrap()), want);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("embedded 3 texts") && err.contains("texts/s"),
+        "summary line: {err}"
+    );
+
+    let r = run(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--input",
+            jsonl.to_str().unwrap(),
+            "--field",
+            "body",
+        ],
+        b"",
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(json_lines(&r.stdout), want);
+
+    let r = run(
+        &["embed", "--model", m, "--input", jsonl.to_str().unwrap()],
+        b"",
+    );
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("line 1: no field `text`"));
+
+    let bad = dir.join("out.csv");
+    let r = run(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--output",
+            bad.to_str().unwrap(),
+            "x",
+        ],
+        b"",
+    );
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains(".npy or .jsonl"));
+}
+
+#[test]
+fn an_input_error_keeps_what_was_embedded_before_it() {
+    let m = tiny_model();
+    let dir = temp_dir("partial");
+    let out = dir.join("out.npy");
+    let r = run(
+        &[
+            "embed",
+            "--model",
+            m.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        b"one\ntwo\nthree \xff\n",
+    );
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("line 3"));
+    let bytes = std::fs::read(&out).unwrap();
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains(&format!("'shape': (2, {TINY_HIDDEN})")),
+        "{header}"
+    );
+    assert_eq!(bytes.len(), 10 + hlen + 2 * TINY_HIDDEN * 4);
+}
+
+#[test]
+fn bench_corpus_and_info_json() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    let corpus = temp_dir("corpus").join("c.txt");
+    std::fs::write(
+        &corpus,
+        "a short one\na somewhat longer text than the first\n\nx\n",
+    )
+    .unwrap();
+    let r = run(
+        &[
+            "bench",
+            "--model",
+            m,
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--iters",
+            "2",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["texts"], 4);
+    for key in ["texts_per_s", "peak_rss_mb", "rss_after_load_mb", "tokens"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    let r = run(&["info", "--model", m, "--json"], b"");
+    assert!(r.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["precisions"][0], "f32");
+    let r = run(&["bench", "--model", m, "--precision", "int4"], b"");
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("precision `int4`"));
+}

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::config::BertConfig;
 use crate::error::Result;
+use crate::timing::{Op, OpTimes};
 use crate::weights::BertWeights;
 
 /// One encoder layer with its weights packed for the microkernels.
@@ -158,10 +159,25 @@ impl FastModel {
             .unwrap_or("none")
     }
 
+    /// Width of the scratch work area per token: qkv + ctx, or the FFN activations.
+    fn work_width(&self) -> usize {
+        (4 * self.config.hidden_size).max(self.config.intermediate_size)
+    }
+
+    /// Allocates `scratch` for up to `tokens` tokens per forward.
+    pub fn reserve(&self, scratch: &mut Scratch, tokens: usize) {
+        scratch.ensure(tokens, self.config.hidden_size, self.work_width());
+    }
+
     /// Runs the encoder on several texts at once. Must be called inside the rayon pool that
-    /// should do the work. Returns the last hidden state of all texts packed in input order,
-    /// `[sum of lengths, hidden]`.
-    pub fn forward(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
+    /// should do the work. On return `scratch.hidden(t)` holds the last hidden state of all
+    /// texts packed in input order, `[sum of lengths, hidden]`.
+    pub fn forward(
+        &self,
+        seqs: &[&[u32]],
+        scratch: &mut Scratch,
+        timing: &mut OpTimes,
+    ) -> Result<()> {
         let c = &self.config;
         for ids in seqs {
             super::validate_ids(c, ids)?;
@@ -170,67 +186,101 @@ impl FastModel {
         let (heads, d, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
         let isa = self.isa;
         let t: usize = seqs.iter().map(|s| s.len()).sum();
+        let work_width = self.work_width();
+        scratch.ensure(t, h, work_width);
+        let Scratch { x, x1, work } = scratch;
+        let x = &mut x[..t * h]; // [t, h]: the residual stream, and the output
+        let x1 = &mut x1[..t * h]; // [t, h]: after the attention block
+        let work = &mut work[..t * work_width];
 
-        // x: [t, h] — embeddings: word + position + token type 0, then LayerNorm.
-        let mut x = vec![0.0f32; t * h];
+        // Embeddings: word + position + token type 0, then LayerNorm.
+        let mut clock = timing.start();
         let mut rows = x.chunks_exact_mut(h);
         for ids in seqs {
             for (pos, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
                 let word = &self.word_emb[id as usize * h..][..h];
                 let position = &self.pos_emb[pos * h..][..h];
-                for (((o, &a), &b), &tt) in row
-                    .iter_mut()
-                    .zip(word)
-                    .zip(position)
-                    .zip(&self.type_emb[..h])
-                {
+                let token_type = &self.type_emb[..h];
+                for (((o, &a), &b), &tt) in row.iter_mut().zip(word).zip(position).zip(token_type) {
                     *o = a + b + tt;
                 }
             }
         }
-        par_layernorm(isa, &mut x, h, &self.emb_ln_g, &self.emb_ln_b, eps)?;
+        par_layernorm(isa, x, h, &self.emb_ln_g, &self.emb_ln_b, eps)?;
+        timing.lap(Op::Embeddings, &mut clock);
 
-        let mut qkv = vec![0.0f32; t * 3 * h]; // [t, 3h]
-        let mut ctx = vec![0.0f32; t * h]; // [t, h]
-        let mut x1 = vec![0.0f32; t * h]; // [t, h]
-        let mut ffn = vec![0.0f32; t * inter]; // [t, inter]
         for l in &self.layers {
-            par_gemm(&x, t, &l.qkv, &mut qkv, Epi::Bias(&l.qkv_b))?;
+            // The work area holds qkv [t, 3h] and ctx [t, h] during attention, and the FFN
+            // activations [t, inter] after: they are never live at the same time.
+            let (qkv, rest) = work.split_at_mut(t * 3 * h);
+            let ctx = &mut rest[..t * h];
+            par_gemm(x, t, &l.qkv, qkv, Epi::Bias(&l.qkv_b))?;
+            timing.lap(Op::QkvGemm, &mut clock);
             // Attention per text over its own rows.
             let mut spans = Vec::with_capacity(seqs.len());
-            let mut rest: &mut [f32] = &mut ctx;
+            let mut rest: &mut [f32] = ctx;
             let mut off = 0;
             for ids in seqs {
-                let (out, tail) = rest.split_at_mut(ids.len() * h);
+                let (out, tail) = std::mem::take(&mut rest).split_at_mut(ids.len() * h);
                 spans.push((off, ids.len(), out));
                 rest = tail;
                 off += ids.len();
             }
-            let qkv_ref = &qkv;
+            let qkv: &[f32] = qkv;
             spans.into_par_iter().try_for_each(|(o, len, out)| {
-                let q = &qkv_ref[o * 3 * h..(o + len) * 3 * h];
+                let q = &qkv[o * 3 * h..(o + len) * 3 * h];
                 attention::attention_f32(isa, q, len, heads, d, out)
             })?;
+            timing.lap(Op::Attention, &mut clock);
             // x1 = LN(ctx Woᵀ + bo + x)
-            par_gemm(
-                &ctx,
-                t,
-                &l.attn_out,
-                &mut x1,
-                Epi::BiasResidual(&l.attn_out_b, &x),
-            )?;
-            par_layernorm(isa, &mut x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
+            let ctx: &[f32] = &work[t * 3 * h..t * 4 * h];
+            par_gemm(ctx, t, &l.attn_out, x1, Epi::BiasResidual(&l.attn_out_b, x))?;
+            timing.lap(Op::AttnOutGemm, &mut clock);
+            par_layernorm(isa, x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
+            timing.lap(Op::LayerNorm, &mut clock);
             // ffn = GELU(x1 W1ᵀ + b1); x = LN(ffn W2ᵀ + b2 + x1)
-            par_gemm(&x1, t, &l.ffn_up, &mut ffn, Epi::BiasGelu(&l.ffn_up_b))?;
-            par_gemm(
-                &ffn,
-                t,
-                &l.ffn_down,
-                &mut x,
-                Epi::BiasResidual(&l.ffn_down_b, &x1),
-            )?;
-            par_layernorm(isa, &mut x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+            let ffn = &mut work[..t * inter];
+            par_gemm(x1, t, &l.ffn_up, ffn, Epi::BiasGelu(&l.ffn_up_b))?;
+            timing.lap(Op::FfnUpGemm, &mut clock);
+            par_gemm(ffn, t, &l.ffn_down, x, Epi::BiasResidual(&l.ffn_down_b, x1))?;
+            timing.lap(Op::FfnDownGemm, &mut clock);
+            par_layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+            timing.lap(Op::LayerNorm, &mut clock);
         }
-        Ok(x)
+        Ok(())
+    }
+}
+
+/// Reusable forward buffers, sized once (from the token budget) and never shrunk, so memory
+/// stays flat whatever the mix of lengths: `2·hidden + max(4·hidden, intermediate)` floats per
+/// token (9 KB at e5-small-v2's shapes).
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    x1: Vec<f32>,
+    work: Vec<f32>,
+}
+
+impl Scratch {
+    /// Grows the buffers to hold `tokens` rows of a model with this hidden size and work width
+    /// (no-op when they already do).
+    fn ensure(&mut self, tokens: usize, hidden: usize, work_width: usize) {
+        if self.x.len() < tokens * hidden {
+            self.x = vec![0.0; tokens * hidden];
+            self.x1 = vec![0.0; tokens * hidden];
+        }
+        if self.work.len() < tokens * work_width {
+            self.work = vec![0.0; tokens * work_width];
+        }
+    }
+
+    /// The last hidden state of the previous forward: `[tokens, hidden]`.
+    pub fn hidden(&self, tokens: usize, hidden: usize) -> &[f32] {
+        &self.x[..tokens * hidden]
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.x.len() + self.x1.len() + self.work.len())
     }
 }

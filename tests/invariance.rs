@@ -1,0 +1,84 @@
+//! Batch invariance and determinism: a text's embedding is bitwise identical whether it is
+//! embedded alone, in any batch, at any position, under any token budget, with 1 or 2
+//! threads, on every ISA path; and results come back in input order.
+
+mod common;
+
+use common::*;
+use e5embed::{Embedder, EmbedderOptions, Isa};
+
+fn texts() -> Vec<String> {
+    let fx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures_dir("").join("texts.json")).unwrap())
+            .unwrap();
+    let arr = fx.get("texts").unwrap_or(&fx).as_array().unwrap().clone();
+    arr.iter().map(|t| t.as_str().unwrap().to_owned()).collect()
+}
+
+fn load(isa: Isa, threads: usize, budget: Option<usize>) -> Embedder {
+    let opts = EmbedderOptions {
+        isa: Some(isa.kind()),
+        threads: Some(threads),
+        max_batch_tokens: budget,
+    };
+    Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &opts).unwrap()
+}
+
+#[test]
+fn embeddings_are_bitwise_batch_invariant() {
+    let texts = texts();
+    for isa in Isa::available() {
+        let e1 = load(isa, 1, None);
+        // Each text alone, one thread: the ground truth.
+        let alone: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| e1.embed(&[t]).unwrap().vectors.remove(0))
+            .collect();
+        // All together, 1 and 2 threads, default and tiny token budgets.
+        for (threads, budget) in [(1, None), (2, None), (2, Some(256)), (1, Some(300))] {
+            let e = load(isa, threads, budget);
+            let all = e.embed(&texts).unwrap();
+            for (i, v) in all.vectors.iter().enumerate() {
+                assert!(
+                    v == &alone[i],
+                    "{} threads {threads} budget {budget:?}: text {i} differs from its embedding alone",
+                    isa.name()
+                );
+            }
+        }
+        // Reversed and rotated orders: results follow the input order, bit for bit.
+        let e2 = load(isa, 2, None);
+        let mut rev = texts.clone();
+        rev.reverse();
+        let out = e2.embed(&rev).unwrap();
+        for (i, v) in out.vectors.iter().enumerate() {
+            assert!(
+                v == &alone[texts.len() - 1 - i],
+                "{}: reversed position {i}",
+                isa.name()
+            );
+        }
+        let rotated: Vec<&String> = texts.iter().cycle().skip(7).take(texts.len()).collect();
+        let out = e2.embed(&rotated).unwrap();
+        for (i, v) in out.vectors.iter().enumerate() {
+            assert!(
+                v == &alone[(i + 7) % texts.len()],
+                "{}: rotated position {i}",
+                isa.name()
+            );
+        }
+        // Duplicates inside one batch get identical vectors.
+        let dup = e2.embed(&[&texts[3], &texts[20], &texts[3]]).unwrap();
+        assert!(dup.vectors[0] == dup.vectors[2] && dup.vectors[0] == alone[3]);
+    }
+}
+
+#[test]
+fn repeated_calls_are_deterministic() {
+    let texts = texts();
+    let e = load(Isa::best(), 2, None);
+    let first = e.embed(&texts).unwrap();
+    for _ in 0..3 {
+        assert_eq!(e.embed(&texts).unwrap(), first);
+    }
+}
