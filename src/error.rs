@@ -70,6 +70,37 @@ pub enum Error {
     /// The thread pool could not be built.
     #[error("thread pool: {0}")]
     ThreadPool(String),
+    /// A model was named by something that is neither an existing directory nor a Hugging Face
+    /// hub repo id (`owner/name` or `owner/name@revision`).
+    #[error("model `{spec}`: {msg}")]
+    ModelSpec { spec: String, msg: String },
+    /// A Hugging Face hub download failed, or the snapshot is needed but not cached while
+    /// offline. `url` is the file's hub URL; `kind` says what went wrong.
+    #[error("{url}: {msg}")]
+    Hub {
+        url: String,
+        kind: HubErrorKind,
+        msg: String,
+    },
+}
+
+/// What went wrong in an [`Error::Hub`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubErrorKind {
+    /// 401 or 403: the repo is gated or private (a token is missing or lacks access), or does
+    /// not exist (the hub answers 401 for unknown repos too).
+    Unauthorized,
+    /// 404: the repo, the revision or a required file does not exist.
+    NotFound,
+    /// The server could not be reached, or the connection failed mid-download.
+    Connection,
+    /// Any other unexpected HTTP status or malformed response (e.g. a redirect without a
+    /// Location).
+    Status,
+    /// The downloaded file's size or sha256 differs from what the server announced.
+    Integrity,
+    /// Offline mode (`HF_HUB_OFFLINE`) and the snapshot is not in the cache.
+    Offline,
 }
 
 /// Short alias used throughout the engine.

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod embedder;
 pub mod error;
+pub mod hub;
 pub mod input;
 pub mod mem;
 pub mod model;

@@ -32,8 +32,11 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model directory (Hugging Face layout). Default: the all-MiniLM-L6-v2 test model in
-    /// $E5EMBED_MODELS or ~/.cache/e5embed/models (tools/fetch-models puts it there).
+    /// Model directory (Hugging Face layout), or a Hugging Face hub repo id
+    /// (`owner/name[@revision]`, e.g. intfloat/e5-small-v2), downloaded once into
+    /// $E5EMBED_HUB_CACHE or ~/.cache/e5embed/hub (HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE are
+    /// honoured). Default: the all-MiniLM-L6-v2 test model in $E5EMBED_MODELS or
+    /// ~/.cache/e5embed/models (tools/fetch-models puts it there).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Worker threads (default: all CPUs).
@@ -130,10 +133,11 @@ fn main() -> ExitCode {
 }
 
 fn load(m: &ModelArgs) -> Result<Embedder, Error> {
-    let dir = m
-        .model
-        .clone()
-        .unwrap_or_else(|| e5embed::models_dir().join("all-MiniLM-L6-v2"));
+    let dir = match &m.model {
+        Some(spec) if spec.is_dir() => spec.clone(),
+        Some(spec) => e5embed::hub::resolve_model(&spec.to_string_lossy())?,
+        None => e5embed::models_dir().join("all-MiniLM-L6-v2"),
+    };
     if m.precision != "f32" {
         return Err(Error::InvalidInput(format!(
             "precision `{}` is not available; this build supports: {}",
