@@ -1,0 +1,751 @@
+//! int8 GEMM (`u8 x s8 -> i32`) with fused dequantization epilogues:
+//! `C[m, n] = epilogue(dequant(Aq[m, k] · Wqᵀ))`, W in the PyTorch Linear layout
+//! `[n = out, k = in]`, C in f32.
+//!
+//! # Quantization scheme
+//!
+//! **Weights** (once, at load: [`QuantizedMatrix::quantize`]): symmetric, per output
+//! channel: `s_w[n] = max_k |W[n, k]| / QMAX`, `Wq[n, k] = round(W[n, k] / s_w[n])`
+//! (computed as `round_ties_even(W · (QMAX / max))`, clamped) in `[-QMAX, QMAX]`,
+//! never -128. `QMAX = 127` on every path except [`QIsaKind::Avx2`], which uses the
+//! *reduced range* `QMAX = 64` (see "Saturation" below);
+//! [`QuantizedMatrix::qmax`] says which one a matrix used. A row of zeros gets
+//! `s_w = 0` and `Wq = 0`.
+//!
+//! **Activations** (per call: [`quantize_rows`]): dynamic, symmetric, per row
+//! (token): `s_a[m] = max_k |A[m, k]| / 127` (f32 division), `Aq = round_ties_even(
+//! A · (127 / max))` clamped to `[-127, 127]` and stored as the **u8 `Aq + 128`**
+//! (so 0.0 is stored as 128) for the u8 x s8 instructions. A row of zeros gets
+//! `s_a = 0` and bytes 128, so its output is the epilogue of 0 (bias etc.).
+//! Rows are `kp = padded_k(k)` bytes (k rounded up to a multiple of 4, the VNNI
+//! group); pad bytes are written as 128 and never matter (the packed weights are 0
+//! there).
+//!
+//! **Integer accumulation and the compensation term**: the kernels compute
+//! `acc[m, n] = Σ_k (Aq[m, k] + 128) · Wq[n, k]` in i32. The wanted sum is
+//! `Σ_k Aq·Wq = acc − 128 · colsum[n]` with `colsum[n] = Σ_k Wq[n, k]`, precomputed
+//! at pack time and stored as `comp[n] = 128 · colsum[n]` (one `vpsubd` per output
+//! vector in the epilogue). Range: `|Σ Aq·Wq| <= 127·127·k` and `0 <= acc`-terms
+//! `<= 255·127·k`, both below 2^31 for `k <= QK_MAX = 65536`, so nothing wraps.
+//!
+//! **Epilogue** (f32, in this exact order on every path, no FMA, so the scalar
+//! reference and the SIMD kernels agree **bitwise** for every epilogue but GELU):
+//! `x = (f32)(acc − comp[n])` (exact below 2^24, else round-to-nearest-even on
+//! both), `y = (s_a[m] · s_w[n]) · x`, then `y + bias[n]`, `gelu(y + bias[n])`
+//! (exact-erf GELU: the vectorized `math::gelu`, vs f64 `erf` in the reference), or
+//! `(y + bias[n]) + residual[m, n]`: the [`Epilogue`] variants of the f32 GEMM.
+//!
+//! # Saturation (why [`QIsaKind::Avx2`] uses 7-bit weights)
+//!
+//! Without VNNI the u8 x s8 product goes through `vpmaddubsw`, which multiplies
+//! byte pairs and adds the two products into an **i16 with signed saturation**:
+//! `sat16(a0·w0 + a1·w1)`. With `a` in `[0, 255]` (any u8; `Aq + 128` is in
+//! `[1, 255]`) and `|w| <= QMAX`, the pair sum is bounded by `2 · 255 · QMAX`:
+//! - full range `QMAX = 127`: `2·255·127 = 64770 > 32767`: saturates (e.g. two
+//!   activations at +max with two weights at +127 give 32767 instead of 64770;
+//!   test `avx2_full_range_saturates`);
+//! - `QMAX = 64`: `2·255·64 = 32640 <= 32767` (and `-32640 >= -32768`): never
+//!   saturates for *any* u8 input, so the AVX2 path is integer-exact. 65 would give
+//!   33150 > 32767, so 64 is the largest safe bound.
+//!
+//! Then `vpmaddwd` with a vector of 1s adds the two i16 neighbours into an i32 (exact).
+//! The price is ~1 bit of weight precision on that path only (the matrix carries
+//! its `qmax`, the reference uses the same `Wq`, so the reference models that path
+//! exactly). VNNI `vpdpbusd` (AVX-512 and AVX-VNNI) sums the four products in i32
+//! without intermediate saturation: full range there.
+//!
+//! # Packed weight layout (VNNI layout) and microkernel contract
+//!
+//! `Wq` is packed into `ceil(n / NR)` panels of NR output columns; panel `p` is
+//! `[kp / 4][NR][4]` i8: for k-group `g`, column `j` of the panel holds the 4
+//! consecutive `Wq[p·NR + j, 4g .. 4g+4]` side by side (what `vpdpbusd` /
+//! `vpmaddubsw` multiply with the 4 broadcast activation bytes `A[m, 4g .. 4g+4]`).
+//! Columns past `n` and k past `k` are zero. Panel `p` starts at byte `p · kp · NR`
+//! (64-byte aligned buffer). `s_w` and `comp` are stored zero-padded to the panels.
+//!
+//! The microkernel holds an `R x V` tile of i32 vectors (`V` vectors of `LANES`
+//! columns per row, i.e. `V / 2` panels: NR = 2 vectors), loops over all of K
+//! (no K blocking: integer sums are exact, and K ≤ 1536 keeps a 32-column panel at
+//! ≤ 48 KB), and applies the epilogue while the tile is in registers; column edges
+//! store with masks, rows are exact (`R` from a jump table). The driver
+//! (`x86::driver`) loops: row blocks of MC (A block in L2) → panels → row tiles.
+//! The last, partial row tile uses wider tiles (more panels per call) so that a
+//! 1-row call still has enough independent accumulators to hide `vpdpbusd` latency.
+//!
+//! | QIsa        | kernel                        | MR x NR | rem-row tiles (rows: panels) |
+//! |-------------|-------------------------------|---------|------------------------------|
+//! | scalar      | `gemm_u8s8_scalar`            | 1 x 1   | -                            |
+//! | avx2        | `gemm_u8s8_avx2_4x16`         | 4 x 16  | 1: 4, 2: 2, 3: 1             |
+//! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1         |
+//! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-3: 4, 4-6: 2, 7-11: 1      |
+//!
+//! Tile reasoning (Sapphire Rapids; Ice Lake similar):
+//! - **avx512vnni 12 x 32**: `vpdpbusd zmm` issues on p0 and p5 (2/cycle), latency 5,
+//!   so ≥ 10 independent accumulators are needed; 12 rows x 2 zmm = 24 accumulators,
+//!   plus 2 B vectors and 1 broadcast: 27 of 32 zmm. Per k-group: 2 B loads and 12
+//!   `vpbroadcastd` loads feed 24 `vpdpbusd` (12 cycles), far under 2-3 loads/cycle.
+//!   NR = 32 divides every model N (384, 1152, 1536), MR = 12 is also the f32
+//!   GEMM's MR (the engine's row chunks fit both).
+//! - **avxvnni 6 x 16**: `vpdpbusd ymm` 2/cycle (two vector-integer multiply
+//!   ports), latency 5: 6 x 2 = 12 accumulators, with 2 B and 1 broadcast 15 of 16 ymm.
+//! - **avx2 4 x 16**: each 4-product step is 3 instructions (`vpmaddubsw`,
+//!   `vpmaddwd`, `vpaddd`) and needs a temporary and the 1s vector: 8 accumulators,
+//!   2 B, 1 broadcast, 1 ones, 2 temporaries = 14 of 16 ymm. The add chain has
+//!   latency 1, so 8 accumulators are plenty; the multiply ports are the limit.
+//!
+//! # Bitwise reproducibility
+//! Integer sums are exact and the epilogue is per element in a fixed order, so for a
+//! given QIsa a row's result does not depend on `m`, the row's position, row
+//! chunking or which tile computed it. Different QIsas give identical results except
+//! for GELU (vector erf) and for Avx2 vs the others (different `Wq`).
+
+mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use reference::{gemm_u8s8_i32_reference, gemm_u8s8_reference, quantize_rows_reference};
+
+use crate::buf::AlignedBuf;
+use crate::gemm::{validate_epilogue, Epilogue};
+use crate::{shape_err, KernelError};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// Largest K (reduction length) accepted: keeps every i32 sum below 2^31
+/// (`255 · 127 · 65536 < 2^31`).
+pub const QK_MAX: usize = 65536;
+
+/// Row length in bytes of quantized activations for a reduction length `k`:
+/// `k` rounded up to a multiple of 4 (the VNNI k-group).
+pub fn padded_k(k: usize) -> usize {
+    k.div_ceil(4) * 4
+}
+
+/// The int8 paths this module implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QIsaKind {
+    /// Portable Rust: the integer-exact reference, also the fallback.
+    Scalar,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd` (no VNNI): reduced-range (7-bit) weights.
+    Avx2,
+    /// AVX-VNNI: VEX `vpdpbusd` on ymm (+ AVX2/FMA for the epilogue).
+    AvxVnni,
+    /// AVX-512 VNNI: `vpdpbusd` on zmm (+ AVX-512 F/BW/VL/DQ).
+    Avx512Vnni,
+}
+
+impl QIsaKind {
+    /// Every kind, lowest to highest preference.
+    pub const ALL: [QIsaKind; 4] = [
+        QIsaKind::Scalar,
+        QIsaKind::Avx2,
+        QIsaKind::AvxVnni,
+        QIsaKind::Avx512Vnni,
+    ];
+
+    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QIsaKind::Scalar => "scalar",
+            QIsaKind::Avx2 => "avx2",
+            QIsaKind::AvxVnni => "avxvnni",
+            QIsaKind::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Largest |Wq| this path's weights use: 64 on Avx2 (saturation), else 127.
+    pub fn weight_qmax(self) -> i32 {
+        match self {
+            QIsaKind::Avx2 => 64,
+            _ => 127,
+        }
+    }
+}
+
+impl FromStr for QIsaKind {
+    type Err = KernelError;
+    fn from_str(s: &str) -> Result<QIsaKind, KernelError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(QIsaKind::Scalar),
+            "avx2" => Ok(QIsaKind::Avx2),
+            "avxvnni" | "avx-vnni" => Ok(QIsaKind::AvxVnni),
+            "avx512vnni" | "avx512-vnni" | "vnni" => Ok(QIsaKind::Avx512Vnni),
+            _ => Err(KernelError::UnknownIsa(s.to_string())),
+        }
+    }
+}
+
+/// A token proving this CPU supports a [`QIsaKind`] (private field: only
+/// [`QIsa::new`] builds one, after checking the CPU). Holding it is what makes the
+/// `#[target_feature]` kernels behind it sound to call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QIsa(QIsaKind);
+
+#[derive(Clone, Copy, Debug)]
+struct Detected {
+    avx2: bool,
+    avxvnni: bool,
+    avx512vnni: bool,
+}
+
+fn detected() -> Detected {
+    static D: OnceLock<Detected> = OnceLock::new();
+    *D.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = crate::Isa::new(crate::IsaKind::Avx2).is_some();
+            let avx512 = crate::Isa::new(crate::IsaKind::Avx512).is_some();
+            Detected {
+                avx2,
+                avxvnni: avx2 && std::arch::is_x86_feature_detected!("avxvnni"),
+                avx512vnni: avx512 && std::arch::is_x86_feature_detected!("avx512vnni"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Detected {
+            avx2: false,
+            avxvnni: false,
+            avx512vnni: false,
+        }
+    })
+}
+
+impl QIsa {
+    /// A token for `kind`, or `None` if this CPU lacks it. Avx2 = avx2+fma;
+    /// AvxVnni = that + avxvnni; Avx512Vnni = avx512f/bw/vl/dq + avx2/fma + avx512vnni.
+    pub fn new(kind: QIsaKind) -> Option<QIsa> {
+        let d = detected();
+        let ok = match kind {
+            QIsaKind::Scalar => true,
+            QIsaKind::Avx2 => d.avx2,
+            QIsaKind::AvxVnni => d.avxvnni,
+            QIsaKind::Avx512Vnni => d.avx512vnni,
+        };
+        ok.then_some(QIsa(kind))
+    }
+
+    /// The portable path; always available.
+    pub fn scalar() -> QIsa {
+        QIsa(QIsaKind::Scalar)
+    }
+
+    /// Every path this CPU has, scalar first, best last.
+    pub fn available() -> Vec<QIsa> {
+        QIsaKind::ALL.iter().filter_map(|&k| QIsa::new(k)).collect()
+    }
+
+    /// The best path this CPU has.
+    pub fn best() -> QIsa {
+        *QIsa::available()
+            .last()
+            .expect("scalar is always available")
+    }
+
+    /// `""` -> [`QIsa::best`]; otherwise the named path (`scalar|avx2|avxvnni|
+    /// avx512vnni`), or `UnknownIsa` / `UnsupportedIsa`.
+    pub fn from_name(name: &str) -> Result<QIsa, KernelError> {
+        if name.trim().is_empty() {
+            return Ok(QIsa::best());
+        }
+        let kind: QIsaKind = name.parse()?;
+        QIsa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
+    }
+
+    /// `E5EMBED_QISA` (as [`QIsa::from_name`]); unset -> [`QIsa::best`].
+    pub fn from_env() -> Result<QIsa, KernelError> {
+        match std::env::var("E5EMBED_QISA") {
+            Ok(v) => QIsa::from_name(&v),
+            Err(std::env::VarError::NotPresent) => Ok(QIsa::best()),
+            Err(std::env::VarError::NotUnicode(v)) => {
+                Err(KernelError::UnknownIsa(v.to_string_lossy().into_owned()))
+            }
+        }
+    }
+
+    pub fn kind(self) -> QIsaKind {
+        self.0
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The GEMM microkernel's name, e.g. `"gemm_u8s8_avx512vnni_12x32"`.
+    pub fn kernel_name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// `(MR, NR)`: rows per full register tile and columns per weight panel. Row
+    /// chunks that are multiples of MR avoid the remainder tile.
+    pub fn tile(self) -> (usize, usize) {
+        let i = self.info();
+        (i.mr, i.nr)
+    }
+
+    fn info(self) -> Info {
+        match self.0 {
+            QIsaKind::Scalar => Info {
+                name: "gemm_u8s8_scalar",
+                mr: 1,
+                nr: 1,
+            },
+            QIsaKind::Avx2 => Info {
+                name: "gemm_u8s8_avx2_4x16",
+                mr: 4,
+                nr: 16,
+            },
+            QIsaKind::AvxVnni => Info {
+                name: "gemm_u8s8_avxvnni_6x16",
+                mr: 6,
+                nr: 16,
+            },
+            QIsaKind::Avx512Vnni => Info {
+                name: "gemm_u8s8_avx512vnni_12x32",
+                mr: 12,
+                nr: 32,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for QIsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Info {
+    name: &'static str,
+    mr: usize,
+    nr: usize,
+}
+
+/// Weights quantized (symmetric int8 per output channel) and packed once for one
+/// [`QIsa`]'s microkernel (layout in the module docs). Immutable, `Send + Sync`.
+#[derive(Clone)]
+pub struct QuantizedMatrix {
+    isa: QIsa,
+    n: usize,
+    k: usize,
+    kp: usize,
+    nr: usize,
+    qmax: i32,
+    /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8, 64-byte aligned (an f32
+    /// buffer viewed as bytes: its length `npanels · kp · NR` is a multiple of 4).
+    data: AlignedBuf,
+    /// `s_w`: `[npanels · NR]`, zero past `n`.
+    scales: Vec<f32>,
+    /// `comp[j] = 128 · Σ_k Wq[j, k]`: `[npanels · NR]`, zero past `n`.
+    comp: Vec<i32>,
+}
+
+impl QuantizedMatrix {
+    /// Quantizes `w: [n, k]` (PyTorch Linear layout) per output channel with the
+    /// weight range of `isa` ([`QIsaKind::weight_qmax`]) and packs it for `isa`.
+    pub fn quantize(
+        isa: QIsa,
+        w: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<QuantizedMatrix, KernelError> {
+        Self::check_dims("QuantizedMatrix::quantize", isa, n, k)?;
+        if w.len() != crate::checked_len("QuantizedMatrix::quantize", &[n, k])? {
+            return shape_err!(
+                "QuantizedMatrix::quantize: w has {} floats, expected n*k = {n}*{k}",
+                w.len()
+            );
+        }
+        if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+            return shape_err!("QuantizedMatrix::quantize: w[{i}] = {} is not finite", w[i]);
+        }
+        let qmax = isa.kind().weight_qmax();
+        let mut wq = vec![0i8; n * k];
+        let mut scales = vec![0f32; n];
+        for j in 0..n {
+            let row = &w[j * k..(j + 1) * k];
+            let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+            if amax == 0.0 {
+                continue;
+            }
+            scales[j] = amax / qmax as f32;
+            let inv = qmax as f32 / amax;
+            for q in 0..k {
+                let v = (row[q] * inv).round_ties_even() as i32;
+                wq[j * k + q] = v.clamp(-qmax, qmax) as i8;
+            }
+        }
+        Self::pack(isa, &wq, &scales, n, k, qmax)
+    }
+
+    /// Packs already quantized weights `wq: [n, k]` with their per-channel scales
+    /// `scales: [n]` (e.g. from a pre-quantized model file). Every `|wq|` must be at
+    /// most `isa`'s [`QIsaKind::weight_qmax`] (64 on Avx2, else 127: -128 is refused).
+    pub fn from_quantized(
+        isa: QIsa,
+        wq: &[i8],
+        scales: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<QuantizedMatrix, KernelError> {
+        Self::check_dims("QuantizedMatrix::from_quantized", isa, n, k)?;
+        if wq.len() != crate::checked_len("QuantizedMatrix::from_quantized", &[n, k])?
+            || scales.len() != n
+        {
+            return shape_err!(
+                "QuantizedMatrix::from_quantized: wq has {} bytes and scales {} floats, \
+                 expected n*k = {n}*{k} and n",
+                wq.len(),
+                scales.len()
+            );
+        }
+        let qmax = isa.kind().weight_qmax();
+        if let Some(i) = wq.iter().position(|&x| (x as i32).abs() > qmax) {
+            return shape_err!(
+                "QuantizedMatrix::from_quantized: wq[{i}] = {} is outside [-{qmax}, {qmax}] \
+                 ({} path)",
+                wq[i],
+                isa.name()
+            );
+        }
+        Self::pack(isa, wq, scales, n, k, qmax)
+    }
+
+    fn check_dims(what: &str, isa: QIsa, n: usize, k: usize) -> Result<(), KernelError> {
+        if k > QK_MAX {
+            return shape_err!("{what}: k = {k} exceeds QK_MAX = {QK_MAX} (i32 accumulators)");
+        }
+        let nr = isa.info().nr;
+        crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k)])?;
+        Ok(())
+    }
+
+    /// Packs `wq` into the panel layout (no range check: the callers check).
+    fn pack(
+        isa: QIsa,
+        wq: &[i8],
+        scales: &[f32],
+        n: usize,
+        k: usize,
+        qmax: i32,
+    ) -> Result<QuantizedMatrix, KernelError> {
+        let nr = isa.info().nr;
+        let kp = padded_k(k);
+        let np = n.div_ceil(nr);
+        let bytes = np * nr * kp;
+        let mut data = AlignedBuf::zeroed(bytes / 4);
+        {
+            let s = data.as_mut_slice();
+            // SAFETY: the f32 buffer holds `bytes / 4` initialised floats = `bytes`
+            // bytes (bytes is a multiple of 4 because kp is); u8/i8 have no
+            // invalid values and alignment 1.
+            let d: &mut [i8] =
+                unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<i8>(), bytes) };
+            for j in 0..n {
+                let (p, jj) = (j / nr, j % nr);
+                for q in 0..k {
+                    d[p * kp * nr + (q / 4) * nr * 4 + jj * 4 + q % 4] = wq[j * k + q];
+                }
+            }
+        }
+        let mut sc = vec![0f32; np * nr];
+        sc[..n].copy_from_slice(scales);
+        let mut comp = vec![0i32; np * nr];
+        for j in 0..n {
+            // Compensation for the +128 offset of the u8 activations:
+            // Σ Aq·Wq = Σ (Aq + 128)·Wq − 128·Σ Wq.
+            comp[j] = 128
+                * wq[j * k..(j + 1) * k]
+                    .iter()
+                    .map(|&x| x as i32)
+                    .sum::<i32>();
+        }
+        Ok(QuantizedMatrix {
+            isa,
+            n,
+            k,
+            kp,
+            nr,
+            qmax,
+            data,
+            scales: sc,
+            comp,
+        })
+    }
+
+    /// Output features (columns of C).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features (reduction length).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Row length in bytes of the quantized activations this matrix multiplies
+    /// (`padded_k(k)`).
+    pub fn k_padded(&self) -> usize {
+        self.kp
+    }
+
+    /// Per-output-channel scales `s_w: [n]`.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales[..self.n]
+    }
+
+    /// `Σ_k Wq[j, k]` per output channel (`[n]`).
+    pub fn colsums(&self) -> Vec<i32> {
+        self.comp[..self.n].iter().map(|c| c / 128).collect()
+    }
+
+    /// Largest |Wq| of the range used: 127, or 64 for the reduced-range Avx2 path.
+    pub fn qmax(&self) -> i32 {
+        self.qmax
+    }
+
+    /// True when the weights use the reduced (7-bit) range.
+    pub fn reduced_range(&self) -> bool {
+        self.qmax < 127
+    }
+
+    pub fn isa(&self) -> QIsa {
+        self.isa
+    }
+
+    /// The microkernel's name, e.g. `"gemm_u8s8_avx512vnni_12x32"`.
+    pub fn kernel_name(&self) -> &'static str {
+        self.isa.kernel_name()
+    }
+
+    /// Panel width NR of the layout.
+    pub fn panel_width(&self) -> usize {
+        self.nr
+    }
+
+    /// The quantized weights unpacked back to `[n, k]` (tests, debugging).
+    pub fn unpack_weights(&self) -> Vec<i8> {
+        let d = self.bytes();
+        let mut w = vec![0i8; self.n * self.k];
+        for j in 0..self.n {
+            for q in 0..self.k {
+                w[j * self.k + q] = d[self.index(j, q)];
+            }
+        }
+        w
+    }
+
+    /// Byte index of `Wq[j, q]` in the packed buffer.
+    #[inline]
+    fn index(&self, j: usize, q: usize) -> usize {
+        let nr = self.nr;
+        (j / nr) * self.kp * nr + (q / 4) * nr * 4 + (j % nr) * 4 + q % 4
+    }
+
+    fn bytes(&self) -> &[i8] {
+        let s = self.data.as_slice();
+        // SAFETY: see `pack`: `4 · s.len()` initialised bytes.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<i8>(), s.len() * 4) }
+    }
+}
+
+impl std::fmt::Debug for QuantizedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuantizedMatrix")
+            .field("kernel", &self.kernel_name())
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .field("qmax", &self.qmax)
+            .finish()
+    }
+}
+
+/// Checks `a: [m, kp]`, `out: [m, kp]`, `scales: [m]` for the quantizers.
+fn validate_quantize(
+    what: &str,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &[u8],
+    scales: &[f32],
+) -> Result<(), KernelError> {
+    if a.len() != crate::checked_len(what, &[m, k])? {
+        return shape_err!("{what}: a has {} floats, expected m*k = {m}*{k}", a.len());
+    }
+    let kp = padded_k(k);
+    if out.len() != crate::checked_len(what, &[m, kp])? {
+        return shape_err!(
+            "{what}: out has {} bytes, expected m*padded_k(k) = {m}*{kp}",
+            out.len()
+        );
+    }
+    if scales.len() != m {
+        return shape_err!(
+            "{what}: scales has {} floats, expected m = {m}",
+            scales.len()
+        );
+    }
+    Ok(())
+}
+
+/// Quantizes `a: [m, k]` f32 rows to u8 `out: [m, padded_k(k)]` (`Aq + 128`, pad
+/// bytes 128) with per-row scales `scales: [m]` (the scheme in the module docs).
+/// Bitwise identical on every QIsa (same f32 arithmetic). Non-finite inputs give
+/// unspecified (but memory-safe) bytes and scales.
+pub fn quantize_rows(
+    isa: QIsa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_quantize("quantize_rows", a, m, k, out, scales)?;
+    match isa.kind() {
+        #[cfg(target_arch = "x86_64")]
+        QIsaKind::Avx512Vnni => {
+            // SAFETY: the token proves AVX-512 F/BW/VL/DQ; lengths validated.
+            unsafe { x86::quantize_rows_avx512(a, m, k, out, scales) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        QIsaKind::Avx2 | QIsaKind::AvxVnni => {
+            // SAFETY: the token proves AVX2 + FMA; lengths validated.
+            unsafe { x86::quantize_rows_avx2(a, m, k, out, scales) }
+        }
+        _ => reference::quantize_rows_unchecked(a, m, k, out, scales),
+    }
+    Ok(())
+}
+
+/// Checks `a: [m, kp]`, `scales: [m]`, the epilogue and `c: [m, n]`.
+fn validate_gemm<T>(
+    what: &str,
+    a: &[u8],
+    scales: Option<&[f32]>,
+    m: usize,
+    b: &QuantizedMatrix,
+    c: &[T],
+    epilogue: &Epilogue,
+) -> Result<(), KernelError> {
+    let (n, kp) = (b.n, b.kp);
+    if a.len() != crate::checked_len(what, &[m, kp])? {
+        return shape_err!(
+            "{what} ({}): a has {} bytes, expected m*padded_k(k) = {m}*{kp}",
+            b.kernel_name(),
+            a.len()
+        );
+    }
+    if let Some(s) = scales {
+        if s.len() != m {
+            return shape_err!(
+                "{what} ({}): scales has {} floats, expected m = {m}",
+                b.kernel_name(),
+                s.len()
+            );
+        }
+    }
+    if c.len() != crate::checked_len(what, &[m, n])? {
+        return shape_err!(
+            "{what} ({}): c has {} elements, expected m*n = {m}*{n}",
+            b.kernel_name(),
+            c.len()
+        );
+    }
+    validate_epilogue(epilogue, m, n)
+}
+
+/// `C[m, n] = epilogue(s_a[i]·s_w[j]·Σ_k Aq[i, k]·Wq[j, k])` on `b.isa()`.
+///
+/// `a: [m, b.k_padded()]` u8 rows from [`quantize_rows`] (any u8 is accepted:
+/// the byte is `Aq + 128`), `scales: [m]` their `s_a`, `c: [m, n]` f32 (fully
+/// overwritten), epilogue operands as for `gemm_f32` (`bias: [n]`, `residual:
+/// [m, n]`). `m = 0` is a no-op. Single-threaded; row sub-slices (a, scales, c,
+/// residual rows) can run on different threads with bitwise identical results.
+pub fn gemm_u8s8(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    validate_gemm("gemm_u8s8", a, Some(scales), m, b, c, &epilogue)?;
+    if m == 0 || b.n == 0 {
+        return Ok(());
+    }
+    match b.isa.kind() {
+        QIsaKind::Scalar => {
+            reference::gemm_unchecked(a, m, b, reference::Out::F32(c, scales, epilogue))
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            let job = x86::Job::new(
+                a,
+                m,
+                b,
+                x86::Out::F32(c.as_mut_ptr(), scales.as_ptr()),
+                epilogue,
+            );
+            // SAFETY: all lengths validated above for (m, n, kp); c is exclusively
+            // borrowed (no overlap with inputs); the token in `b` proves the ISA.
+            unsafe { x86::run(b.isa.kind(), &job) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only Scalar tokens exist off x86-64"),
+    }
+    Ok(())
+}
+
+/// The raw compensated integer dot products `C[m, n] = Σ_k Aq[i, k]·Wq[j, k]`
+/// (= `acc − 128·colsum`) as i32, on `b.isa()`: what the kernels compute before
+/// the f32 epilogue (integer-exactness tests, or callers with their own epilogue).
+pub fn gemm_u8s8_i32(
+    a: &[u8],
+    m: usize,
+    b: &QuantizedMatrix,
+    c: &mut [i32],
+) -> Result<(), KernelError> {
+    validate_gemm("gemm_u8s8_i32", a, None, m, b, c, &Epilogue::None)?;
+    if m == 0 || b.n == 0 {
+        return Ok(());
+    }
+    match b.isa.kind() {
+        QIsaKind::Scalar => reference::gemm_unchecked(a, m, b, reference::Out::I32(c)),
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            let job = x86::Job::new(a, m, b, x86::Out::I32(c.as_mut_ptr()), Epilogue::None);
+            // SAFETY: as in `gemm_u8s8`.
+            unsafe { x86::run(b.isa.kind(), &job) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only Scalar tokens exist off x86-64"),
+    }
+    Ok(())
+}
+
+/// Test support: builds matrices the public API refuses, to demonstrate failure
+/// modes. Not part of the engine API.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// An Avx2-packed matrix with **full-range** weights (`|wq| <= 127`), which
+    /// `vpmaddubsw` can saturate on: the demonstration of why the Avx2 path uses
+    /// reduced range. Safe (saturation gives wrong numbers, not UB).
+    pub fn avx2_full_range(
+        isa: QIsa,
+        wq: &[i8],
+        scales: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<QuantizedMatrix, KernelError> {
+        if isa.kind() != QIsaKind::Avx2 || wq.len() != n * k || scales.len() != n {
+            return shape_err!("testing::avx2_full_range: needs an Avx2 token and [n, k] data");
+        }
+        QuantizedMatrix::check_dims("testing::avx2_full_range", isa, n, k)?;
+        if wq.contains(&i8::MIN) {
+            return shape_err!("testing::avx2_full_range: -128 is never used");
+        }
+        QuantizedMatrix::pack(isa, wq, scales, n, k, 127)
+    }
+}

@@ -1,0 +1,142 @@
+//! The integer-exact scalar reference (also the `QIsaKind::Scalar` path): i32
+//! accumulation and the same f32 epilogue arithmetic as the SIMD kernels (see the
+//! module docs in `qgemm/mod.rs`), GELU in f64 `erf`.
+
+use super::{padded_k, validate_gemm, validate_quantize, QuantizedMatrix};
+use crate::gemm::{gelu_f64, Epilogue};
+use crate::KernelError;
+
+/// Quantizes one row: returns `s_a` and writes `Aq + 128` (pad bytes 128).
+/// The exact arithmetic every ISA reproduces: `amax = max|x|` (f32),
+/// `s_a = amax / 127`, `inv = 127 / amax` (0 for a zero row), byte =
+/// `clamp(round_ties_even(x · inv), -127, 127) + 128`.
+#[inline]
+pub(crate) fn quantize_row(x: &[f32], out: &mut [u8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (scale, inv) = row_scale(amax);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = quantize_one(v, inv);
+    }
+    for o in out[x.len()..].iter_mut() {
+        *o = 128;
+    }
+    scale
+}
+
+/// `(s_a, 127 / amax)`, both 0 for a zero row.
+#[inline(always)]
+pub(crate) fn row_scale(amax: f32) -> (f32, f32) {
+    if amax > 0.0 {
+        (amax / 127.0, 127.0 / amax)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+/// One activation: `clamp(round_ties_even(v · inv), -127, 127) + 128`.
+#[inline(always)]
+pub(crate) fn quantize_one(v: f32, inv: f32) -> u8 {
+    let q = (v * inv).round_ties_even();
+    (q.clamp(-127.0, 127.0) as i32 + 128) as u8
+}
+
+pub(crate) fn quantize_rows_unchecked(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+) {
+    let kp = padded_k(k);
+    for i in 0..m {
+        scales[i] = quantize_row(&a[i * k..(i + 1) * k], &mut out[i * kp..(i + 1) * kp]);
+    }
+}
+
+/// The reference quantizer: `a: [m, k]` -> `out: [m, padded_k(k)]`, `scales: [m]`.
+pub fn quantize_rows_reference(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_quantize("quantize_rows_reference", a, m, k, out, scales)?;
+    quantize_rows_unchecked(a, m, k, out, scales);
+    Ok(())
+}
+
+pub(crate) enum Out<'a, 'e> {
+    F32(&'a mut [f32], &'a [f32], Epilogue<'e>),
+    I32(&'a mut [i32]),
+}
+
+/// The f32 epilogue of one element, in the order the SIMD kernels use.
+#[inline(always)]
+pub(crate) fn epilogue_one(
+    x: i32,
+    sa: f32,
+    sw: f32,
+    e: &Epilogue,
+    i: usize,
+    j: usize,
+    n: usize,
+) -> f32 {
+    let y = (sa * sw) * x as f32;
+    match *e {
+        Epilogue::None => y,
+        Epilogue::Bias(b) => y + b[j],
+        Epilogue::BiasGelu(b) => gelu_f64((y + b[j]) as f64) as f32,
+        Epilogue::BiasResidual { bias, residual } => (y + bias[j]) + residual[i * n + j],
+    }
+}
+
+/// Reference GEMM on validated operands (any QIsa's packing: reads through the
+/// layout's index function).
+pub(crate) fn gemm_unchecked(a: &[u8], m: usize, b: &QuantizedMatrix, mut out: Out) {
+    let (n, k, kp) = (b.n, b.k, b.kp);
+    let w = b.unpack_weights();
+    for j in 0..n {
+        let wj = &w[j * k..(j + 1) * k];
+        for i in 0..m {
+            let ai = &a[i * kp..i * kp + k];
+            // acc = Σ (Aq + 128)·Wq over the u8 bytes, exact in i32 (k <= QK_MAX).
+            let acc: i32 = ai.iter().zip(wj).map(|(&x, &y)| x as i32 * y as i32).sum();
+            // Compensation: Σ Aq·Wq = acc − 128·colsum[j].
+            let x = acc - b.comp[j];
+            match &mut out {
+                Out::I32(c) => c[i * n + j] = x,
+                Out::F32(c, sa, e) => {
+                    c[i * n + j] = epilogue_one(x, sa[i], b.scales[j], e, i, j, n)
+                }
+            }
+        }
+    }
+}
+
+/// Integer-exact reference of [`super::gemm_u8s8`] (same arguments and contract):
+/// i32 accumulation, then the same f32 epilogue arithmetic; GELU via f64 erf.
+pub fn gemm_u8s8_reference(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    validate_gemm("gemm_u8s8_reference", a, Some(scales), m, b, c, &epilogue)?;
+    gemm_unchecked(a, m, b, Out::F32(c, scales, epilogue));
+    Ok(())
+}
+
+/// Reference of [`super::gemm_u8s8_i32`]: `C = Σ_k Aq·Wq` in i32.
+pub fn gemm_u8s8_i32_reference(
+    a: &[u8],
+    m: usize,
+    b: &QuantizedMatrix,
+    c: &mut [i32],
+) -> Result<(), KernelError> {
+    validate_gemm("gemm_u8s8_i32_reference", a, None, m, b, c, &Epilogue::None)?;
+    gemm_unchecked(a, m, b, Out::I32(c));
+    Ok(())
+}

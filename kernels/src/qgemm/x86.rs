@@ -1,0 +1,578 @@
+//! x86-64 int8 kernels: one generic microkernel + driver written against [`QDot`]
+//! (the 4-way u8 x s8 dot product of one ISA), instantiated for AVX-512 VNNI,
+//! AVX-VNNI and AVX2 inside `#[target_feature]` wrappers; and the row quantizers.
+//! Layouts and tile reasoning: `qgemm/mod.rs`.
+
+use super::{padded_k, QIsaKind, QuantizedMatrix};
+use crate::gemm::Epilogue;
+use crate::math;
+use crate::simd::avx2::Avx2 as F256;
+use crate::simd::avx512::Avx512 as F512;
+use crate::simd::Simd;
+use std::arch::x86_64::*;
+
+/// Row block of the driver: `MC · kp` bytes of A stay in L2 while all panels
+/// sweep them (192 · 1536 = 288 KB at the largest model K). A multiple of every MR.
+const MC: usize = 192;
+
+/// Where the tile results go.
+#[derive(Clone, Copy)]
+pub(crate) enum Out {
+    /// f32 C `[m, n]` with the dequantization epilogue; the pointer is `s_a: [m]`.
+    F32(*mut f32, *const f32),
+    /// Raw compensated i32 sums `[m, n]`.
+    I32(*mut i32),
+}
+
+/// Epilogue operands as raw pointers (validated by the caller).
+#[derive(Clone, Copy)]
+enum Epi {
+    None,
+    Bias(*const f32),
+    BiasGelu(*const f32),
+    /// bias, residual `[m, n]` (row stride n).
+    BiasResidual(*const f32, *const f32),
+}
+
+/// One validated GEMM call.
+pub(crate) struct Job {
+    a: *const u8,
+    /// Row stride of A in bytes (= kp).
+    kp: usize,
+    m: usize,
+    n: usize,
+    b: *const i8,
+    sw: *const f32,
+    comp: *const i32,
+    out: Out,
+    epi: Epi,
+}
+
+impl Job {
+    /// Raw view of a validated call (`a: [m, kp]`, `out` `[m, n]`, epilogue operands
+    /// for `(m, n)`).
+    pub(crate) fn new(
+        a: &[u8],
+        m: usize,
+        b: &QuantizedMatrix,
+        out: Out,
+        epilogue: Epilogue,
+    ) -> Job {
+        let epi = match epilogue {
+            Epilogue::None => Epi::None,
+            Epilogue::Bias(x) => Epi::Bias(x.as_ptr()),
+            Epilogue::BiasGelu(x) => Epi::BiasGelu(x.as_ptr()),
+            Epilogue::BiasResidual { bias, residual } => {
+                Epi::BiasResidual(bias.as_ptr(), residual.as_ptr())
+            }
+        };
+        Job {
+            a: a.as_ptr(),
+            kp: b.kp,
+            m,
+            n: b.n,
+            b: b.bytes().as_ptr(),
+            sw: b.scales.as_ptr(),
+            comp: b.comp.as_ptr(),
+            out,
+            epi,
+        }
+    }
+}
+
+/// The 4-way u8 x s8 dot product and the i32 vector operations of one ISA.
+/// All methods: only on a CPU with the ISA, pointers valid for the lanes touched.
+pub(crate) trait QDot {
+    /// `LANES` i32 accumulators (one per output column).
+    type V: Copy;
+    /// The f32 vector type of the same width (epilogue).
+    type F: Simd;
+    const LANES: usize;
+    /// Columns per weight panel: 2 vectors.
+    const NR: usize = 2 * Self::LANES;
+    const MR: usize;
+
+    unsafe fn zero() -> Self::V;
+    /// `LANES · 4` packed weight bytes (4 k of each of `LANES` columns).
+    unsafe fn load_b(p: *const i8) -> Self::V;
+    /// The 4 activation bytes at `p` broadcast to every lane.
+    unsafe fn bcast_a(p: *const u8) -> Self::V;
+    /// `acc + Σ_{t<4} a[t]·b[t]` per lane (u8 a, s8 b).
+    unsafe fn dot(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn load_i32(p: *const i32) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn to_f32(v: Self::V) -> <Self::F as Simd>::V;
+    /// Stores lanes `[0, n)` (`1 <= n <= LANES`).
+    unsafe fn store_i32_n(p: *mut i32, v: Self::V, n: usize);
+    /// Runs the row tile at `i0` of `r` (`1..=MR`) rows over panels `p0..p1`,
+    /// choosing wider tiles for small `r` (the remainder-row jump table).
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize);
+}
+
+/// AVX-512 VNNI: `vpdpbusd zmm`.
+pub(crate) struct Vnni512;
+/// AVX-VNNI: VEX `vpdpbusd ymm`.
+pub(crate) struct Vnni256;
+/// AVX2: `vpmaddubsw` + `vpmaddwd(·, 1)` + `vpaddd`.
+pub(crate) struct Maddubs256;
+
+impl QDot for Vnni512 {
+    type V = __m512i;
+    type F = F512;
+    const LANES: usize = 16;
+    const MR: usize = 12;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512i {
+        _mm512_setzero_si512()
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> __m512i {
+        _mm512_loadu_si512(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const u8) -> __m512i {
+        _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        // u8 x s8, 4 products summed into i32 with no intermediate saturation.
+        _mm512_dpbusd_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m512i {
+        _mm512_loadu_si512(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(v: __m512i) -> __m512 {
+        _mm512_cvtepi32_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn store_i32_n(p: *mut i32, v: __m512i, n: usize) {
+        let mask = if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as u16
+        };
+        _mm512_mask_storeu_epi32(p, mask, v)
+    }
+    #[inline(always)]
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
+        // Remainder rows: 1-3 rows x 4 panels (8-24 acc), 4-6 x 2 (16-24), 7+ x 1.
+        match r {
+            1 => panels::<Self, 1, 8>(g, i0, p0, p1),
+            2 => panels::<Self, 2, 8>(g, i0, p0, p1),
+            3 => panels::<Self, 3, 8>(g, i0, p0, p1),
+            4 => panels::<Self, 4, 4>(g, i0, p0, p1),
+            5 => panels::<Self, 5, 4>(g, i0, p0, p1),
+            6 => panels::<Self, 6, 4>(g, i0, p0, p1),
+            7 => panels::<Self, 7, 2>(g, i0, p0, p1),
+            8 => panels::<Self, 8, 2>(g, i0, p0, p1),
+            9 => panels::<Self, 9, 2>(g, i0, p0, p1),
+            10 => panels::<Self, 10, 2>(g, i0, p0, p1),
+            11 => panels::<Self, 11, 2>(g, i0, p0, p1),
+            _ => panels::<Self, 12, 2>(g, i0, p0, p1),
+        }
+    }
+}
+
+impl QDot for Vnni256 {
+    type V = __m256i;
+    type F = F256;
+    const LANES: usize = 8;
+    const MR: usize = 6;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256i {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const u8) -> __m256i {
+        _mm256_set1_epi32(p.cast::<i32>().read_unaligned())
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // VEX-encoded vpdpbusd (AVX-VNNI): as the zmm form, no saturation.
+        _mm256_dpbusd_avx_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(v: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn store_i32_n(p: *mut i32, v: __m256i, n: usize) {
+        store_i32_n_256(p, v, n)
+    }
+    #[inline(always)]
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
+        // 1 row x 4 panels (8 acc), 2-3 x 2 (8-12), 4-6 x 1 (8-12).
+        match r {
+            1 => panels::<Self, 1, 8>(g, i0, p0, p1),
+            2 => panels::<Self, 2, 4>(g, i0, p0, p1),
+            3 => panels::<Self, 3, 4>(g, i0, p0, p1),
+            4 => panels::<Self, 4, 2>(g, i0, p0, p1),
+            5 => panels::<Self, 5, 2>(g, i0, p0, p1),
+            _ => panels::<Self, 6, 2>(g, i0, p0, p1),
+        }
+    }
+}
+
+impl QDot for Maddubs256 {
+    type V = __m256i;
+    type F = F256;
+    const LANES: usize = 8;
+    const MR: usize = 4;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256i {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn load_b(p: *const i8) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn bcast_a(p: *const u8) -> __m256i {
+        _mm256_set1_epi32(p.cast::<i32>().read_unaligned())
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        // vpmaddubsw: sat16(a0·w0 + a1·w1) per byte pair. Exact only because the
+        // Avx2 weights are reduced to |w| <= 64: |pair| <= 2·255·64 = 32640 <= 32767
+        // (full range 127 would reach 64770 and saturate; see qgemm/mod.rs).
+        let pairs = _mm256_maddubs_epi16(a, b);
+        // vpmaddwd with 1s: the two i16 pair sums of each column -> one i32 (exact).
+        let quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+        _mm256_add_epi32(acc, quads)
+    }
+    #[inline(always)]
+    unsafe fn load_i32(p: *const i32) -> __m256i {
+        _mm256_loadu_si256(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(v: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn store_i32_n(p: *mut i32, v: __m256i, n: usize) {
+        store_i32_n_256(p, v, n)
+    }
+    #[inline(always)]
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
+        // 1 row x 4 panels (8 acc), 2 x 2 (8), 3-4 x 1 (6-8).
+        match r {
+            1 => panels::<Self, 1, 8>(g, i0, p0, p1),
+            2 => panels::<Self, 2, 4>(g, i0, p0, p1),
+            3 => panels::<Self, 3, 2>(g, i0, p0, p1),
+            _ => panels::<Self, 4, 2>(g, i0, p0, p1),
+        }
+    }
+}
+
+/// `MASK[8 - n..16 - n]`: `n` leading all-ones lanes.
+static MASK: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+#[inline(always)]
+unsafe fn store_i32_n_256(p: *mut i32, v: __m256i, n: usize) {
+    if n >= 8 {
+        _mm256_storeu_si256(p.cast(), v)
+    } else {
+        let mask = _mm256_loadu_si256(MASK.as_ptr().add(8 - n).cast());
+        _mm256_maskstore_epi32(p, mask, v)
+    }
+}
+
+/// Row tile `i0..i0+R` over panels `p0..p1`: groups of `V / 2` panels with the
+/// `R x V` tile, the leftover panels one at a time with `R x 2`.
+#[inline(always)]
+unsafe fn panels<D: QDot, const R: usize, const V: usize>(
+    g: &Job,
+    i0: usize,
+    p0: usize,
+    p1: usize,
+) {
+    let pw = V / 2;
+    let mut p = p0;
+    while p + pw <= p1 {
+        tile::<D, R, V>(g, i0, p);
+        p += pw;
+    }
+    while p < p1 {
+        tile::<D, R, 2>(g, i0, p);
+        p += 1;
+    }
+}
+
+/// The microkernel: rows `i0..i0+R` x panels `p..p+V/2` (columns
+/// `p·NR .. p·NR + V·LANES`, clipped to n at the store), all of K, then the
+/// epilogue from registers.
+#[inline(always)]
+unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: usize) {
+    let (kp, nr, lanes) = (g.kp, D::NR, D::LANES);
+    let pstride = kp * nr; // bytes per panel
+    let a0 = g.a.add(i0 * kp);
+    let b0 = g.b.add(p * pstride);
+    let mut acc = [[D::zero(); V]; R];
+    // acc[r][v] += Σ_{t<4} (Aq[i0+r, 4q+t] + 128) · Wq[col(v), 4q+t] for each k-group q.
+    let mut q = 0;
+    while q < kp {
+        // Vector v: panel v/2, half v%2 of its NR·4-byte k-group row.
+        let mut bv = [D::zero(); V];
+        for v in 0..V {
+            bv[v] = D::load_b(b0.add((v / 2) * pstride + q * nr + (v % 2) * lanes * 4));
+        }
+        for r in 0..R {
+            let av = D::bcast_a(a0.add(r * kp + q));
+            for v in 0..V {
+                acc[r][v] = D::dot(acc[r][v], av, bv[v]);
+            }
+        }
+        q += 4;
+    }
+    let j0 = p * nr;
+    let ncols = (g.n - j0).min(V * lanes);
+    for v in 0..V {
+        let j = j0 + v * lanes;
+        if v * lanes >= ncols {
+            break;
+        }
+        let nv = (ncols - v * lanes).min(lanes);
+        // Compensation for the +128 offset: Σ Aq·Wq = acc − 128·colsum[j] (comp is
+        // zero-padded to whole panels, so the full load is in bounds).
+        let comp = D::load_i32(g.comp.add(j));
+        match g.out {
+            Out::I32(c) => {
+                for r in 0..R {
+                    let x = D::sub(acc[r][v], comp);
+                    D::store_i32_n(c.add((i0 + r) * g.n + j), x, nv);
+                }
+            }
+            Out::F32(c, sa) => {
+                // s_w zero-padded like comp.
+                let sw = <D::F as Simd>::load(g.sw.add(j));
+                for r in 0..R {
+                    let i = i0 + r;
+                    let x = D::to_f32(D::sub(acc[r][v], comp));
+                    // y = (s_a[i] · s_w[j]) · x: two roundings, as the reference.
+                    let s = <D::F as Simd>::mul(<D::F as Simd>::splat(*sa.add(i)), sw);
+                    let mut y = <D::F as Simd>::mul(s, x);
+                    y = match g.epi {
+                        Epi::None => y,
+                        Epi::Bias(b) => {
+                            <D::F as Simd>::add(y, <D::F as Simd>::load_n(b.add(j), nv))
+                        }
+                        Epi::BiasGelu(b) => math::gelu::<D::F>(<D::F as Simd>::add(
+                            y,
+                            <D::F as Simd>::load_n(b.add(j), nv),
+                        )),
+                        Epi::BiasResidual(b, res) => <D::F as Simd>::add(
+                            <D::F as Simd>::add(y, <D::F as Simd>::load_n(b.add(j), nv)),
+                            <D::F as Simd>::load_n(res.add(i * g.n + j), nv),
+                        ),
+                    };
+                    <D::F as Simd>::store_n(c.add(i * g.n + j), y, nv);
+                }
+            }
+        }
+    }
+}
+
+/// The loops around the microkernel: row blocks of MC (A block in L2) → panels
+/// (one `kp x NR` weight panel, ≤ 48 KB, reused by every row tile of the block) →
+/// full MR-row tiles; then the remainder rows of the last block with the wide tiles.
+#[inline(always)]
+unsafe fn driver<D: QDot>(g: &Job) {
+    let np = g.n.div_ceil(D::NR);
+    let mut ib = 0;
+    while ib < g.m {
+        let mb = (g.m - ib).min(MC);
+        let full = mb / D::MR;
+        for p in 0..np {
+            for t in 0..full {
+                // r = MR: the jump table's full `MR x 2` tile on this one panel.
+                D::row_tile(g, ib + t * D::MR, D::MR, p, p + 1);
+            }
+        }
+        let rem = mb - full * D::MR;
+        if rem > 0 {
+            D::row_tile(g, ib + full * D::MR, rem, 0, np);
+        }
+        ib += mb;
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")]
+unsafe fn run_vnni512(g: &Job) {
+    driver::<Vnni512>(g)
+}
+
+#[target_feature(enable = "avxvnni,avx2,fma")]
+unsafe fn run_vnni256(g: &Job) {
+    driver::<Vnni256>(g)
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_maddubs256(g: &Job) {
+    driver::<Maddubs256>(g)
+}
+
+/// Runs a validated job on `kind`'s kernel.
+///
+/// # Safety
+/// `g` describes valid memory for `(m, n, kp)` (see `Job::new`), the output does not
+/// overlap the inputs, the matrix was packed for `kind`, and the CPU supports
+/// `kind` (the caller holds its `QIsa` token).
+pub(crate) unsafe fn run(kind: QIsaKind, g: &Job) {
+    match kind {
+        QIsaKind::Avx512Vnni => run_vnni512(g),
+        QIsaKind::AvxVnni => run_vnni256(g),
+        QIsaKind::Avx2 => run_maddubs256(g),
+        QIsaKind::Scalar => unreachable!("scalar runs the reference"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Row quantizers (same arithmetic as `reference::quantize_row`).
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// AVX-512 F/BW/VL/DQ available; `a: [m, k]`, `out: [m, padded_k(k)]`, `scales: [m]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+pub(crate) unsafe fn quantize_rows_avx512(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+) {
+    let kp = padded_k(k);
+    let absmask = _mm512_set1_epi32(0x7fff_ffff);
+    for i in 0..m {
+        let x = a.as_ptr().add(i * k);
+        let o = out.as_mut_ptr().add(i * kp);
+        // Pass 1: max |x| (max is exact and order-independent).
+        let mut mx = _mm512_setzero_ps();
+        let mut q = 0;
+        while q + 16 <= k {
+            let v = _mm512_castsi512_ps(_mm512_and_si512(
+                _mm512_castps_si512(_mm512_loadu_ps(x.add(q))),
+                absmask,
+            ));
+            mx = _mm512_max_ps(mx, v);
+            q += 16;
+        }
+        let mut amax = _mm512_reduce_max_ps(mx);
+        for t in q..k {
+            amax = amax.max((*x.add(t)).abs());
+        }
+        let (scale, inv) = super::reference::row_scale(amax);
+        *scales.get_unchecked_mut(i) = scale;
+        // Pass 2: clamp(round_ties_even(x·inv), ±127) + 128 -> u8.
+        let vinv = _mm512_set1_ps(inv);
+        let (lo, hi, off) = (
+            _mm512_set1_epi32(-127),
+            _mm512_set1_epi32(127),
+            _mm512_set1_epi32(128),
+        );
+        let mut q = 0;
+        while q < k {
+            let nv = (k - q).min(16);
+            let mask = if nv == 16 {
+                0xffff
+            } else {
+                ((1u32 << nv) - 1) as u16
+            };
+            let v = _mm512_maskz_loadu_ps(mask, x.add(q));
+            // cvtps2dq rounds to nearest even (default MXCSR), as round_ties_even.
+            let r = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
+            let r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), off);
+            // vpmovdb: the low byte of each i32 (values are in [1, 255]).
+            _mm512_mask_cvtepi32_storeu_epi8(o.add(q).cast(), mask, r);
+            q += 16;
+        }
+        for t in k..kp {
+            *o.add(t) = 128;
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA available; `a: [m, k]`, `out: [m, padded_k(k)]`, `scales: [m]`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_rows_avx2(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &mut [u8],
+    scales: &mut [f32],
+) {
+    let kp = padded_k(k);
+    let absmask = _mm256_set1_epi32(0x7fff_ffff);
+    // Byte 0 of each i32 of a 128-bit lane into the lane's low 4 bytes.
+    let shuf = _mm256_setr_epi8(
+        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1,
+        -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    for i in 0..m {
+        let x = a.as_ptr().add(i * k);
+        let o = out.as_mut_ptr().add(i * kp);
+        let mut mx = _mm256_setzero_ps();
+        let mut q = 0;
+        while q + 8 <= k {
+            let v = _mm256_castsi256_ps(_mm256_and_si256(
+                _mm256_castps_si256(_mm256_loadu_ps(x.add(q))),
+                absmask,
+            ));
+            mx = _mm256_max_ps(mx, v);
+            q += 8;
+        }
+        let mut amax = F256::reduce_max(mx);
+        for t in q..k {
+            amax = amax.max((*x.add(t)).abs());
+        }
+        let (scale, inv) = super::reference::row_scale(amax);
+        *scales.get_unchecked_mut(i) = scale;
+        let vinv = _mm256_set1_ps(inv);
+        let (lo, hi, off) = (
+            _mm256_set1_epi32(-127),
+            _mm256_set1_epi32(127),
+            _mm256_set1_epi32(128),
+        );
+        let mut q = 0;
+        while q + 8 <= k {
+            let r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.add(q)), vinv));
+            let r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo), hi), off);
+            let b = _mm256_shuffle_epi8(r, shuf);
+            let lo4 = _mm256_castsi256_si128(b);
+            let hi4 = _mm256_extracti128_si256::<1>(b);
+            _mm_storel_epi64(o.add(q).cast(), _mm_unpacklo_epi32(lo4, hi4));
+            q += 8;
+        }
+        for t in q..k {
+            *o.add(t) = super::reference::quantize_one(*x.add(t), inv);
+        }
+        for t in k..kp {
+            *o.add(t) = 128;
+        }
+    }
+}
