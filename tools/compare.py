@@ -101,17 +101,17 @@ class Guard:
     def wait_quiet(self) -> None:
         """Block while rustc runs or the machine is busy with something else."""
         since = time.monotonic()
-        last_note = 0.0
+        next_note = 0.0  # log at once, then once a minute
         while True:
             building = _builds_running()
             others = 0.0 if building else self._others_cores(0.3)
             if not building and others < 0.3:
                 return
             waited = time.monotonic() - since
-            if waited - last_note >= 60 or last_note == 0.0:
+            if waited >= next_note:
                 why = "rustc is running" if building else f"other processes use {others:.1f} cores"
                 log(f"waiting for a quiet machine ({why}; {waited:.0f} s so far)")
-                last_note = max(waited, 1e-3)
+                next_note = waited + 60
             time.sleep(3)
 
     @contextmanager
