@@ -534,3 +534,49 @@ fn bad_shapes_are_errors() {
     gemm_u8s8(&[], &[], 0, &b, &mut [], Epilogue::None).unwrap();
     shape(gemm_u8s8(&aq, &sa, usize::MAX, &b, &mut c, Epilogue::None));
 }
+
+#[test]
+fn fused_requantization_equals_gemm_then_quantize_rows() {
+    let mut r = rng(19);
+    for isa in isas() {
+        for &(m, n, k) in &[
+            (1usize, 7usize, 5usize),
+            (13, 70, 52),
+            (37, 384, 96),
+            (9, 1536, 32),
+        ] {
+            let kp = padded_k(k);
+            let np = padded_k(n);
+            let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, n * k), n, k).unwrap();
+            let mut a = bytes(&mut r, m * kp);
+            let mut sa: Vec<f32> = (0..m).map(|_| r.gen_range(0.0..0.05)).collect();
+            // A zero input row: its output row is the epilogue of 0.
+            a[..kp].fill(128);
+            sa[0] = 0.0;
+            let bias = uni(&mut r, n, 1.0);
+            let res = uni(&mut r, m * n, 1.0);
+            for e in [
+                Epilogue::None,
+                Epilogue::BiasGelu(&bias),
+                Epilogue::BiasResidual {
+                    bias: &bias,
+                    residual: &res,
+                },
+            ] {
+                let mut c = vec![0f32; m * n];
+                gemm_u8s8(&a, &sa, m, &b, &mut c, e).unwrap();
+                let (mut want, mut ws) = (vec![0u8; m * np], vec![0f32; m]);
+                quantize_rows(isa, &c, m, n, &mut want, &mut ws).unwrap();
+                let (mut got, mut gs) = (vec![7u8; m * np], vec![7f32; m]);
+                qgemm::gemm_u8s8_quantized(&a, &sa, m, &b, e, &mut got, &mut gs).unwrap();
+                assert_eq!(got, want, "{isa} m={m} n={n} k={k} {e:?}");
+                assert_eq!(gs, ws, "{isa} m={m} n={n} k={k} scales");
+            }
+            let (mut got, mut gs) = (vec![0u8; m * np], vec![0f32; m]);
+            let e = Epilogue::None;
+            assert!(qgemm::gemm_u8s8_quantized(&a, &sa, m, &b, e, &mut got[1..], &mut gs).is_err());
+            assert!(qgemm::gemm_u8s8_quantized(&a, &sa, m, &b, e, &mut got, &mut gs[1..]).is_err());
+            assert!(qgemm::gemm_u8s8_quantized(&a[1..], &sa, m, &b, e, &mut got, &mut gs).is_err());
+        }
+    }
+}

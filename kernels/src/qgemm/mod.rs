@@ -72,12 +72,12 @@
 //! The last, partial row tile uses wider tiles (more panels per call) so that a
 //! 1-row call still has enough independent accumulators to hide `vpdpbusd` latency.
 //!
-//! | QIsa        | kernel                        | MR x NR | rem-row tiles (rows: panels) |
-//! |-------------|-------------------------------|---------|------------------------------|
-//! | scalar      | `gemm_u8s8_scalar`            | 1 x 1   | -                            |
-//! | avx2        | `gemm_u8s8_avx2_4x16`         | 4 x 16  | 1: 4, 2: 2, 3: 1             |
-//! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1         |
-//! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-3: 4, 4-6: 2, 7-11: 1      |
+//! | QIsa        | kernel                        | MR x NR | rem-row tiles (rows: panels)  |
+//! |-------------|-------------------------------|---------|-------------------------------|
+//! | scalar      | `gemm_u8s8_scalar`            | 1 x 1   | -                             |
+//! | avx2        | `gemm_u8s8_avx2_4x16`         | 4 x 16  | 1: 4, 2: 2, 3: 1              |
+//! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1          |
+//! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-2: 4, 3: 3, 4-6: 2, 7-11: 1 |
 //!
 //! Tile reasoning (Sapphire Rapids; Ice Lake similar):
 //! - **avx512vnni 12 x 32**: `vpdpbusd zmm` issues on p0 and p5 (2/cycle), latency 5,
@@ -92,6 +92,11 @@
 //!   `vpmaddwd`, `vpaddd`) and needs a temporary and the 1s vector: 8 accumulators,
 //!   2 B, 1 broadcast, 1 ones, 2 temporaries = 14 of 16 ymm. The add chain has
 //!   latency 1, so 8 accumulators are plenty; the multiply ports are the limit.
+//!
+//! # Fusion with the next layer's quantization
+//! [`gemm_u8s8_quantized`] writes u8 rows + scales for the next GEMM instead of f32
+//! (the FFN: up-projection + GELU -> the down-projection's input), through a small
+//! per-thread f32 row scratch; bitwise equal to [`gemm_u8s8`] then [`quantize_rows`].
 //!
 //! # Bitwise reproducibility
 //! Integer sums are exact and the epilogue is per element in a fixed order, so for a
@@ -618,13 +623,13 @@ pub fn quantize_rows(
 }
 
 /// Checks `a: [m, kp]`, `scales: [m]`, the epilogue and `c: [m, n]`.
-fn validate_gemm<T>(
+fn validate_gemm(
     what: &str,
     a: &[u8],
     scales: Option<&[f32]>,
     m: usize,
     b: &QuantizedMatrix,
-    c: &[T],
+    c_len: Option<usize>,
     epilogue: &Epilogue,
 ) -> Result<(), KernelError> {
     let (n, kp) = (b.n, b.kp);
@@ -644,12 +649,13 @@ fn validate_gemm<T>(
             );
         }
     }
-    if c.len() != crate::checked_len(what, &[m, n])? {
-        return shape_err!(
-            "{what} ({}): c has {} elements, expected m*n = {m}*{n}",
-            b.kernel_name(),
-            c.len()
-        );
+    if let Some(len) = c_len {
+        if len != crate::checked_len(what, &[m, n])? {
+            return shape_err!(
+                "{what} ({}): c has {len} elements, expected m*n = {m}*{n}",
+                b.kernel_name()
+            );
+        }
     }
     validate_epilogue(epilogue, m, n)
 }
@@ -669,7 +675,7 @@ pub fn gemm_u8s8(
     c: &mut [f32],
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
-    validate_gemm("gemm_u8s8", a, Some(scales), m, b, c, &epilogue)?;
+    validate_gemm("gemm_u8s8", a, Some(scales), m, b, Some(c.len()), &epilogue)?;
     if m == 0 || b.n == 0 {
         return Ok(());
     }
@@ -705,7 +711,15 @@ pub fn gemm_u8s8_i32(
     b: &QuantizedMatrix,
     c: &mut [i32],
 ) -> Result<(), KernelError> {
-    validate_gemm("gemm_u8s8_i32", a, None, m, b, c, &Epilogue::None)?;
+    validate_gemm(
+        "gemm_u8s8_i32",
+        a,
+        None,
+        m,
+        b,
+        Some(c.len()),
+        &Epilogue::None,
+    )?;
     if m == 0 || b.n == 0 {
         return Ok(());
     }
@@ -721,6 +735,91 @@ pub fn gemm_u8s8_i32(
         _ => unreachable!("only Scalar tokens exist off x86-64"),
     }
     Ok(())
+}
+
+thread_local! {
+    /// Per-thread f32 rows of [`gemm_u8s8_quantized`] (`chunk x n`), grown on first use.
+    static QROWS: std::cell::RefCell<AlignedBuf> = const { std::cell::RefCell::new(AlignedBuf::new()) };
+}
+
+/// [`gemm_u8s8`] whose f32 result rows are immediately re-quantized for the next
+/// GEMM (as [`quantize_rows`] would, with `k = n`): `out: [m, padded_k(n)]` u8 and
+/// `out_scales: [m]`. The fusion point of the FFN: up-projection + GELU writes the
+/// down-projection's quantized input directly, and the `[m, 1536]` f32
+/// intermediate never leaves the cache.
+///
+/// Works on chunks of a few MR-row tiles: a chunk's f32 rows go to a per-thread
+/// scratch of `chunk x n` floats (≤ 96 KB at n = 1536; allocated on a thread's first
+/// call, grown to the largest n seen) and are quantized from there. Bitwise identical
+/// to `gemm_u8s8` then `quantize_rows` on `b.isa()`'s quantizer (same per-row
+/// arithmetic; rows do not depend on chunking). Same operand contract as
+/// [`gemm_u8s8`] (`residual: [m, n]`).
+pub fn gemm_u8s8_quantized(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    epilogue: Epilogue,
+    out: &mut [u8],
+    out_scales: &mut [f32],
+) -> Result<(), KernelError> {
+    let n = b.n;
+    let np = padded_k(n);
+    validate_gemm(
+        "gemm_u8s8_quantized",
+        a,
+        Some(scales),
+        m,
+        b,
+        None,
+        &epilogue,
+    )?;
+    if out.len() != crate::checked_len("gemm_u8s8_quantized out", &[m, np])?
+        || out_scales.len() != m
+    {
+        return shape_err!(
+            "gemm_u8s8_quantized ({}): out has {} bytes and out_scales {} floats, expected \
+             m*padded_k(n) = {m}*{np} and m",
+            b.kernel_name(),
+            out.len(),
+            out_scales.len()
+        );
+    }
+    if m == 0 {
+        return Ok(());
+    }
+    let (mr, _) = b.isa.tile();
+    // At least 8 rows per chunk (whole MR tiles): amortizes the per-call overhead.
+    let chunk = 8usize.div_ceil(mr) * mr;
+    QROWS.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.ensure_len(chunk * n);
+        let rows = buf.as_mut_slice();
+        let mut lo = 0;
+        while lo < m {
+            let hi = (lo + chunk).min(m);
+            let r = hi - lo;
+            let epi = match epilogue {
+                Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
+                    bias,
+                    residual: &residual[lo * n..hi * n],
+                },
+                e => e,
+            };
+            let c = &mut rows[..r * n];
+            gemm_u8s8(&a[lo * b.kp..hi * b.kp], &scales[lo..hi], r, b, c, epi)?;
+            quantize_rows(
+                b.isa,
+                c,
+                r,
+                n,
+                &mut out[lo * np..hi * np],
+                &mut out_scales[lo..hi],
+            )?;
+            lo = hi;
+        }
+        Ok(())
+    })
 }
 
 /// Test support: builds matrices the public API refuses, to demonstrate failure

@@ -124,7 +124,15 @@ pub fn gemm_u8s8_reference(
     c: &mut [f32],
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
-    validate_gemm("gemm_u8s8_reference", a, Some(scales), m, b, c, &epilogue)?;
+    validate_gemm(
+        "gemm_u8s8_reference",
+        a,
+        Some(scales),
+        m,
+        b,
+        Some(c.len()),
+        &epilogue,
+    )?;
     gemm_unchecked(a, m, b, Out::F32(c, scales, epilogue));
     Ok(())
 }
@@ -136,7 +144,15 @@ pub fn gemm_u8s8_i32_reference(
     b: &QuantizedMatrix,
     c: &mut [i32],
 ) -> Result<(), KernelError> {
-    validate_gemm("gemm_u8s8_i32_reference", a, None, m, b, c, &Epilogue::None)?;
+    validate_gemm(
+        "gemm_u8s8_i32_reference",
+        a,
+        None,
+        m,
+        b,
+        Some(c.len()),
+        &Epilogue::None,
+    )?;
     gemm_unchecked(a, m, b, Out::I32(c));
     Ok(())
 }

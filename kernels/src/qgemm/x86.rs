@@ -162,11 +162,12 @@ impl QDot for Vnni512 {
     }
     #[inline(always)]
     unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
-        // Remainder rows: 1-3 rows x 4 panels (8-24 acc), 4-6 x 2 (16-24), 7+ x 1.
+        // Remainder rows: 1-2 rows x 4 panels (8-16 acc + 8 B), 3 x 3 (18 acc + 6 B:
+        // 3 x 4 would need 24 + 8 + 1 > 32 zmm), 4-6 x 2 (16-24), 7+ x 1.
         match r {
             1 => panels::<Self, 1, 8>(g, i0, p0, p1),
             2 => panels::<Self, 2, 8>(g, i0, p0, p1),
-            3 => panels::<Self, 3, 8>(g, i0, p0, p1),
+            3 => panels::<Self, 3, 6>(g, i0, p0, p1),
             4 => panels::<Self, 4, 4>(g, i0, p0, p1),
             5 => panels::<Self, 5, 4>(g, i0, p0, p1),
             6 => panels::<Self, 6, 4>(g, i0, p0, p1),
