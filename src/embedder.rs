@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use e5embed_kernels::qgemm::{QIsa, QIsaKind};
 use e5embed_kernels::{Isa, IsaKind};
 
 use crate::config::{ModelConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::model::fast::Scratch;
-use crate::model::FastModel;
+use crate::model::{FastModel, Precision};
 use crate::pool::{l2_normalize, pool};
 use crate::timing::OpTimes;
 use crate::tokenize::{TextTokenizer, Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
@@ -29,6 +30,10 @@ pub struct EmbedderOptions {
     pub isa: Option<IsaKind>,
     /// Tokens per forward pass; default [`DEFAULT_MAX_BATCH_TOKENS`].
     pub max_batch_tokens: Option<usize>,
+    /// GEMM precision; default: int8 for a model saved by `e5embed quantize`, else f32.
+    pub precision: Option<Precision>,
+    /// Force the int8 kernel path; default: derived from `isa` / `E5EMBED_ISA`, else the best.
+    pub qisa: Option<QIsaKind>,
 }
 
 /// The result of embedding a list of texts.
@@ -68,15 +73,54 @@ impl std::fmt::Debug for Embedder {
     }
 }
 
-/// Picks the kernel path: the API's choice, else `E5EMBED_ISA`, else the best available.
-pub fn resolve_isa(requested: Option<IsaKind>) -> Result<Isa> {
-    match requested {
-        Some(kind) => Isa::new(kind).ok_or_else(|| {
-            Error::Kernel(e5embed_kernels::KernelError::UnsupportedIsa(format!(
-                "{kind:?} was requested but this CPU does not support it"
-            )))
+/// Picks the f32 and int8 kernel paths. API choices win; otherwise `E5EMBED_ISA`:
+/// `scalar` | `avx2` | `avx512` force the f32 path (and the matching int8 path: scalar, the
+/// AVX2 non-VNNI path, the best VNNI path), `avxvnni` | `vnni` force an int8 path (with the
+/// AVX2 / AVX-512 f32 path); unset: the best of each this CPU has.
+pub fn resolve_paths(isa: Option<IsaKind>, qisa: Option<QIsaKind>) -> Result<(Isa, QIsa)> {
+    let unsupported = |what: String| {
+        Error::Kernel(e5embed_kernels::KernelError::UnsupportedIsa(format!(
+            "{what} was requested but this CPU does not support it"
+        )))
+    };
+    let (mut isa, mut qisa) = (isa, qisa);
+    if isa.is_none() && qisa.is_none() {
+        if let Some(v) = std::env::var("E5EMBED_ISA")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            (isa, qisa) = parse_isa_spec(&v)?;
+        }
+    }
+    let f32_path = match isa {
+        Some(k) => Isa::new(k).ok_or_else(|| unsupported(format!("{k:?}")))?,
+        None => Isa::best(),
+    };
+    let q_path = match qisa {
+        Some(k) => QIsa::new(k).ok_or_else(|| unsupported(format!("int8 path {}", k.name())))?,
+        None => match f32_path.kind() {
+            IsaKind::Scalar => QIsa::scalar(),
+            IsaKind::Avx2 => QIsa::new(QIsaKind::Avx2).unwrap_or_else(QIsa::scalar),
+            _ => QIsa::best(),
+        },
+    };
+    Ok((f32_path, q_path))
+}
+
+/// Parses an `E5EMBED_ISA` / `--isa` value into (f32 path, int8 path) requests.
+pub fn parse_isa_spec(spec: &str) -> Result<(Option<IsaKind>, Option<QIsaKind>)> {
+    let s = spec.trim().to_ascii_lowercase();
+    match s.as_str() {
+        "vnni" | "avx512vnni" => Ok((Some(IsaKind::Avx512), Some(QIsaKind::Avx512Vnni))),
+        "avxvnni" => Ok((Some(IsaKind::Avx2), Some(QIsaKind::AvxVnni))),
+        "amx" => Err(Error::InvalidInput(
+            "the AMX paths are not implemented yet (and this CPU may not expose AMX); use avx512 or vnni".into(),
+        )),
+        other => other.parse::<IsaKind>().map(|k| (Some(k), None)).map_err(|_| {
+            Error::InvalidInput(format!(
+                "unknown ISA `{spec}`: use scalar, avx2, avxvnni, avx512 or vnni"
+            ))
         }),
-        None => Ok(Isa::from_env()?),
     }
 }
 
@@ -93,9 +137,19 @@ impl Embedder {
         let config = ModelConfig::from_dir(dir)?;
         let tokenizer =
             TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
-        let isa = resolve_isa(opts.isa)?;
+        let (isa, qisa) = resolve_paths(opts.isa, opts.qisa)?;
         let weights = BertWeights::load(dir, &config.bert)?;
-        let model = FastModel::new(weights, isa)?;
+        let prequantized = weights.layers.iter().any(|l| {
+            [&l.qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w]
+                .iter()
+                .any(|m| matches!(m, crate::weights::Matrix::Int8 { .. }))
+        });
+        let precision = opts.precision.unwrap_or(if prequantized {
+            Precision::Int8
+        } else {
+            Precision::F32
+        });
+        let model = FastModel::new(weights, isa, qisa, precision)?;
         let threads = match opts.threads {
             Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),
             Some(t) => t,
@@ -143,6 +197,20 @@ impl Embedder {
         self.model.isa()
     }
 
+    /// The int8 kernel path (used when the precision is int8).
+    pub fn qisa(&self) -> QIsa {
+        self.model.qisa()
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.model.precision()
+    }
+
+    /// The model as packed (for saving a quantized copy).
+    pub fn model(&self) -> &FastModel {
+        &self.model
+    }
+
     pub fn threads(&self) -> usize {
         self.threads
     }
@@ -152,7 +220,7 @@ impl Embedder {
     }
 
     /// The GEMM microkernel in use.
-    pub fn gemm_kernel_name(&self) -> &'static str {
+    pub fn gemm_kernel_name(&self) -> String {
         self.model.gemm_kernel_name()
     }
 

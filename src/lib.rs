@@ -18,6 +18,7 @@ pub mod mem;
 pub mod model;
 pub mod npy;
 pub mod pool;
+pub mod quantize;
 pub mod timing;
 pub mod tokenize;
 pub mod weights;
@@ -26,6 +27,7 @@ pub use config::{BertConfig, ModelConfig, Pooling};
 pub use e5embed_kernels::{Isa, IsaKind};
 pub use embedder::{Embedder, EmbedderOptions, Embeddings};
 pub use error::{Error, Result};
+pub use model::Precision;
 pub use tokenize::{Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
 
 /// Where test models live: `$E5EMBED_MODELS`, else `~/.cache/e5embed/models`

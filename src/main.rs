@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use e5embed::{Embedder, EmbedderOptions, Error, IsaKind, Tokens};
+use e5embed::{Embedder, EmbedderOptions, Error, Precision, Tokens};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,23 @@ enum Command {
     Bench(BenchArgs),
     /// Show the model, the detected CPU features and the kernels that will run.
     Info(InfoArgs),
+    /// Save an int8 copy of a model (per-channel int8 Linear weights + scales) that loads
+    /// instantly and runs at --precision int8.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// Source model directory (or hub repo id).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output directory (created; its model.safetensors is replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// The int8 path the file is for: vnni / avxvnni / avx512 (full 8-bit range) or avx2
+    /// (7-bit range, no vpmaddubsw saturation). Default: the best this CPU has.
+    #[arg(long)]
+    isa: Option<String>,
 }
 
 #[derive(Args)]
@@ -39,18 +56,20 @@ struct ModelArgs {
     /// ~/.cache/e5embed/models (tools/fetch-models puts it there).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Worker threads (default: all CPUs).
+    /// Worker threads (default: the physical cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Force a kernel path: scalar, avx2 or avx512 (default: $E5EMBED_ISA, else the best).
+    /// Force a kernel path: scalar, avx2, avxvnni, avx512 or vnni (default: $E5EMBED_ISA,
+    /// else the best this CPU has).
     #[arg(long)]
-    isa: Option<IsaKind>,
+    isa: Option<String>,
     /// Tokens per forward pass (texts are sorted by length and packed up to this budget).
     #[arg(long)]
     max_batch_tokens: Option<usize>,
-    /// Numeric precision: f32 (the only one so far).
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    /// GEMM precision: f32 or int8 (default: int8 for a model saved by `e5embed quantize`,
+    /// else f32).
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 #[derive(Args)]
@@ -117,6 +136,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => run_embed(a),
         Command::Bench(a) => run_bench(a),
         Command::Info(a) => run_info(a),
+        Command::Quantize(a) => run_quantize(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,25 +152,57 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(m: &ModelArgs) -> Result<Embedder, Error> {
-    let dir = match &m.model {
+/// The model directory: a local directory, a hub repo id, or the default test model.
+fn model_dir(model: &Option<PathBuf>) -> Result<PathBuf, Error> {
+    Ok(match model {
         Some(spec) if spec.is_dir() => spec.clone(),
         Some(spec) => e5embed::hub::resolve_model(&spec.to_string_lossy())?,
         None => e5embed::models_dir().join("all-MiniLM-L6-v2"),
+    })
+}
+
+fn run_quantize(a: QuantizeArgs) -> Result<(), Error> {
+    let src = model_dir(&a.model)?;
+    let (isa, qisa) = match &a.isa {
+        Some(spec) => e5embed::embedder::parse_isa_spec(spec)?,
+        None => (None, None),
     };
-    if m.precision != "f32" {
-        return Err(Error::InvalidInput(format!(
-            "precision `{}` is not available; this build supports: {}",
-            m.precision,
-            PRECISIONS.join(", ")
-        )));
-    }
+    let (_, qisa) = e5embed::embedder::resolve_paths(isa, qisa)?;
+    let r = e5embed::quantize::save_quantized(&src, &a.out, qisa)?;
+    eprintln!(
+        "quantized {} Linear weights for the {} int8 path (range ±{}): {:.1} MB -> {:.1} MB in {}",
+        r.linear_tensors,
+        qisa.name(),
+        r.qmax,
+        r.bytes_before as f64 / 1e6,
+        r.bytes_after as f64 / 1e6,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn load(m: &ModelArgs) -> Result<Embedder, Error> {
+    let dir = model_dir(&m.model)?;
+    let (isa, qisa) = match &m.isa {
+        Some(spec) => e5embed::embedder::parse_isa_spec(spec)?,
+        None => (None, None),
+    };
     let opts = EmbedderOptions {
         threads: m.threads,
-        isa: m.isa,
+        isa,
+        qisa,
         max_batch_tokens: m.max_batch_tokens,
+        precision: m.precision,
     };
     Embedder::load_with(dir, &opts)
+}
+
+/// The kernel path that runs the GEMMs at the embedder's precision.
+fn isa_label(e: &Embedder) -> &'static str {
+    match e.precision() {
+        Precision::F32 => e.isa().name(),
+        Precision::Int8 => e.qisa().name(),
+    }
 }
 
 fn io_err(path: &str, source: std::io::Error) -> Error {
@@ -161,7 +213,7 @@ fn io_err(path: &str, source: std::io::Error) -> Error {
 }
 
 /// Precisions this build can run.
-const PRECISIONS: [&str; 1] = ["f32"];
+const PRECISIONS: [&str; 2] = ["f32", "int8"];
 
 /// Texts per call when streaming input: bounds memory whatever the input size, and gives the
 /// length sort enough texts to pack well.
@@ -441,6 +493,8 @@ fn mb(bytes: Option<u64>) -> f64 {
 fn run_bench(a: BenchArgs) -> Result<(), Error> {
     let embedder = load(&a.model)?;
     let rss_after_load = e5embed::mem::rss_bytes();
+    // Peak RSS is measured from here: what embedding costs on top of the loaded model.
+    e5embed::mem::reset_peak_rss();
     let max = embedder.config().max_seq_length;
     // The workload: synthetic ids, or a corpus tokenized once up front (peers in
     // tools/compare are also timed on token ids).
@@ -504,8 +558,8 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
             "batch": corpus_texts.unwrap_or(a.batch),
             "seq": if corpus_texts.is_some() { serde_json::Value::Null } else { a.seq.into() },
             "threads": embedder.threads(),
-            "precision": "f32",
-            "isa": embedder.isa().name(),
+            "precision": embedder.precision().name(),
+            "isa": isa_label(&embedder),
             "gemm_kernel": embedder.gemm_kernel_name(),
             "max_batch_tokens": embedder.max_batch_tokens(),
             "iters": iters,
@@ -529,9 +583,10 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
             None => format!("batch {} x seq {}", a.batch, a.seq),
         };
         println!(
-            "model {model_name}  {what}  threads {}  precision f32  isa {} ({})",
+            "model {model_name}  {what}  threads {}  precision {}  isa {} ({})",
             embedder.threads(),
-            embedder.isa().name(),
+            embedder.precision(),
+            isa_label(&embedder),
             embedder.gemm_kernel_name()
         );
         let per_text = corpus_texts
@@ -546,7 +601,7 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
             "{iters} runs: median {med:.3} ms  min {min:.3} ms  max {maxt:.3} ms  {tokens_per_s:.0} tokens/s{per_text}"
         );
         println!(
-            "memory: RSS after load {:.1} MB, peak RSS {:.1} MB",
+            "memory: RSS after load {:.1} MB, peak RSS while embedding {:.1} MB",
             mb(rss_after_load),
             mb(peak_rss)
         );
@@ -574,7 +629,8 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
             "isa": embedder.isa().name(),
             "gemm_kernel": embedder.gemm_kernel_name(),
             "attention_kernel": e5embed_kernels::attention::kernel_name(embedder.isa()),
-            "precision": "f32",
+            "precision": embedder.precision().name(),
+            "int8_path": embedder.qisa().name(),
             "precisions": PRECISIONS,
             "threads": embedder.threads(),
             "max_batch_tokens": embedder.max_batch_tokens(),
@@ -606,7 +662,8 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
         e5embed_kernels::attention::kernel_name(embedder.isa())
     );
     println!(
-        "precision        f32 (available: {})",
+        "precision        {} (available: {})",
+        embedder.precision(),
         PRECISIONS.join(", ")
     );
     println!("threads          {}", embedder.threads());

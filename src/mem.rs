@@ -20,3 +20,9 @@ fn status_kb(key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Resets the peak RSS (`VmHWM`) to the current RSS (Linux `clear_refs` value 5), so a later
+/// [`peak_rss_bytes`] measures only what follows. Returns false where unsupported.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

@@ -10,23 +10,69 @@ use safetensors::{Dtype, SafeTensors};
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 
-/// One encoder layer's parameters (row-major f32, PyTorch layout).
+/// A Linear weight `[out, in]`: f32 (from f32/f16/bf16 files), or int8 as saved by
+/// `e5embed quantize` (symmetric per output channel: `W[n, k] ≈ q[n, k] · scales[n]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matrix {
+    F32(Vec<f32>),
+    Int8 { q: Vec<i8>, scales: Vec<f32> },
+}
+
+impl Matrix {
+    /// The weights as f32 (int8 dequantized: `q · scale`).
+    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            Matrix::F32(w) => std::borrow::Cow::Borrowed(w),
+            Matrix::Int8 { q, scales } => {
+                let k = q.len() / scales.len().max(1);
+                std::borrow::Cow::Owned(
+                    q.chunks_exact(k.max(1))
+                        .zip(scales)
+                        .flat_map(|(row, &s)| row.iter().map(move |&v| v as f32 * s))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// Stacks matrices with the same `in` dimension along `out` (Q, K, V → QKV). Int8 stays
+    /// int8 when all parts are (per-channel scales stack with their rows); otherwise f32.
+    fn stack(parts: Vec<Matrix>) -> Matrix {
+        if parts.iter().all(|m| matches!(m, Matrix::Int8 { .. })) {
+            let (mut q, mut scales) = (Vec::new(), Vec::new());
+            for m in parts {
+                if let Matrix::Int8 { q: pq, scales: ps } = m {
+                    q.extend(pq);
+                    scales.extend(ps);
+                }
+            }
+            Matrix::Int8 { q, scales }
+        } else {
+            Matrix::F32(parts.iter().flat_map(|m| m.to_f32().into_owned()).collect())
+        }
+    }
+}
+
+/// Suffix of the per-channel scale tensor saved beside an int8 weight.
+pub const SCALE_SUFFIX: &str = "_scale";
+
+/// One encoder layer's parameters (row-major, PyTorch layout).
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
     /// Q, K and V projections stacked: `[3*hidden, hidden]` (query rows, then key, then value).
-    pub qkv_w: Vec<f32>,
+    pub qkv_w: Matrix,
     /// `[3*hidden]`
     pub qkv_b: Vec<f32>,
     /// Attention output projection `[hidden, hidden]`.
-    pub attn_out_w: Vec<f32>,
+    pub attn_out_w: Matrix,
     pub attn_out_b: Vec<f32>,
     pub attn_ln_g: Vec<f32>,
     pub attn_ln_b: Vec<f32>,
     /// FFN up projection `[intermediate, hidden]`.
-    pub ffn_up_w: Vec<f32>,
+    pub ffn_up_w: Matrix,
     pub ffn_up_b: Vec<f32>,
     /// FFN down projection `[hidden, intermediate]`.
-    pub ffn_down_w: Vec<f32>,
+    pub ffn_down_w: Matrix,
     pub ffn_down_b: Vec<f32>,
     pub ffn_ln_g: Vec<f32>,
     pub ffn_ln_b: Vec<f32>,
@@ -53,20 +99,46 @@ struct TensorSource<'a> {
 }
 
 impl TensorSource<'_> {
+    /// Fetches a Linear weight: f32/f16/bf16, or int8 with its `<name>_scale` tensor.
+    fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
+        let view = self.view(name)?;
+        if view.dtype() != Dtype::I8 {
+            return self.get(name, shape).map(Matrix::F32);
+        }
+        if view.shape() != shape {
+            return Err(Error::TensorShape {
+                path: self.path.to_owned(),
+                name: name.to_owned(),
+                got: view.shape().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        let q: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
+        if let Some(index) = q.iter().position(|&v| v == i8::MIN) {
+            return Err(Error::Safetensors {
+                path: self.path.to_owned(),
+                msg: format!("int8 tensor `{name}` holds -128 at flat index {index}; symmetric int8 weights lie in [-127, 127]"),
+            });
+        }
+        let scales = self.get(&format!("{name}{SCALE_SUFFIX}"), &shape[..1])?;
+        Ok(Matrix::Int8 { q, scales })
+    }
+
+    fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'_>> {
+        let prefixed = format!("bert.{name}");
+        self.st
+            .tensor(name)
+            .or_else(|_| self.st.tensor(&prefixed))
+            .map_err(|_| Error::MissingTensor {
+                path: self.path.to_owned(),
+                name: name.to_owned(),
+            })
+    }
+
     /// Fetches `name` (or `bert.name`), checks its shape, converts it to f32 and checks that
     /// every value is finite.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let prefixed = format!("bert.{name}");
-        let view = match self.st.tensor(name) {
-            Ok(v) => v,
-            Err(_) => self
-                .st
-                .tensor(&prefixed)
-                .map_err(|_| Error::MissingTensor {
-                    path: self.path.to_owned(),
-                    name: name.to_owned(),
-                })?,
-        };
+        let view = self.view(name)?;
         if view.shape() != shape {
             return Err(Error::TensorShape {
                 path: self.path.to_owned(),
@@ -152,22 +224,22 @@ impl BertWeights {
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}.");
-            let q_w = src.get(&format!("{p}attention.self.query.weight"), &[h, h])?;
-            let k_w = src.get(&format!("{p}attention.self.key.weight"), &[h, h])?;
-            let v_w = src.get(&format!("{p}attention.self.value.weight"), &[h, h])?;
+            let q_w = src.matrix(&format!("{p}attention.self.query.weight"), &[h, h])?;
+            let k_w = src.matrix(&format!("{p}attention.self.key.weight"), &[h, h])?;
+            let v_w = src.matrix(&format!("{p}attention.self.value.weight"), &[h, h])?;
             let q_b = src.get(&format!("{p}attention.self.query.bias"), &[h])?;
             let k_b = src.get(&format!("{p}attention.self.key.bias"), &[h])?;
             let v_b = src.get(&format!("{p}attention.self.value.bias"), &[h])?;
             layers.push(LayerWeights {
-                qkv_w: [q_w, k_w, v_w].concat(),
+                qkv_w: Matrix::stack(vec![q_w, k_w, v_w]),
                 qkv_b: [q_b, k_b, v_b].concat(),
-                attn_out_w: src.get(&format!("{p}attention.output.dense.weight"), &[h, h])?,
+                attn_out_w: src.matrix(&format!("{p}attention.output.dense.weight"), &[h, h])?,
                 attn_out_b: src.get(&format!("{p}attention.output.dense.bias"), &[h])?,
                 attn_ln_g: src.get(&format!("{p}attention.output.LayerNorm.weight"), &[h])?,
                 attn_ln_b: src.get(&format!("{p}attention.output.LayerNorm.bias"), &[h])?,
-                ffn_up_w: src.get(&format!("{p}intermediate.dense.weight"), &[i, h])?,
+                ffn_up_w: src.matrix(&format!("{p}intermediate.dense.weight"), &[i, h])?,
                 ffn_up_b: src.get(&format!("{p}intermediate.dense.bias"), &[i])?,
-                ffn_down_w: src.get(&format!("{p}output.dense.weight"), &[h, i])?,
+                ffn_down_w: src.matrix(&format!("{p}output.dense.weight"), &[h, i])?,
                 ffn_down_b: src.get(&format!("{p}output.dense.bias"), &[h])?,
                 ffn_ln_g: src.get(&format!("{p}output.LayerNorm.weight"), &[h])?,
                 ffn_ln_b: src.get(&format!("{p}output.LayerNorm.bias"), &[h])?,

@@ -20,6 +20,7 @@ fn load(isa: Isa, threads: usize, budget: Option<usize>) -> Embedder {
         isa: Some(isa.kind()),
         threads: Some(threads),
         max_batch_tokens: budget,
+        ..Default::default()
     };
     Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &opts).unwrap()
 }

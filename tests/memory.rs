@@ -25,7 +25,7 @@ fn rss_stays_flat_across_calls_with_random_lengths() {
         state ^= state << 17;
         (state % n as u64) as usize
     };
-    let mut make_call = |rnd: &mut dyn FnMut(usize) -> usize| -> Vec<Tokens> {
+    let make_call = |rnd: &mut dyn FnMut(usize) -> usize| -> Vec<Tokens> {
         let texts = 1 + rnd(12);
         (0..texts)
             .map(|_| {

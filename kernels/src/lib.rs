@@ -42,6 +42,7 @@ pub mod attention;
 pub mod ew;
 pub mod gemm;
 pub mod isa;
+pub mod qgemm;
 
 mod buf;
 mod math;

@@ -8,6 +8,48 @@ pub mod reference;
 
 pub use fast::FastModel;
 
+/// Numeric precision of the encoder's four GEMMs per layer (LayerNorm, softmax, attention,
+/// residual sums and pooling are f32 in every precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 weights and activations.
+    #[default]
+    F32,
+    /// int8 weights (symmetric, per output channel) and int8 activations (dynamic, per token),
+    /// i32 accumulation, f32 epilogues.
+    Int8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Int8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" | "i8" | "q8" => Ok(Precision::Int8),
+            other => Err(Error::InvalidInput(format!(
+                "precision `{other}` is not available; this build supports: f32, int8"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 

@@ -49,7 +49,7 @@ fn self_attention(w: &BertWeights, l: &LayerWeights, x: &[f32], seq: usize) -> R
     gemm::gemm_f32_reference(
         x,
         seq,
-        &l.qkv_w,
+        &l.qkv_w.to_f32(),
         3 * h,
         h,
         &mut qkv,
@@ -93,7 +93,7 @@ fn attention_output(
         bias: &l.attn_out_b,
         residual,
     };
-    gemm::gemm_f32_reference(ctx, seq, &l.attn_out_w, h, h, &mut y, epi)?;
+    gemm::gemm_f32_reference(ctx, seq, &l.attn_out_w.to_f32(), h, h, &mut y, epi)?;
     ew::layernorm_reference(
         &mut y,
         h,
@@ -111,7 +111,7 @@ fn intermediate(w: &BertWeights, l: &LayerWeights, x1: &[f32], seq: usize) -> Re
     gemm::gemm_f32_reference(
         x1,
         seq,
-        &l.ffn_up_w,
+        &l.ffn_up_w.to_f32(),
         i,
         h,
         &mut y,
@@ -135,7 +135,7 @@ fn output(
         bias: &l.ffn_down_b,
         residual,
     };
-    gemm::gemm_f32_reference(inter, seq, &l.ffn_down_w, h, i, &mut y, epi)?;
+    gemm::gemm_f32_reference(inter, seq, &l.ffn_down_w.to_f32(), h, i, &mut y, epi)?;
     ew::layernorm_reference(&mut y, h, &l.ffn_ln_g, &l.ffn_ln_b, w.config.layer_norm_eps)?;
     Ok(y)
 }

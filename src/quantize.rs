@@ -1,0 +1,241 @@
+//! `e5embed quantize`: saves a model directory whose Linear weights are int8 (symmetric per
+//! output channel, exactly as the int8 path quantizes them at load), so loading it is instant
+//! and gives bitwise the results of quantizing at load on the same int8 path.
+//!
+//! Format: the same HF layout and tensor names; each Linear weight is stored as an `I8`
+//! tensor `[out, in]` with its per-channel scales in an `F32` tensor `<name>_scale` `[out]`
+//! (`W ≈ q · scale`); embeddings, LayerNorms and biases stay f32. The header metadata records
+//! `e5embed_quantization` and the weight range `qmax` (127, or 64 for the AVX2 non-VNNI path,
+//! which must not saturate `vpmaddubsw`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use e5embed_kernels::qgemm::{QIsa, QuantizedMatrix};
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::weights::{BertWeights, SCALE_SUFFIX};
+
+/// What `save_quantized` wrote.
+#[derive(Debug, Clone)]
+pub struct QuantizeReport {
+    pub linear_tensors: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub qmax: i32,
+}
+
+/// Files copied unchanged from the source directory when present.
+const COPIED: [&str; 6] = [
+    "config.json",
+    "tokenizer.json",
+    "sentence_bert_config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+];
+
+/// Quantizes the model in `src` for the int8 path `qisa` and writes it to `out`.
+pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeReport> {
+    let config = ModelConfig::from_dir(src)?;
+    let w = BertWeights::load(src, &config.bert)?;
+    let (h, inter) = (config.bert.hidden_size, config.bert.intermediate_size);
+    let io = |path: &Path, source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    for f in COPIED {
+        let from = src.join(f);
+        if from.is_file() {
+            let to = out.join(f);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| io(&to, e))?;
+        }
+    }
+
+    // name -> (dtype, shape, little-endian bytes)
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let put_f32 = |tensors: &mut BTreeMap<_, _>, name: String, shape: Vec<usize>, v: &[f32]| {
+        tensors.insert(name, (Dtype::F32, shape, f32_bytes(v)));
+    };
+    let mut linear_tensors = 0;
+    let int8_set = crate::model::fast::int8_gemms();
+    let mut put_linear = |tensors: &mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+                          name: String,
+                          which: &str,
+                          w: &[f32],
+                          n: usize,
+                          k: usize|
+     -> Result<()> {
+        if !int8_set.iter().any(|s| s == which) {
+            // Kept f32, as the int8 precision runs it (see model::fast::DEFAULT_INT8_GEMMS).
+            tensors.insert(name, (Dtype::F32, vec![n, k], f32_bytes(w)));
+            return Ok(());
+        }
+        let q = QuantizedMatrix::quantize(qisa, w, n, k)?;
+        let bytes: Vec<u8> = q.unpack_weights().iter().map(|&v| v as u8).collect();
+        let scales = &q.scales()[..n];
+        tensors.insert(
+            format!("{name}{SCALE_SUFFIX}"),
+            (Dtype::F32, vec![n], f32_bytes(scales)),
+        );
+        tensors.insert(name, (Dtype::I8, vec![n, k], bytes));
+        linear_tensors += 1;
+        Ok(())
+    };
+    let c = &config.bert;
+    put_f32(
+        &mut tensors,
+        "embeddings.word_embeddings.weight".into(),
+        vec![c.vocab_size, h],
+        &w.word_emb,
+    );
+    put_f32(
+        &mut tensors,
+        "embeddings.position_embeddings.weight".into(),
+        vec![c.max_position_embeddings, h],
+        &w.pos_emb,
+    );
+    put_f32(
+        &mut tensors,
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![c.type_vocab_size, h],
+        &w.type_emb,
+    );
+    put_f32(
+        &mut tensors,
+        "embeddings.LayerNorm.weight".into(),
+        vec![h],
+        &w.emb_ln_g,
+    );
+    put_f32(
+        &mut tensors,
+        "embeddings.LayerNorm.bias".into(),
+        vec![h],
+        &w.emb_ln_b,
+    );
+    for (i, l) in w.layers.iter().enumerate() {
+        let p = format!("encoder.layer.{i}.");
+        let qkv = l.qkv_w.to_f32();
+        for (j, part) in ["query", "key", "value"].iter().enumerate() {
+            let rows = &qkv[j * h * h..(j + 1) * h * h];
+            put_linear(
+                &mut tensors,
+                format!("{p}attention.self.{part}.weight"),
+                "qkv",
+                rows,
+                h,
+                h,
+            )?;
+            put_f32(
+                &mut tensors,
+                format!("{p}attention.self.{part}.bias"),
+                vec![h],
+                &l.qkv_b[j * h..(j + 1) * h],
+            );
+        }
+        put_linear(
+            &mut tensors,
+            format!("{p}attention.output.dense.weight"),
+            "out",
+            &l.attn_out_w.to_f32(),
+            h,
+            h,
+        )?;
+        put_f32(
+            &mut tensors,
+            format!("{p}attention.output.dense.bias"),
+            vec![h],
+            &l.attn_out_b,
+        );
+        put_f32(
+            &mut tensors,
+            format!("{p}attention.output.LayerNorm.weight"),
+            vec![h],
+            &l.attn_ln_g,
+        );
+        put_f32(
+            &mut tensors,
+            format!("{p}attention.output.LayerNorm.bias"),
+            vec![h],
+            &l.attn_ln_b,
+        );
+        put_linear(
+            &mut tensors,
+            format!("{p}intermediate.dense.weight"),
+            "up",
+            &l.ffn_up_w.to_f32(),
+            inter,
+            h,
+        )?;
+        put_f32(
+            &mut tensors,
+            format!("{p}intermediate.dense.bias"),
+            vec![inter],
+            &l.ffn_up_b,
+        );
+        put_linear(
+            &mut tensors,
+            format!("{p}output.dense.weight"),
+            "down",
+            &l.ffn_down_w.to_f32(),
+            h,
+            inter,
+        )?;
+        put_f32(
+            &mut tensors,
+            format!("{p}output.dense.bias"),
+            vec![h],
+            &l.ffn_down_b,
+        );
+        put_f32(
+            &mut tensors,
+            format!("{p}output.LayerNorm.weight"),
+            vec![h],
+            &l.ffn_ln_g,
+        );
+        put_f32(
+            &mut tensors,
+            format!("{p}output.LayerNorm.bias"),
+            vec![h],
+            &l.ffn_ln_b,
+        );
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, (dtype, shape, bytes))| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::InvalidInput(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let qmax = qisa.kind().weight_qmax();
+    let meta = std::collections::HashMap::from([
+        ("format".to_owned(), "pt".to_owned()),
+        (
+            "e5embed_quantization".to_owned(),
+            "int8 symmetric per output channel".to_owned(),
+        ),
+        ("qmax".to_owned(), qmax.to_string()),
+    ]);
+    let dst = out.join("model.safetensors");
+    let tmp = out.join(".model.safetensors.part");
+    safetensors::serialize_to_file(views, &Some(meta), &tmp).map_err(|e| Error::Safetensors {
+        path: tmp.clone(),
+        msg: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    Ok(QuantizeReport {
+        linear_tensors,
+        bytes_before: size(&src.join("model.safetensors")),
+        bytes_after: size(&dst),
+        qmax,
+    })
+}

