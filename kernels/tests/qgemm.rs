@@ -580,3 +580,62 @@ fn fused_requantization_equals_gemm_then_quantize_rows() {
         }
     }
 }
+
+#[test]
+fn column_ranges_equal_the_full_call() {
+    let mut r = rng(20);
+    for isa in isas() {
+        for &(m, n, k) in &[(1usize, 100usize, 40usize), (13, 384, 64), (2, 33, 9)] {
+            let kp = padded_k(k);
+            let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, n * k), n, k).unwrap();
+            let nr = b.panel_width();
+            let a = bytes(&mut r, m * kp);
+            let sa: Vec<f32> = (0..m).map(|_| r.gen_range(0.0..0.05)).collect();
+            let bias = uni(&mut r, n, 1.0);
+            let res = uni(&mut r, m * n, 1.0);
+            for e in [
+                Epilogue::None,
+                Epilogue::BiasGelu(&bias),
+                Epilogue::BiasResidual {
+                    bias: &bias,
+                    residual: &res,
+                },
+            ] {
+                let mut full = vec![0f32; m * n];
+                gemm_u8s8(&a, &sa, m, &b, &mut full, e).unwrap();
+                // Two halves split on a panel boundary, and a middle range.
+                let mid = (n / 2 / nr) * nr;
+                let ranges = [0..mid, mid..n, nr.min(n)..(3 * nr).min(n), n..n];
+                for cols in ranges {
+                    let w = cols.len();
+                    let mut blk = vec![f32::NAN; m * w];
+                    qgemm::gemm_u8s8_cols(&a, &sa, m, &b, cols.clone(), &mut blk, e).unwrap();
+                    for i in 0..m {
+                        for (jj, j) in cols.clone().enumerate() {
+                            assert_eq!(
+                                blk[i * w + jj].to_bits(),
+                                full[i * n + j].to_bits(),
+                                "{isa} m={m} n={n} cols={cols:?} ({i},{j}) {e:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            if nr > 1 {
+                let mut blk = vec![0f32; m * n];
+                let e = Epilogue::None;
+                assert!(
+                    qgemm::gemm_u8s8_cols(&a, &sa, m, &b, 1..n, &mut blk[..m * (n - 1)], e)
+                        .is_err()
+                );
+            }
+            let mut blk = vec![0f32; m * n];
+            assert!(
+                qgemm::gemm_u8s8_cols(&a, &sa, m, &b, 0..n + 1, &mut blk, Epilogue::None).is_err()
+            );
+            assert!(
+                qgemm::gemm_u8s8_cols(&a, &sa, m, &b, 0..n, &mut blk[1..], Epilogue::None).is_err()
+            );
+        }
+    }
+}

@@ -702,6 +702,72 @@ pub fn gemm_u8s8(
     Ok(())
 }
 
+/// Output columns `cols` only: `c_block[m, cols.len()]` (its own row stride
+/// `cols.len()`) `= ` those columns of [`gemm_u8s8`], bitwise. `cols.start` must be
+/// a multiple of the panel width ([`QuantizedMatrix::panel_width`]) (or `n`) and
+/// `cols.end` one too or `n`; the epilogue takes the **full** operands (`bias: [n]`,
+/// `residual: [m, n]`). The N-split for skinny calls (a batch-1 query is
+/// weight-bandwidth bound: two threads each stream half the weights).
+pub fn gemm_u8s8_cols(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    cols: std::ops::Range<usize>,
+    c_block: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    validate_gemm("gemm_u8s8_cols", a, Some(scales), m, b, None, &epilogue)?;
+    let (n, nr) = (b.n, b.nr);
+    if cols.start > cols.end
+        || cols.end > n
+        || !(cols.start.is_multiple_of(nr) || cols.start == n)
+        || !(cols.end.is_multiple_of(nr) || cols.end == n)
+    {
+        return shape_err!(
+            "gemm_u8s8_cols ({}): columns {cols:?} must lie in 0..{n}, start at a multiple \
+             of NR = {nr} and end at one or at n",
+            b.kernel_name()
+        );
+    }
+    let w = cols.len();
+    if c_block.len() != crate::checked_len("gemm_u8s8_cols c_block", &[m, w])? {
+        return shape_err!(
+            "gemm_u8s8_cols ({}): c_block has {} floats, expected m*cols = {m}*{w}",
+            b.kernel_name(),
+            c_block.len()
+        );
+    }
+    if m == 0 || w == 0 {
+        return Ok(());
+    }
+    match b.isa.kind() {
+        QIsaKind::Scalar => {
+            // NR = 1 on scalar: compute the range through the reference per column.
+            reference::gemm_cols_unchecked(a, scales, m, b, cols, c_block, epilogue)
+        }
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            let job = x86::Job::cols(
+                a,
+                m,
+                b,
+                cols,
+                x86::Out::F32(c_block.as_mut_ptr(), scales.as_ptr()),
+                w,
+                epilogue,
+            );
+            // SAFETY: a, scales, epilogue validated for (m, n, kp); cols validated
+            // (starts on a panel, inside 0..n); c_block holds m rows of w at ldc = w
+            // and is exclusively borrowed; the token in `b` proves the ISA.
+            unsafe { x86::run(b.isa.kind(), &job) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only Scalar tokens exist off x86-64"),
+    }
+    Ok(())
+}
+
 /// The raw compensated integer dot products `C[m, n] = Σ_k Aq[i, k]·Wq[j, k]`
 /// (= `acc − 128·colsum`) as i32, on `b.isa()`: what the kernels compute before
 /// the f32 epilogue (integer-exactness tests, or callers with their own epilogue).

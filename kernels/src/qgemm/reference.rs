@@ -156,3 +156,30 @@ pub fn gemm_u8s8_i32_reference(
     gemm_unchecked(a, m, b, Out::I32(c));
     Ok(())
 }
+
+/// Columns `cols` of the reference GEMM into `c_block: [m, cols.len()]` (validated
+/// operands; the scalar path of `gemm_u8s8_cols`).
+pub(crate) fn gemm_cols_unchecked(
+    a: &[u8],
+    sa: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    cols: std::ops::Range<usize>,
+    c_block: &mut [f32],
+    e: Epilogue,
+) {
+    let (n, k, kp, w) = (b.n, b.k, b.kp, cols.len());
+    let wq = b.unpack_weights();
+    for (jj, j) in cols.enumerate() {
+        let wj = &wq[j * k..(j + 1) * k];
+        for i in 0..m {
+            let acc: i32 = a[i * kp..i * kp + k]
+                .iter()
+                .zip(wj)
+                .map(|(&x, &y)| x as i32 * y as i32)
+                .sum();
+            // Compensation: Σ Aq·Wq = acc − 128·colsum[j].
+            c_block[i * w + jj] = epilogue_one(acc - b.comp[j], sa[i], b.scales[j], &e, i, j, n);
+        }
+    }
+}
