@@ -379,20 +379,27 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: u
     }
     let j0 = p * nr;
     let ncols = (g.n - j0).min(V * lanes);
+    // Compensation for the +128 offset: Σ Aq·Wq = acc − 128·colsum[j] (comp is
+    // zero-padded to whole panels, so full loads are in bounds). Done in one fully
+    // unrolled pass so `acc` stays in registers (a dynamically indexed `acc` made
+    // LLVM zero it in memory with a `memset` call per tile).
+    let mut x = [[D::zero(); V]; R];
+    for v in 0..V {
+        let comp = D::load_i32(g.comp.add(j0 + v * lanes));
+        for r in 0..R {
+            x[r][v] = D::sub(acc[r][v], comp);
+        }
+    }
     for v in 0..V {
         let j = j0 + v * lanes;
         if v * lanes >= ncols {
             break;
         }
         let nv = (ncols - v * lanes).min(lanes);
-        // Compensation for the +128 offset: Σ Aq·Wq = acc − 128·colsum[j] (comp is
-        // zero-padded to whole panels, so the full load is in bounds).
-        let comp = D::load_i32(g.comp.add(j));
         match g.out {
             Out::I32(c) => {
                 for r in 0..R {
-                    let x = D::sub(acc[r][v], comp);
-                    D::store_i32_n(c.add((i0 + r) * g.ldc + j), x, nv);
+                    D::store_i32_n(c.add((i0 + r) * g.ldc + j), x[r][v], nv);
                 }
             }
             Out::F32(c, sa) => {
@@ -400,10 +407,10 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: u
                 let sw = <D::F as Simd>::load(g.sw.add(j));
                 for r in 0..R {
                     let i = i0 + r;
-                    let x = D::to_f32(D::sub(acc[r][v], comp));
+                    let xf = D::to_f32(x[r][v]);
                     // y = (s_a[i] · s_w[j]) · x: two roundings, as the reference.
                     let s = <D::F as Simd>::mul(<D::F as Simd>::splat(*sa.add(i)), sw);
-                    let mut y = <D::F as Simd>::mul(s, x);
+                    let mut y = <D::F as Simd>::mul(s, xf);
                     y = match g.epi {
                         Epi::None => y,
                         Epi::Bias(b) => {
