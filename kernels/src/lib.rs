@@ -12,6 +12,7 @@
 //! - [`gemm`]: packed-weight GEMM (`C = A·Wᵀ` + fused epilogue), reference, microkernels.
 //! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
+//! - [`peak`]: measured FMA peak and memory bandwidth (speed-of-light probes).
 //!
 //! Internals: `simd` (one small trait implemented per ISA: every fast kernel is written
 //! once, generically, and instantiated inside `#[target_feature]` wrappers), `math`
@@ -39,9 +40,11 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod attention;
+pub mod cache;
 pub mod ew;
 pub mod gemm;
 pub mod isa;
+pub mod peak;
 pub mod qgemm;
 
 mod buf;
@@ -52,7 +55,10 @@ pub use attention::{attention_f32, attention_reference};
 pub use ew::{
     gelu_erf, gelu_erf_reference, layernorm, layernorm_reference, softmax, softmax_reference,
 };
-pub use gemm::{gemm_f32, gemm_f32_reference, Epilogue, PackedMatrix};
+pub use gemm::{
+    gemm_f32, gemm_f32_cols, gemm_f32_par, gemm_f32_path, gemm_f32_reference, Epilogue, GemmPath,
+    PackedMatrix,
+};
 pub use isa::{Isa, IsaKind};
 
 /// Errors returned by the kernels. Kernels never panic on bad shapes.

@@ -1,8 +1,20 @@
-//! The generic microkernel and the blocked driver (the five loops around it).
-//! See the contract in `gemm/mod.rs`.
+//! The generic microkernel and the two drivers around it (blocked for large M,
+//! skinny for small M). See the contract in `gemm/mod.rs`.
+//!
+//! # The invariant every path keeps (bitwise reproducibility)
+//!
+//! Each element of C is **one sequential FMA chain over K in order, starting from
+//! +0.0**: `c = fma(a[K-1], w[K-1], ... fma(a[1], w[1], fma(a[0], w[0], 0)))`, then
+//! the epilogue in a fixed order (`+bias`, GELU / `+residual`). A later K slice
+//! *continues* the chain from the value stored in C (loaded into the accumulator
+//! before the first FMA, not added afterwards), and an f32 store/load is exact, so
+//! the result does not depend on KC, MC, NC, the tile shape, packed or in-place A,
+//! the element's row position, how many rows the call has, which columns a call
+//! covers, or which driver ran. It depends only on the ISA (FMA vs mul+add; the
+//! vector width only affects which lanes are computed together, never the order).
 
 use crate::math;
-use crate::simd::Simd;
+use crate::simd::{prefetch_l1, Simd};
 
 /// Epilogue with raw pointers, already offset to the tile's first row/column.
 #[derive(Clone, Copy)]
@@ -18,7 +30,7 @@ pub(crate) enum Epi {
 impl Epi {
     /// The epilogue for the tile at (row `i`, column `j`) of C.
     #[inline(always)]
-    unsafe fn at(self, i: usize, j: usize) -> Epi {
+    pub(crate) unsafe fn at(self, i: usize, j: usize) -> Epi {
         match self {
             Epi::None => Epi::None,
             Epi::Bias(b) => Epi::Bias(b.add(j)),
@@ -28,7 +40,7 @@ impl Epi {
     }
 }
 
-/// Arguments of one microkernel call (one MR x NR tile of C, one KC slice of K).
+/// Arguments of one microkernel call (one tile of C, one KC slice of K).
 #[derive(Clone, Copy)]
 pub(crate) struct Tile {
     /// Depth of this call (`kc`), >= 1.
@@ -37,63 +49,134 @@ pub(crate) struct Tile {
     /// `a + r * rs_a + p`.
     pub a: *const f32,
     pub rs_a: usize,
-    /// B micro-panel `[kc][NR]`, zero-padded to NR columns.
+    /// First B micro-panel `[kc][NR]` (zero-padded to NR columns); a multi-panel
+    /// (skinny) tile reads panel `p` at `b + p * pstride`.
     pub b: *const f32,
+    pub pstride: usize,
     /// C tile origin, row stride `ldc`.
     pub c: *mut f32,
     pub ldc: usize,
-    /// Valid columns of this tile, `1..=NR`.
+    /// Valid columns of this tile, `1..=panels * NR`.
     pub nr: usize,
-    /// `true`: C += A·B (a later K slice); `false`: C = A·B (first K slice).
+    /// `true`: continue the chains from C (a later K slice); `false`: start at 0.
     pub accumulate: bool,
     /// Applied to the finished sums (only on the last K slice; `Epi::None` otherwise).
     pub epi: Epi,
+    /// The C tile the driver runs next (prefetched into L1 during this tile's K
+    /// loop, so its load in the next tile hits), or null. Never dereferenced.
+    pub c_next: *const f32,
 }
 
-/// One register-blocked tile: `M` rows (`M <= MR`) x `NV` vectors of `S::LANES`.
+/// One K step of a tile: `W` vector loads of B, `M` broadcasts of A (row `r` at
+/// `a + r * rs`), `M x W` FMAs. A plain function, not a closure: closures do not
+/// reliably inherit the caller's target features, and one that was not inlined
+/// made every edge tile 6x slower (measured).
+#[inline(always)]
+unsafe fn k_step<S: Simd, const M: usize, const W: usize, const NV: usize>(
+    acc: &mut [[S::V; W]; M],
+    a: *const f32,
+    rs: usize,
+    b: *const f32,
+    pstride: usize,
+) {
+    let mut bv = [S::zero(); W];
+    for v in 0..W {
+        bv[v] = S::load(b.add((v / NV) * pstride + (v % NV) * S::LANES));
+    }
+    for r in 0..M {
+        let ar = S::splat(*a.add(r * rs));
+        for v in 0..W {
+            acc[r][v] = S::fma(ar, bv[v], acc[r][v]);
+        }
+    }
+}
+
+/// One register-blocked tile: `M` rows x `W` vectors of `S::LANES` columns, the `W`
+/// vectors spread over `W / NV` B panels of `NV` vectors each (`W = NV`: one panel,
+/// the blocked path; `W = 2·NV, 4·NV`: the skinny path's wider tiles, so that even
+/// one row has >= 8 independent accumulators to cover the FMA latency).
 ///
 /// `PS` is the packed-A panel stride (`MR`) or 0 for unpacked A: making it a
 /// constant lets the packed path address A with immediate offsets.
 ///
 /// # Safety
 /// The ISA of `S` is available; all pointers in `t` are valid for the tile
-/// (`M` rows of A over `kc`, `kc * NV * LANES` floats of B, `M` rows x `nr` columns
-/// of C, bias/residual for `nr` columns x `M` rows).
+/// (`M` rows of A over `kc`, `kc * NV * LANES` floats of each B panel, `M` rows x
+/// `nr` columns of C, bias/residual for `nr` columns x `M` rows).
 #[inline(always)]
-pub(crate) unsafe fn ukernel<S: Simd, const M: usize, const NV: usize, const PS: usize>(t: &Tile) {
-    let mut acc = [[S::zero(); NV]; M];
+pub(crate) unsafe fn ukernel<
+    S: Simd,
+    const M: usize,
+    const W: usize,
+    const NV: usize,
+    const PS: usize,
+>(
+    t: &Tile,
+) {
+    // Start the chains: from C (later K slice) or from +0.0. Lanes past `nr` start
+    // at 0 and are never stored.
+    let mut acc = [[S::zero(); W]; M];
+    if t.accumulate {
+        for r in 0..M {
+            let crow = t.c.add(r * t.ldc);
+            for v in 0..W {
+                let col = v * S::LANES;
+                if col < t.nr {
+                    acc[r][v] = S::load_n(crow.add(col), (t.nr - col).min(S::LANES));
+                }
+            }
+        }
+    }
+    // Prefetch the next tile's C rows (one hint per 64-byte line).
+    if PREFETCH_C && !t.c_next.is_null() {
+        let lines = (W * S::LANES * 4).div_ceil(64);
+        for r in 0..M {
+            for l in 0..lines {
+                prefetch_l1(t.c_next.wrapping_add(r * t.ldc + l * 16));
+            }
+        }
+    }
     let mut a = t.a;
     let mut b = t.b;
     let (rs, cs) = if PS > 0 { (1, PS) } else { (t.rs_a, 1) };
-    for _ in 0..t.kc {
-        let mut bv = [S::zero(); NV];
-        for v in 0..NV {
-            bv[v] = S::load(b.add(v * S::LANES));
+    // Unrolled by UNROLL (fewer pointer/loop uops competing with the FMAs for ports
+    // 0 and 5); the remainder runs one step at a time. Same order either way.
+    let bstep = NV * S::LANES;
+    let mut kk = t.kc;
+    // In-place A with many rows: LLVM hoists the unrolled broadcasts of each row
+    // (adjacent addresses) and spills them (measured 60% of peak at 12 rows); the
+    // packed panel and short tiles unroll cleanly.
+    let unroll = if PS > 0 || M <= UNROLL_MAX_ROWS_IN_PLACE {
+        UNROLL
+    } else {
+        1
+    };
+    while unroll > 1 && kk >= UNROLL {
+        for u in 0..UNROLL {
+            k_step::<S, M, W, NV>(&mut acc, a.add(u * cs), rs, b.add(u * bstep), t.pstride);
         }
-        for r in 0..M {
-            let ar = S::splat(*a.add(r * rs));
-            for v in 0..NV {
-                acc[r][v] = S::fma(ar, bv[v], acc[r][v]);
-            }
-        }
+        a = a.add(UNROLL * cs);
+        b = b.add(UNROLL * bstep);
+        kk -= UNROLL;
+    }
+    while kk > 0 {
+        k_step::<S, M, W, NV>(&mut acc, a, rs, b, t.pstride);
         a = a.add(cs);
-        b = b.add(NV * S::LANES);
+        b = b.add(bstep);
+        kk -= 1;
     }
 
-    // Epilogue on the hot tile: accumulate earlier K slices, then bias / GELU /
-    // residual, then (masked at the right edge) store.
+    // Epilogue on the hot tile: bias / GELU / residual, then (masked at the right
+    // edge) store.
     for r in 0..M {
         let crow = t.c.add(r * t.ldc);
-        for v in 0..NV {
+        for v in 0..W {
             let col = v * S::LANES;
             if col >= t.nr {
                 break;
             }
             let n = (t.nr - col).min(S::LANES);
             let mut x = acc[r][v];
-            if t.accumulate {
-                x = S::add(x, S::load_n(crow.add(col), n));
-            }
             match t.epi {
                 Epi::None => {}
                 Epi::Bias(bias) => x = S::add(x, S::load_n(bias.add(col), n)),
@@ -110,37 +193,73 @@ pub(crate) unsafe fn ukernel<S: Simd, const M: usize, const NV: usize, const PS:
     }
 }
 
-/// A microkernel family for one ISA plus its cache blocking (see the table in
-/// `gemm/mod.rs`).
+/// K steps per iteration of the microkernel's main loop.
+const UNROLL: usize = 4;
+const PREFETCH_C: bool = true;
+const UNROLL_MAX_ROWS_IN_PLACE: usize = 8;
+
+/// A microkernel family for one ISA (see the table in `gemm/mod.rs`).
 pub(crate) trait Kernel {
     const NAME: &'static str;
     const MR: usize;
     const NR: usize;
-    const MC: usize;
-    const KC: usize;
-    const NC: usize;
+    /// Largest KC: the B micro-panel `KC x NR` must fit half the L1D; the actual KC
+    /// comes from the detected L1D (`Blocking`), capped by this.
+    const KC_MAX: usize;
 
-    /// Runs the `mr`-row tile (`1 <= mr <= MR`), packed (`packed`: A panel stride MR)
-    /// or unpacked A.
+    /// Runs the `mr`-row, one-panel tile (`1 <= mr <= MR`), packed (`packed`: A panel
+    /// stride MR) or unpacked A.
     ///
     /// # Safety
     /// As [`ukernel`].
     unsafe fn tile(mr: usize, packed: bool, t: &Tile);
+
+    /// Widest skinny tile for `mr` rows, in panels (1, 2 or 4).
+    fn skinny_panels(mr: usize) -> usize;
+
+    /// Runs the `mr`-row, `np`-panel tile with unpacked A (`np <= skinny_panels(mr)`,
+    /// a power of two).
+    ///
+    /// # Safety
+    /// As [`ukernel`].
+    unsafe fn skinny_tile(mr: usize, np: usize, t: &Tile);
 }
 
-/// Implements [`Kernel::tile`] as a jump table over `mr`, so every row count gets
-/// its own fully unrolled register tile (no wasted FMAs on edge rows).
+/// Implements [`Kernel::tile`], [`Kernel::skinny_panels`] and
+/// [`Kernel::skinny_tile`] as jump tables over the row count (and panel count), so
+/// every shape gets its own fully unrolled register tile (no wasted FMAs on edge
+/// rows). `[(rows, [panels...]), ...]` lists the skinny tiles per row count, widest
+/// first.
 macro_rules! tile_dispatch {
-    ($simd:ty, $nv:literal, $mr:literal, [$($m:literal),*]) => {
+    ($simd:ty, $nv:literal, $mr:literal, [$(($m:literal, [$np0:literal $(, $np:literal)*])),*]) => {
         #[inline(always)]
         unsafe fn tile(mr: usize, packed: bool, t: &$crate::gemm::kernel::Tile) {
             use $crate::gemm::kernel::ukernel;
             match (mr, packed) {
                 $(
-                    ($m, true) => ukernel::<$simd, $m, $nv, $mr>(t),
-                    ($m, false) => ukernel::<$simd, $m, $nv, 0>(t),
+                    ($m, true) => ukernel::<$simd, $m, $nv, $nv, $mr>(t),
+                    ($m, false) => ukernel::<$simd, $m, $nv, $nv, 0>(t),
                 )*
                 _ => unreachable!("tile rows {mr} out of 1..={}", $mr),
+            }
+        }
+
+        fn skinny_panels(mr: usize) -> usize {
+            match mr {
+                $($m => $np0,)*
+                _ => 1,
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn skinny_tile(mr: usize, np: usize, t: &$crate::gemm::kernel::Tile) {
+            use $crate::gemm::kernel::ukernel;
+            match (mr, np) {
+                $(
+                    ($m, $np0) => ukernel::<$simd, $m, { $np0 * $nv }, $nv, 0>(t),
+                    $(($m, $np) => ukernel::<$simd, $m, { $np * $nv }, $nv, 0>(t),)*
+                )*
+                _ => unreachable!("skinny tile {mr} x {np} panels"),
             }
         }
     };
@@ -149,7 +268,8 @@ pub(crate) use tile_dispatch;
 
 /// A GEMM call with raw pointers, validated by the caller:
 /// `C[m, n] (row stride ldc) = epi(A[m, k] (row stride lda) · Wᵀ)` where W is packed
-/// (`b`: `ceil(n / NR)` panels of `[k][NR]`).
+/// (`b`: `ceil(n / NR)` panels of `[k][NR]`, panel stride `ldb = k_total * NR`
+/// floats, already offset to the first panel and K index of this call).
 #[derive(Clone, Copy)]
 pub(crate) struct Raw {
     pub a: *const f32,
@@ -165,80 +285,159 @@ pub(crate) struct Raw {
     pub apack: *mut f32,
 }
 
+/// Which driver runs a GEMM. Every path computes bitwise identical results (the
+/// invariant at the top of this file); the choice is only about speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPath {
+    /// Skinny for `m <= gemm::SKINNY_MAX_M`, blocked otherwise.
+    Auto,
+    /// BLIS-style blocked loops with packed A (large M).
+    Blocked,
+    /// Whole-K register tiles, A in place, wide tiles for few rows (small M: the
+    /// weight stream is the limit).
+    Skinny,
+}
+
+/// Cache blocking of one call, from the detected cache sizes and the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    pub mc: usize,
+    pub kc: usize,
+    pub nc: usize,
+}
+
+impl Blocking {
+    /// - KC: the B micro-panel `KC x NR` fills at most half the L1D (the other half
+    ///   for the streamed A micro-panel and the C tile), capped at `KC_MAX`, then
+    ///   balanced so K splits into equal slices (K = 1536 -> 8 x 192, not 7 x 208 + 64).
+    /// - NC: the B block `KC x NC` fills at most half the L2 (reused by every MC
+    ///   block from L2), balanced over N in whole panels.
+    /// - MC: the A block `MC x KC` (reused across the NR sweep) and the C block
+    ///   `MC x NC` it produces share 3/4 of the L2 with the B block, balanced over M
+    ///   in whole MR tiles. (Counting C matters at large M: with MC from A alone,
+    ///   T = 4096 streamed 2.7 MB of C per block through the 2 MB L2 and evicted B.)
+    pub(crate) fn new(
+        mr: usize,
+        nr: usize,
+        kc_max: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Blocking {
+        let c = crate::cache::cache_sizes();
+        let kc_cap = (c.l1d / 2 / (nr * 4)).clamp(16, kc_max);
+        let kc = k.div_ceil(k.div_ceil(kc_cap).max(1)).max(1);
+        let nc_cap = ((c.l2 / 2 / (kc * 4)) / nr).max(1) * nr;
+        let panels = n.div_ceil(nr).max(1);
+        let nblocks = panels.div_ceil(nc_cap / nr);
+        let nc = panels.div_ceil(nblocks) * nr;
+        // L2 budget (3/4 of it): the B block, plus per row of the A block its KC
+        // floats and the NC floats of C it writes while the NR sweep runs.
+        let budget = (c.l2 / 4 * 3).saturating_sub(kc * nc * 4);
+        let mc_cap = ((budget / ((kc + nc) * 4)) / mr).max(4) * mr;
+        let mblocks = m.div_ceil(mc_cap).max(1);
+        let mc = m.div_ceil(mblocks).div_ceil(mr) * mr;
+        Blocking { mc, kc, nc }
+    }
+}
+
 /// Packs `A[mc, kc]` (row stride `lda`) into MR-row panels `[kc][MR]`, zero-padding
-/// the last panel's missing rows.
+/// the last panel's missing rows. K-outer so the stores are sequential and the
+/// `MR` row reads are independent streams.
 #[inline(always)]
 unsafe fn pack_a<const MR: usize>(a: *const f32, lda: usize, mc: usize, kc: usize, dst: *mut f32) {
     let panels = mc.div_ceil(MR);
     for p in 0..panels {
         let d = dst.add(p * MR * kc);
-        for r in 0..MR {
-            let row = p * MR + r;
-            if row < mc {
-                let src = a.add(row * lda);
-                for q in 0..kc {
-                    *d.add(q * MR + r) = *src.add(q);
+        let rows = MR.min(mc - p * MR);
+        if rows == MR {
+            let mut src = [std::ptr::null::<f32>(); MR];
+            for r in 0..MR {
+                src[r] = a.add((p * MR + r) * lda);
+            }
+            for q in 0..kc {
+                for r in 0..MR {
+                    *d.add(q * MR + r) = *src[r].add(q);
                 }
-            } else {
-                for q in 0..kc {
-                    *d.add(q * MR + r) = 0.0;
+            }
+        } else {
+            for q in 0..kc {
+                for r in 0..MR {
+                    *d.add(q * MR + r) = if r < rows {
+                        *a.add((p * MR + r) * lda + q)
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
     }
 }
 
-/// The BLIS loop nest around the microkernel:
+/// The blocked loop nest around the microkernel (large M). Rows outermost: one MC
+/// block of A and its `MC x N` block of C stay in L2 through all K slices, while
+/// the prepacked W (a few MB) streams from L3 once per MC block (measured: with
+/// the BLIS order `jc, pc, ic` at T = 4096, C went to L3 between K slices and the
+/// model shapes lost 8-13 points of peak).
 ///
 /// ```text
-/// for jc in 0..n step NC        // B block (KC x NC of the prepacked W; L3)
-///   for pc in 0..k step KC      // K slice: first slice stores, later ones accumulate
-///     for ic in 0..m step MC    // pack A block MC x KC into MR panels (L2)
+/// for ic in 0..m step MC        // A block rows; C block MC x N (L2)
+///   for jc in 0..n step NC      // B block KC x NC of the prepacked W (L2)
+///     for pc in 0..k step KC    // K slice: first slice starts the chains, later continue
+///       pack A block MC x KC into MR panels (L2)
 ///       for jr in jc.. step NR  // B micro-panel KC x NR (L1, reused over ir)
 ///         for ir in ic.. step MR
 ///           microkernel(MR x NR tile)   // epilogue fused on the last K slice
 /// ```
-/// For `m <= MR` A is read in place (one row panel; packing would not be reused).
 ///
 /// # Safety
-/// ISA of `K` available; `g` valid (the safe wrappers check every length); `k >= 1`.
+/// ISA of `K` available; `g` valid (the safe wrappers check every length); `k >= 1`;
+/// `g.apack` holds `bl.mc * bl.kc` floats.
 #[inline(always)]
-pub(crate) unsafe fn driver<K: Kernel, const MR: usize>(g: &Raw) {
+pub(crate) unsafe fn blocked<K: Kernel, const MR: usize>(g: &Raw, bl: Blocking) {
     debug_assert_eq!(MR, K::MR);
-    let pack = g.m > MR;
-    let mut jc = 0;
-    while jc < g.n {
-        let nc = K::NC.min(g.n - jc);
-        let mut pc = 0;
-        while pc < g.k {
-            let kc = K::KC.min(g.k - pc);
-            let first = pc == 0;
-            let last = pc + kc == g.k;
-            let mut ic = 0;
-            while ic < g.m {
-                let mc = K::MC.min(g.m - ic);
-                if pack {
+    let ldb = g.k * K::NR;
+    let mut ic = 0;
+    while ic < g.m {
+        let mc = bl.mc.min(g.m - ic);
+        let mut jc = 0;
+        while jc < g.n {
+            let nc = bl.nc.min(g.n - jc);
+            let mut pc = 0;
+            while pc < g.k {
+                let kc = bl.kc.min(g.k - pc);
+                let first = pc == 0;
+                let last = pc + kc == g.k;
+                if PACK_A {
                     pack_a::<MR>(g.a.add(ic * g.lda + pc), g.lda, mc, kc, g.apack);
                 }
                 let mut jr = jc;
                 while jr < jc + nc {
                     let nr = K::NR.min(g.n - jr);
                     // Panel jr/NR, K offset pc: contiguous [kc][NR].
-                    let b = g.b.add((jr / K::NR) * g.k * K::NR + pc * K::NR);
+                    let b = g.b.add((jr / K::NR) * ldb + pc * K::NR);
                     let mut ir = 0;
                     while ir < mc {
                         let mr = MR.min(mc - ir);
-                        let (a, rs_a) = if pack {
-                            (g.apack.add((ir / MR) * MR * kc) as *const f32, 1)
+                        let c = g.c.add((ic + ir) * g.ldc + jr);
+                        let c_next = if ir + MR < mc {
+                            c.wrapping_add(MR * g.ldc)
+                        } else if jr + K::NR < jc + nc {
+                            g.c.wrapping_add(ic * g.ldc + jr + K::NR)
                         } else {
-                            (g.a.add((ic + ir) * g.lda + pc), g.lda)
+                            std::ptr::null_mut()
                         };
                         let t = Tile {
                             kc,
-                            a,
-                            rs_a,
+                            a: if PACK_A {
+                                g.apack.add((ir / MR) * MR * kc)
+                            } else {
+                                g.a.add((ic + ir) * g.lda + pc)
+                            },
+                            rs_a: if PACK_A { 1 } else { g.lda },
                             b,
-                            c: g.c.add((ic + ir) * g.ldc + jr),
+                            pstride: 0,
+                            c,
                             ldc: g.ldc,
                             nr,
                             accumulate: !first,
@@ -247,16 +446,75 @@ pub(crate) unsafe fn driver<K: Kernel, const MR: usize>(g: &Raw) {
                             } else {
                                 Epi::None
                             },
+                            c_next,
                         };
-                        K::tile(mr, pack, &t);
+                        K::tile(mr, PACK_A, &t);
                         ir += MR;
                     }
                     jr += K::NR;
                 }
-                ic += K::MC;
+                pc += kc;
             }
-            pc += kc;
+            jc += nc;
         }
-        jc += nc;
+        ic += bl.mc;
+    }
+}
+
+const PACK_A: bool = true;
+
+/// Panels per skinny column group: B for a group (`GROUP x k x NR`) stays in L2
+/// while every row tile of a small M sweeps it.
+const SKINNY_GROUP: usize = 4;
+
+/// The skinny loop nest (small M): no K slicing and no A packing.
+///
+/// ```text
+/// for jg in 0..n step GROUP*NR      // B column group (L2 after the first row tile)
+///   for ir in 0..m step MR          // row tile, A rows read in place
+///     for jr in jg.. step np*NR     // widest tile for these rows that fits the group
+///       microkernel(mr x np*NR, all of K)   // chains stay in registers; epilogue
+/// ```
+/// With `m <= MR` every weight is read exactly once, in memory order within each
+/// panel: the call streams W at (close to) memory bandwidth.
+///
+/// # Safety
+/// As [`blocked`].
+#[inline(always)]
+pub(crate) unsafe fn skinny<K: Kernel, const MR: usize>(g: &Raw) {
+    let ldb = g.k * K::NR;
+    let panels = g.n.div_ceil(K::NR);
+    let mut pg = 0;
+    while pg < panels {
+        let gp = SKINNY_GROUP.min(panels - pg);
+        let mut ir = 0;
+        while ir < g.m {
+            let mr = MR.min(g.m - ir);
+            let mut p = pg;
+            while p < pg + gp {
+                let mut np = K::skinny_panels(mr);
+                while np > pg + gp - p {
+                    np /= 2;
+                }
+                let jr = p * K::NR;
+                let t = Tile {
+                    kc: g.k,
+                    a: g.a.add(ir * g.lda),
+                    rs_a: g.lda,
+                    b: g.b.add(p * ldb),
+                    pstride: ldb,
+                    c: g.c.add(ir * g.ldc + jr),
+                    ldc: g.ldc,
+                    nr: (np * K::NR).min(g.n - jr),
+                    accumulate: false,
+                    epi: g.epi.at(ir, jr),
+                    c_next: std::ptr::null(),
+                };
+                K::skinny_tile(mr, np, &t);
+                p += np;
+            }
+            ir += MR;
+        }
+        pg += gp;
     }
 }

@@ -15,52 +15,52 @@
 //! `p` starts at float `p * k * NR`; the KC slice `pc..pc+kc` of a panel is the
 //! contiguous range starting at `p*k*NR + pc*NR`. The buffer is 64-byte aligned.
 //!
-//! **A panels, packed per call** (when `m > MR`): the `MC x KC` block of A is
+//! **A panels, packed per call** (blocked path): the `MC x KC` block of A is
 //! copied into `ceil(mc / MR)` panels of `[kc][MR]` (row `r` of K index `q` at
-//! `q*MR + r`), missing rows zero. For `m <= MR` the kernel reads A in place (row
-//! stride `lda`, unit stride along K): packing would never be reused.
+//! `q*MR + r`), missing rows zero. The skinny path (`m <= SKINNY_MAX_M`) reads A in
+//! place (row stride `lda`, unit stride along K): packing would never be reused.
 //!
 //! **C**: row-major with row stride `ldc` (`n` for the public API; attention writes
-//! a head's columns inside a wider row). First K slice stores `A·B`, later slices
-//! load, add and store; the epilogue (bias, bias+GELU, bias+residual) is applied on
-//! the last K slice while the tile is still in registers.
+//! a head's columns inside a wider row). The first K slice starts each element's
+//! FMA chain at 0, later slices load C into the accumulators and continue the chain
+//! (so results do not depend on the blocking, see `kernel.rs`); the epilogue (bias,
+//! bias+GELU, bias+residual) is applied on the last K slice while the tile is still
+//! in registers.
 //!
 //! **Edges**: rows: one monomorphized tile per row count `1..=MR` (jump table), so
 //! an edge tile issues no wasted FMAs; columns: B is zero-padded to NR, and the
 //! epilogue loads/stores only the `nr` valid columns (AVX-512 `k`-masks, AVX2
 //! `vmaskmovps`), so no write lands outside C and no read outside bias/residual.
 //!
-//! **Who loops over what**: the driver (`kernel::driver`) owns the five BLIS loops
-//! (`jc` over NC, `pc` over KC, `ic` over MC with A packing, `jr` over NR, `ir`
-//! over MR); the microkernel owns only the `kc` loop and the tile epilogue.
+//! **Who loops over what**: the drivers (`kernel::blocked`, `kernel::skinny`) own
+//! the loops over blocks and tiles; the microkernel owns only the `kc` loop and the
+//! tile epilogue.
 //!
-//! # Tile sizes and cache blocking (one table; reasoning below)
+//! # Tiles and cache blocking
 //!
-//! | ISA    | kernel                  | MR x NR | acc regs        | MC  | KC  | NC   |
-//! |--------|-------------------------|---------|-----------------|-----|-----|------|
-//! | scalar | `gemm_f32_scalar_4x8`   | 4 x 8   | 32 f32          | 128 | 256 | 3072 |
-//! | avx2   | `gemm_f32_avx2_6x16`    | 6 x 16  | 12 ymm (of 16)  | 168 | 256 | 3072 |
-//! | avx512 | `gemm_f32_avx512_12x32` | 12 x 32 | 24 zmm (of 32)  | 240 | 192 | 3072 |
+//! | ISA    | kernel                  | MR x NR | acc regs       | skinny tiles (rows x panels) |
+//! |--------|-------------------------|---------|----------------|------------------------------|
+//! | scalar | `gemm_f32_scalar_4x8`   | 4 x 8   | 32 f32         | 1 x 2                        |
+//! | avx2   | `gemm_f32_avx2_6x16`    | 6 x 16  | 12 ymm (of 16) | 1 x 4, 2 x 2                 |
+//! | avx512 | `gemm_f32_avx512_12x32` | 12 x 32 | 24 zmm (of 32) | 1-2 x 4, 3-6 x 2             |
 //!
 //! - **MR x NR**: FMA latency 4 x 2 FMA ports needs >= 8 independent accumulators;
 //!   more amortizes the loads. AVX2: 12 acc + 2 B + 1 broadcast = 15 of 16 ymm (the
 //!   BLIS haswell tile). AVX-512: 24 acc + 2 B + 1 broadcast = 27 of 32 zmm; per K
 //!   step 2 vector loads + 12 broadcasts feed 24 FMAs (12 cycles on 2 ports), well
 //!   under the 2 loads/cycle limit. NR = 32 (2 zmm) keeps the B panel row at two
-//!   cache lines and divides every model N (384, 1152, 1536).
-//! - **KC**: the B micro-panel `KC x NR` stays in L1 while `ir` sweeps the A
-//!   panels: AVX-512 `192 * 32 * 4 B = 24 KB` of the 48 KB L1D (half, leaving room
-//!   for the streamed A micro-panel `12 x 192 x 4 B = 9 KB`); 192 divides both model
-//!   K (384 = 2 x 192, 1536 = 8 x 192). AVX2 `256 * 16 * 4 B = 16 KB` (half of a
-//!   32 KB L1D, as BLIS haswell).
-//! - **MC**: the packed A block `MC x KC` stays in L2 across `jr`: AVX-512
-//!   `240 * 192 * 4 B = 180 KB`, AVX2 `168 * 256 * 4 B = 168 KB` (fits even a
-//!   256 KB L2). Multiples of MR.
-//! - **NC**: the B block `KC x NC` lives in L3 / is streamed; 3072 >= every model N,
-//!   so A is packed once per K slice.
+//!   cache lines and divides every model N (384, 1152, 1536). Skinny tiles span 2-4
+//!   panels so that 1-6 rows still have >= 8 accumulators.
+//! - **Blocking** (`kernel::Blocking`, from the detected caches, `crate::cache`):
+//!   KC = L1D/2 / (NR·4) (B micro-panel in half the L1D; 192 on a 48 KB L1D with
+//!   NR = 32), balanced over K; NC: B block `KC x NC` in half the L2; MC: A block +
+//!   C block in the rest of 3/4 of the L2. [`blocking`] reports the values.
+//!   Because each element is one FMA chain whatever the slicing, the blocking can
+//!   follow the machine without changing a single result bit.
 //!
 //! Rows of one call are single-threaded; the engine splits M across threads and
-//! calls [`gemm_f32`] on row chunks (A/C/residual sub-slices).
+//! calls [`gemm_f32`] on row chunks (A/C/residual sub-slices), or columns with
+//! [`gemm_f32_cols`], or lets [`gemm_f32_par`] choose (columns for skinny calls).
 
 mod kernel;
 mod pack;
@@ -81,7 +81,8 @@ pub(crate) use pack::{pack_b, packed_len};
 use crate::buf::AlignedBuf;
 use crate::isa::{Isa, IsaKind};
 use crate::{shape_err, KernelError};
-use kernel::Kernel;
+pub use kernel::GemmPath;
+use kernel::{Blocking, Kernel};
 use std::cell::RefCell;
 
 /// Register tile and names for one ISA.
@@ -90,8 +91,7 @@ pub(crate) struct KernelInfo {
     pub name: &'static str,
     pub mr: usize,
     pub nr: usize,
-    pub mc: usize,
-    pub kc: usize,
+    pub kc_max: usize,
 }
 
 fn info_of<K: Kernel>() -> KernelInfo {
@@ -99,8 +99,7 @@ fn info_of<K: Kernel>() -> KernelInfo {
         name: K::NAME,
         mr: K::MR,
         nr: K::NR,
-        mc: K::MC,
-        kc: K::KC,
+        kc_max: K::KC_MAX,
     }
 }
 
@@ -124,43 +123,77 @@ pub fn kernel_name(isa: Isa) -> &'static str {
 
 /// The register tile `(MR, NR)` of `isa`'s microkernel: rows of A and columns of W
 /// per microkernel call. Row chunks that are multiples of MR avoid edge tiles when
-/// the engine splits M across threads.
+/// the engine splits M across threads; column ranges for [`gemm_f32_cols`] start
+/// at multiples of NR.
 pub fn tile(isa: Isa) -> (usize, usize) {
     let i = kernel_info(isa);
     (i.mr, i.nr)
 }
 
+/// Calls with `m <= SKINNY_MAX_M` rows take the skinny path under
+/// [`GemmPath::Auto`] (and [`gemm_f32_par`] splits them by columns, not rows).
+/// Measured crossover on the development machine (see `kernels/PERF.md`).
+pub const SKINNY_MAX_M: usize = 32;
+
+/// The cache blocking `(MC, KC, NC)` the blocked path uses for an `m x n x k` call
+/// on `isa` (derived from the detected cache sizes; for logs and benchmarks).
+pub fn blocking(isa: Isa, m: usize, n: usize, k: usize) -> (usize, usize, usize) {
+    let i = kernel_info(isa);
+    let b = Blocking::new(i.mr, i.nr, i.kc_max, m, n, k);
+    (b.mc, b.kc, b.nc)
+}
+
 thread_local! {
-    /// Per-thread packed-A block (`MC x KC` of the widest kernel), grown on first use.
+    /// Per-thread packed-A block (`MC x KC`), grown on first use.
     static APACK: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
 }
 
-/// Runs a validated raw GEMM on `isa` with this thread's A-pack scratch.
+/// Runs a validated raw GEMM on `isa` (path chosen by size) with this thread's
+/// A-pack scratch.
+///
+/// # Safety
+/// As [`run_path`].
+pub(crate) unsafe fn run(isa: Isa, g: Raw) {
+    run_path(isa, g, GemmPath::Auto)
+}
+
+/// Runs a validated raw GEMM on `isa` with the given driver.
 ///
 /// # Safety
 /// Every pointer/stride in `g` must describe valid memory for the call (A: `m` rows
-/// of `k` at stride `lda`; B: `packed_len(n, k, NR)` floats packed for `isa`'s NR;
-/// C: `m` rows of `n` at stride `ldc`; epilogue operands `n` columns / `m` rows), C
-/// must not overlap the inputs, and `k >= 1`.
-pub(crate) unsafe fn run(isa: Isa, mut g: Raw) {
+/// of `k` at stride `lda`; B: `ceil(n / NR)` panels of `[k][NR]` packed for `isa`'s
+/// NR; C: `m` rows of `n` at stride `ldc`; epilogue operands `n` columns / `m`
+/// rows), C must not overlap the inputs, and `k >= 1`.
+pub(crate) unsafe fn run_path(isa: Isa, mut g: Raw, path: GemmPath) {
     if g.m == 0 || g.n == 0 {
         return;
     }
     let info = kernel_info(isa);
+    let path = match path {
+        GemmPath::Auto if g.m <= SKINNY_MAX_M => GemmPath::Skinny,
+        GemmPath::Auto => GemmPath::Blocked,
+        p => p,
+    };
+    let bl = Blocking::new(info.mr, info.nr, info.kc_max, g.m, g.n, g.k);
+    let dispatch = |g: &Raw| match isa.kind() {
+        IsaKind::Scalar => scalar::gemm(g, path, bl),
+        // SAFETY: the token proves AVX2+FMA / AVX-512 support.
+        #[cfg(target_arch = "x86_64")]
+        IsaKind::Avx2 => avx2::gemm(g, path, bl),
+        #[cfg(target_arch = "x86_64")]
+        IsaKind::Avx512 => avx512::gemm(g, path, bl),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => scalar::gemm(g, path, bl),
+    };
+    if path == GemmPath::Skinny {
+        dispatch(&g);
+        return;
+    }
     APACK.with(|cell| {
         let mut buf = cell.borrow_mut();
-        buf.ensure_len(info.mc * info.kc);
+        buf.ensure_len(bl.mc * bl.kc);
         g.apack = buf.as_mut_slice().as_mut_ptr();
-        match isa.kind() {
-            IsaKind::Scalar => scalar::gemm(&g),
-            // SAFETY: the token proves AVX2+FMA / AVX-512 support.
-            #[cfg(target_arch = "x86_64")]
-            IsaKind::Avx2 => avx2::gemm(&g),
-            #[cfg(target_arch = "x86_64")]
-            IsaKind::Avx512 => avx512::gemm(&g),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => scalar::gemm(&g),
-        }
+        dispatch(&g)
     })
 }
 
@@ -282,6 +315,11 @@ pub(crate) fn validate_epilogue(e: &Epilogue, m: usize, n: usize) -> Result<(), 
 /// `a: [m, k]`, `c: [m, n]`, row-major, lengths exact. `m = 0` is a no-op. C is fully
 /// overwritten (its previous contents are ignored). Single-threaded; row sub-slices
 /// (with the matching residual rows) can be run on different threads.
+///
+/// **Bitwise reproducible** for a given ISA: a row's result does not depend on `m`,
+/// its position in `a`, row chunking, column splits ([`gemm_f32_cols`]) or the path
+/// (each element is one in-order FMA chain over K from 0, then the epilogue; see
+/// `gemm/kernel.rs`).
 pub fn gemm_f32(
     a: &[f32],
     m: usize,
@@ -289,14 +327,21 @@ pub fn gemm_f32(
     c: &mut [f32],
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
-    let (n, k) = (b.n, b.k);
-    if a.len() != crate::checked_len("gemm_f32 a", &[m, k])? {
-        return shape_err!(
-            "gemm_f32 ({}): a has {} floats, expected m*k = {m}*{k}",
-            b.name,
-            a.len()
-        );
-    }
+    gemm_f32_path(a, m, b, c, epilogue, GemmPath::Auto)
+}
+
+/// [`gemm_f32`] with the driver forced (tests and benchmarks: every path gives
+/// bitwise identical results, only the speed differs).
+pub fn gemm_f32_path(
+    a: &[f32],
+    m: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+    path: GemmPath,
+) -> Result<(), KernelError> {
+    let n = b.n;
+    validate_call("gemm_f32", a, m, b, &epilogue)?;
     if c.len() != crate::checked_len("gemm_f32 c", &[m, n])? {
         return shape_err!(
             "gemm_f32 ({}): c has {} floats, expected m*n = {m}*{n}",
@@ -304,15 +349,218 @@ pub fn gemm_f32(
             c.len()
         );
     }
-    validate_epilogue(&epilogue, m, n)?;
-    if m == 0 || n == 0 {
+    // SAFETY: a, b, epilogue validated for (m, n, k); c is a unique borrow of m*n
+    // floats, so `m` rows of the n columns at ldc = n are in bounds and disjoint
+    // from the inputs.
+    unsafe { call(a, m, b, 0..n, c.as_mut_ptr(), n, epilogue, path) };
+    Ok(())
+}
+
+/// Output columns `cols` only: `c_block[m, cols.len()]` (row-major, its own row
+/// stride `cols.len()`) `= epilogue(A · W[cols]ᵀ)`, bitwise equal to those columns
+/// of the full [`gemm_f32`].
+///
+/// `cols.start` must be a multiple of the panel width NR ([`tile`],
+/// [`PackedMatrix::panel_width`]) and `cols.end` a multiple of NR or `n`. The
+/// epilogue takes the **full** operands, as for the whole call (`bias: [n]`,
+/// `residual: [m, n]`); the function reads their `cols` columns.
+///
+/// This is the N-split for skinny calls (a batch-1 query): two threads each compute
+/// one column range into their own block, then the caller copies the blocks into
+/// place (or use [`gemm_f32_par`], which writes in place).
+pub fn gemm_f32_cols(
+    a: &[f32],
+    m: usize,
+    b: &PackedMatrix,
+    cols: std::ops::Range<usize>,
+    c_block: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    validate_call("gemm_f32_cols", a, m, b, &epilogue)?;
+    validate_cols(b, &cols)?;
+    let w = cols.len();
+    if c_block.len() != crate::checked_len("gemm_f32_cols c", &[m, w])? {
+        return shape_err!(
+            "gemm_f32_cols ({}): c_block has {} floats, expected m*cols = {m}*{w}",
+            b.name,
+            c_block.len()
+        );
+    }
+    // SAFETY: validated as above; c_block holds m rows of w = cols.len() at ldc = w.
+    unsafe {
+        call(
+            a,
+            m,
+            b,
+            cols,
+            c_block.as_mut_ptr(),
+            w,
+            epilogue,
+            GemmPath::Auto,
+        )
+    };
+    Ok(())
+}
+
+/// [`gemm_f32`] split over up to `threads` tasks on the current rayon pool (the
+/// global pool outside one): by row blocks of whole MR tiles for large `m`, by
+/// column ranges of whole panels for `m <= SKINNY_MAX_M` (where splitting rows
+/// would make each thread stream all the weights). Results are bitwise identical to
+/// [`gemm_f32`] for any `threads`. `threads <= 1` runs on the calling thread.
+pub fn gemm_f32_par(
+    a: &[f32],
+    m: usize,
+    b: &PackedMatrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+    threads: usize,
+) -> Result<(), KernelError> {
+    let n = b.n;
+    validate_call("gemm_f32_par", a, m, b, &epilogue)?;
+    if c.len() != crate::checked_len("gemm_f32_par c", &[m, n])? {
+        return shape_err!(
+            "gemm_f32_par ({}): c has {} floats, expected m*n = {m}*{n}",
+            b.name,
+            c.len()
+        );
+    }
+    let (mr, nr) = (kernel_info(b.isa).mr, b.nr);
+    // Disjoint rectangles of C, one per task.
+    let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    if threads <= 1 || m == 0 || n == 0 {
+        parts.push((0..m, 0..n));
+    } else if m <= SKINNY_MAX_M {
+        let panels = n.div_ceil(nr);
+        let per = panels.div_ceil(threads);
+        let mut p = 0;
+        while p < panels {
+            let end = (p + per).min(panels);
+            parts.push((0..m, p * nr..(end * nr).min(n)));
+            p = end;
+        }
+    } else {
+        let per = m.div_ceil(threads).div_ceil(mr) * mr;
+        let mut r = 0;
+        while r < m {
+            let end = (r + per).min(m);
+            parts.push((r..end, 0..n));
+            r = end;
+        }
+    }
+    let cp = SendPtr(c.as_mut_ptr());
+    let run_part = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
+        let cp = &cp;
+        let (r0, mr, j0) = (rows.start, rows.len(), cols.start);
+        let epi = match epilogue {
+            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
+                bias,
+                residual: &residual[r0 * n..(r0 + mr) * n],
+            },
+            e => e,
+        };
+        // SAFETY: a/b/epilogue validated for (m, n, k); the rows r0..r0+mr of a and
+        // of the residual are in bounds; C rows r0.. at ldc = n, columns `cols`, lie
+        // inside c (m*n floats, exclusively borrowed for this call), and the parts
+        // are disjoint rectangles, so no two tasks write the same element.
+        unsafe {
+            call(
+                &a[r0 * b.k..(r0 + mr) * b.k],
+                mr,
+                b,
+                cols,
+                cp.0.add(r0 * n + j0),
+                n,
+                epi,
+                GemmPath::Auto,
+            )
+        }
+    };
+    if parts.len() == 1 {
+        run_part(parts.pop().expect("one part"));
         return Ok(());
     }
+    rayon::scope(|s| {
+        let mut it = parts.into_iter();
+        let mine = it.next().expect("at least two parts");
+        for part in it {
+            s.spawn(move |_| run_part(part));
+        }
+        run_part(mine);
+    });
+    Ok(())
+}
+
+/// A C pointer shared by the tasks of [`gemm_f32_par`] (each writes a disjoint
+/// rectangle).
+struct SendPtr(*mut f32);
+// SAFETY: only used for disjoint writes, joined before the borrow of C ends.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Checks `a: [m, k]` and the epilogue operands against `b`'s `(n, k)`.
+fn validate_call(
+    what: &str,
+    a: &[f32],
+    m: usize,
+    b: &PackedMatrix,
+    epilogue: &Epilogue,
+) -> Result<(), KernelError> {
+    let (n, k) = (b.n, b.k);
+    if a.len() != crate::checked_len(what, &[m, k])? {
+        return shape_err!(
+            "{what} ({}): a has {} floats, expected m*k = {m}*{k}",
+            b.name,
+            a.len()
+        );
+    }
+    validate_epilogue(epilogue, m, n)
+}
+
+fn validate_cols(b: &PackedMatrix, cols: &std::ops::Range<usize>) -> Result<(), KernelError> {
+    let (n, nr) = (b.n, b.nr);
+    if cols.start > cols.end
+        || cols.end > n
+        || !cols.start.is_multiple_of(nr)
+        || !(cols.end.is_multiple_of(nr) || cols.end == n)
+    {
+        return shape_err!(
+            "gemm_f32_cols ({}): columns {cols:?} must lie in 0..{n}, start at a multiple of \
+             NR = {nr} and end at one or at n",
+            b.name
+        );
+    }
+    Ok(())
+}
+
+/// Computes columns `cols` of C (`m` rows at row stride `ldc`, `c` pointing at the
+/// element (0, cols.start) of the output) on `b.isa`.
+///
+/// # Safety
+/// `a`, `b`, `epilogue` validated for `(m, b.n, b.k)`; `cols` validated; `c` valid
+/// for `m` rows of `cols.len()` floats at stride `ldc` and not overlapping inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn call(
+    a: &[f32],
+    m: usize,
+    b: &PackedMatrix,
+    cols: std::ops::Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epilogue: Epilogue,
+    path: GemmPath,
+) {
+    let (n, k) = (b.n, b.k);
+    let w = cols.len();
+    if m == 0 || w == 0 {
+        return;
+    }
+    let j0 = cols.start;
     if k == 0 {
         // Empty sum: C = epilogue(0).
         for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = match epilogue {
+            for jj in 0..w {
+                let j = j0 + jj;
+                *c.add(i * ldc + jj) = match epilogue {
                     Epilogue::None => 0.0,
                     Epilogue::Bias(bias) => bias[j],
                     Epilogue::BiasGelu(bias) => gelu_f64(bias[j] as f64) as f32,
@@ -320,7 +568,7 @@ pub fn gemm_f32(
                 };
             }
         }
-        return Ok(());
+        return;
     }
     let epi = match epilogue {
         Epilogue::None => Epi::None,
@@ -334,17 +582,17 @@ pub fn gemm_f32(
         a: a.as_ptr(),
         lda: k,
         m,
-        b: b.data.as_slice().as_ptr(),
-        n,
+        // Panel j0 / NR (j0 is a multiple of NR).
+        b: b.data.as_slice().as_ptr().add((j0 / b.nr) * k * b.nr),
+        n: w,
         k,
-        c: c.as_mut_ptr(),
-        ldc: n,
-        epi,
+        c,
+        ldc,
+        epi: epi.at(0, j0),
         apack: std::ptr::null_mut(),
     };
-    // SAFETY: lengths checked above (a = m*k, c = m*n, bias = n, residual = m*n, the
-    // packed buffer was built for (n, k, NR of b.isa)); `c` is a unique borrow so it
-    // cannot overlap the inputs; k >= 1; b.isa is a token for this CPU.
-    unsafe { run(b.isa, g) };
-    Ok(())
+    // SAFETY: per the caller's contract; the packed buffer holds ceil(n/NR) panels
+    // of [k][NR] for b.isa's NR, so the panels from j0/NR cover the w columns;
+    // b.isa is a token for this CPU.
+    run_path(b.isa, g, path)
 }
