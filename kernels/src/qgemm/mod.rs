@@ -2,6 +2,17 @@
 //! `C[m, n] = epilogue(dequant(Aq[m, k] · Wqᵀ))`, W in the PyTorch Linear layout
 //! `[n = out, k = in]`, C in f32.
 //!
+//! # API (all safe; lengths checked, `KernelError::Shape` on mismatch)
+//! - [`QIsa`] (token; [`QIsa::available`], [`QIsa::best`], `E5EMBED_QISA`);
+//! - [`QuantizedMatrix::quantize`] / [`QuantizedMatrix::from_quantized`]: weights,
+//!   once at load, packed for one QIsa;
+//! - [`quantize_rows`]: f32 rows `[m, k]` -> u8 `[m, padded_k(k)]` + `s_a: [m]`;
+//! - [`gemm_u8s8`]: -> f32 C with a fused [`Epilogue`]; [`gemm_u8s8_cols`]: a column
+//!   range (N-split); [`gemm_u8s8_quantized`]: -> the next GEMM's u8 rows;
+//!   [`gemm_u8s8_i32`]: raw integer sums;
+//! - references: [`quantize_rows_reference`], [`gemm_u8s8_reference`],
+//!   [`gemm_u8s8_i32_reference`] (integer-exact, same epilogue arithmetic).
+//!
 //! # Quantization scheme
 //!
 //! **Weights** (once, at load: [`QuantizedMatrix::quantize`]): symmetric, per output
@@ -25,8 +36,9 @@
 //! `acc[m, n] = Σ_k (Aq[m, k] + 128) · Wq[n, k]` in i32. The wanted sum is
 //! `Σ_k Aq·Wq = acc − 128 · colsum[n]` with `colsum[n] = Σ_k Wq[n, k]`, precomputed
 //! at pack time and stored as `comp[n] = 128 · colsum[n]` (one `vpsubd` per output
-//! vector in the epilogue). Range: `|Σ Aq·Wq| <= 127·127·k` and `0 <= acc`-terms
-//! `<= 255·127·k`, both below 2^31 for `k <= QK_MAX = 65536`, so nothing wraps.
+//! vector in the epilogue). Range: `|acc| <= 255·127·k` and `|Σ Aq·Wq| <= 127·127·k`,
+//! both below 2^31 for `k <= QK_MAX = 65536` (255·127·65536 = 2 122 383 360), so
+//! nothing wraps; `|comp| <= 128·127·k` likewise.
 //!
 //! **Epilogue** (f32, in this exact order on every path, no FMA, so the scalar
 //! reference and the SIMD kernels agree **bitwise** for every epilogue but GELU):
@@ -43,7 +55,7 @@
 //! `[1, 255]`) and `|w| <= QMAX`, the pair sum is bounded by `2 · 255 · QMAX`:
 //! - full range `QMAX = 127`: `2·255·127 = 64770 > 32767`: saturates (e.g. two
 //!   activations at +max with two weights at +127 give 32767 instead of 64770;
-//!   test `avx2_full_range_saturates`);
+//!   test `avx2_full_range_saturates_reduced_range_is_exact`);
 //! - `QMAX = 64`: `2·255·64 = 32640 <= 32767` (and `-32640 >= -32768`): never
 //!   saturates for *any* u8 input, so the AVX2 path is integer-exact. 65 would give
 //!   33150 > 32767, so 64 is the largest safe bound.
@@ -66,7 +78,7 @@
 //! The microkernel holds an `R x V` tile of i32 vectors (`V` vectors of `LANES`
 //! columns per row, i.e. `V / 2` panels: NR = 2 vectors), loops over all of K
 //! (no K blocking: integer sums are exact, and K ≤ 1536 keeps a 32-column panel at
-//! ≤ 48 KB), and applies the epilogue while the tile is in registers; column edges
+//! ≤ 48 KB), and applies the epilogue right after the K loop; column edges
 //! store with masks, rows are exact (`R` from a jump table). The driver
 //! (`x86::driver`) loops: row blocks of MC (A block in L2) → panels → row tiles.
 //! The last, partial row tile uses wider tiles (more panels per call) so that a
