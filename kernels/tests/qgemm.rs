@@ -249,7 +249,15 @@ fn check_exact(isa: QIsa, m: usize, n: usize, k: usize, r: &mut StdRng) {
 fn integer_exact_vs_reference_edge_shapes() {
     let mut r = rng(13);
     for isa in isas() {
-        for &(n, k) in &[(1usize, 4usize), (7, 5), (17, 33), (33, 17), (65, 9)] {
+        for &(n, k) in &[
+            (1usize, 4usize),
+            (7, 5),
+            (17, 33),
+            (33, 17),
+            (65, 9),
+            (5, 0),
+            (0, 4),
+        ] {
             for &m in &[
                 0usize, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 17, 25, 33, 128, 200, 385,
             ] {

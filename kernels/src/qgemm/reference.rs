@@ -91,13 +91,24 @@ pub(crate) fn epilogue_one(
     }
 }
 
-/// Reference GEMM on validated operands (any QIsa's packing: reads through the
-/// layout's index function).
+/// The weights as `[n]` rows of stride `ld`: the packed buffer itself for the
+/// scalar packing (NR = 1: a column's `kp` bytes are contiguous, so the scalar
+/// fallback path allocates nothing), else an unpacked copy (the reference for the
+/// SIMD packings, used by tests only).
+fn weight_rows(b: &QuantizedMatrix) -> (std::borrow::Cow<'_, [i8]>, usize) {
+    if b.nr == 1 {
+        (std::borrow::Cow::Borrowed(b.bytes()), b.kp)
+    } else {
+        (std::borrow::Cow::Owned(b.unpack_weights()), b.k)
+    }
+}
+
+/// Reference GEMM on validated operands (any QIsa's packing).
 pub(crate) fn gemm_unchecked(a: &[u8], m: usize, b: &QuantizedMatrix, mut out: Out) {
     let (n, k, kp) = (b.n, b.k, b.kp);
-    let w = b.unpack_weights();
+    let (w, ld) = weight_rows(b);
     for j in 0..n {
-        let wj = &w[j * k..(j + 1) * k];
+        let wj = &w[j * ld..j * ld + k];
         for i in 0..m {
             let ai = &a[i * kp..i * kp + k];
             // acc = Σ (Aq + 128)·Wq over the u8 bytes, exact in i32 (k <= QK_MAX).
@@ -169,9 +180,9 @@ pub(crate) fn gemm_cols_unchecked(
     e: Epilogue,
 ) {
     let (n, k, kp, w) = (b.n, b.k, b.kp, cols.len());
-    let wq = b.unpack_weights();
+    let (wq, ld) = weight_rows(b);
     for (jj, j) in cols.enumerate() {
-        let wj = &wq[j * k..(j + 1) * k];
+        let wj = &wq[j * ld..j * ld + k];
         for i in 0..m {
             let acc: i32 = a[i * kp..i * kp + k]
                 .iter()
