@@ -40,6 +40,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod attention;
+pub mod bgemm;
 pub mod cache;
 pub mod ew;
 pub mod gemm;
@@ -51,7 +52,7 @@ mod buf;
 mod math;
 mod simd;
 
-pub use attention::{attention_f32, attention_reference};
+pub use attention::{attention_f32, attention_f32_heads, attention_reference};
 pub use ew::{
     gelu_erf, gelu_erf_reference, layernorm, layernorm_reference, softmax, softmax_reference,
 };

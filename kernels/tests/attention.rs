@@ -135,3 +135,89 @@ fn kernel_name_matches_block_size() {
         assert_eq!(name, format!("attention_f32_{}_qb{}", isa.name(), 4 * mr));
     }
 }
+
+/// Head ranges (`attention_f32_heads`) are bitwise equal to the same heads' columns
+/// of the whole call, for any split, and run concurrently.
+#[test]
+fn head_ranges_bitwise_equal_whole() {
+    use e5embed_kernels::attention_f32_heads;
+    let (heads, d) = (12, 32);
+    let h_all = heads * d;
+    for (i, seq) in [1usize, 17, 130].into_iter().enumerate() {
+        let qkv = uniform(&mut rng(40 + i as u64), seq * 3 * h_all, -2.0, 2.0);
+        for isa in Isa::available() {
+            let mut whole = vec![f32::NAN; seq * h_all];
+            attention_f32(isa, &qkv, seq, heads, d, &mut whole).unwrap();
+            for cuts in [
+                vec![0, 6, 12],
+                vec![0, 1, 5, 12],
+                vec![0, 12],
+                vec![0, 11, 12],
+            ] {
+                let mut blocks: Vec<Vec<f32>> = cuts
+                    .windows(2)
+                    .map(|w| vec![f32::NAN; seq * (w[1] - w[0]) * d])
+                    .collect();
+                std::thread::scope(|s| {
+                    for (w, block) in cuts.windows(2).zip(blocks.iter_mut()) {
+                        let qkv = &qkv;
+                        let r = w[0]..w[1];
+                        s.spawn(move || {
+                            attention_f32_heads(isa, qkv, seq, heads, d, r, block).unwrap()
+                        });
+                    }
+                });
+                for (w, block) in cuts.windows(2).zip(&blocks) {
+                    let bw = (w[1] - w[0]) * d;
+                    for row in 0..seq {
+                        let got = &block[row * bw..(row + 1) * bw];
+                        let want = &whole[row * h_all + w[0] * d..row * h_all + w[1] * d];
+                        assert!(
+                            got.iter()
+                                .zip(want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{isa} seq={seq} heads {w:?} row {row}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn head_range_error_paths() {
+    use e5embed_kernels::attention_f32_heads;
+    let isa = Isa::best();
+    let qkv = vec![0.0f32; 4 * 3 * 64];
+    let shape = |r: Result<(), KernelError>| matches!(r, Err(KernelError::Shape(_)));
+    assert!(shape(attention_f32_heads(
+        isa,
+        &qkv,
+        4,
+        2,
+        32,
+        1..3,
+        &mut [0.0; 256]
+    )));
+    assert!(shape(attention_f32_heads(
+        isa,
+        &qkv,
+        4,
+        2,
+        32,
+        0..1,
+        &mut [0.0; 100]
+    )));
+    assert!(shape(attention_f32_heads(
+        isa,
+        &qkv[..10],
+        4,
+        2,
+        32,
+        0..1,
+        &mut [0.0; 128]
+    )));
+    assert!(attention_f32_heads(isa, &qkv, 4, 2, 32, 1..2, &mut [0.0; 128]).is_ok());
+    assert!(attention_f32_heads(isa, &qkv, 4, 2, 32, 1..1, &mut []).is_ok());
+}

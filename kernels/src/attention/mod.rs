@@ -26,13 +26,12 @@ use crate::isa::Isa;
 use crate::{shape_err, KernelError};
 use std::cell::RefCell;
 
-pub(crate) fn validate(
+pub(crate) fn validate_qkv(
     what: &str,
     qkv: &[f32],
     seq: usize,
     heads: usize,
     head_dim: usize,
-    out: &[f32],
 ) -> Result<(), KernelError> {
     if heads == 0 || head_dim == 0 {
         return shape_err!("{what}: heads ({heads}) and head_dim ({head_dim}) must be > 0");
@@ -44,6 +43,19 @@ pub(crate) fn validate(
             qkv.len()
         );
     }
+    Ok(())
+}
+
+pub(crate) fn validate(
+    what: &str,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &[f32],
+) -> Result<(), KernelError> {
+    validate_qkv(what, qkv, seq, heads, head_dim)?;
+    let h_all = heads * head_dim;
     if out.len() != crate::checked_len(what, &[seq, h_all])? {
         return shape_err!(
             "{what}: out has {} floats, expected seq*heads*head_dim = {seq}*{h_all}",
@@ -91,7 +103,82 @@ pub fn attention_f32(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     validate("attention_f32", qkv, seq, heads, head_dim, out)?;
-    if seq == 0 {
+    let h_all = heads * head_dim;
+    // SAFETY: out holds seq rows of h_all (validated); heads 0..heads cover columns
+    // 0..h_all at row stride h_all.
+    unsafe {
+        heads_into(
+            isa,
+            qkv,
+            seq,
+            heads,
+            head_dim,
+            0..heads,
+            out.as_mut_ptr(),
+            h_all,
+        )
+    }
+}
+
+/// The heads `head_range` only, into `out_block: [seq, head_range.len()·head_dim]`
+/// (row-major, its own row stride): column block `i` of `out_block` is head
+/// `head_range.start + i`. Bitwise equal to those heads' columns of
+/// [`attention_f32`] (each head is computed by the same code whatever the range).
+///
+/// For splitting one long sequence's heads across threads: each thread owns its
+/// block (e.g. heads 0..6 and 6..12), then the caller copies the blocks into the
+/// `[seq, H]` context rows (or give each thread a disjoint `[seq, 6·32]` buffer).
+pub fn attention_f32_heads(
+    isa: Isa,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    head_range: std::ops::Range<usize>,
+    out_block: &mut [f32],
+) -> Result<(), KernelError> {
+    if head_range.start > head_range.end || head_range.end > heads {
+        return shape_err!("attention_f32_heads: head range {head_range:?} not within 0..{heads}");
+    }
+    let w = crate::checked_len("attention_f32_heads", &[head_range.len(), head_dim])?;
+    // Validates qkv, heads, head_dim (out checked below against the block width).
+    let h_all = crate::checked_len("attention_f32_heads", &[heads, head_dim])?;
+    validate_qkv("attention_f32_heads", qkv, seq, heads, head_dim)?;
+    if out_block.len() != crate::checked_len("attention_f32_heads", &[seq, w])? {
+        return shape_err!(
+            "attention_f32_heads: out_block has {} floats, expected seq*heads_in_range*head_dim \
+             = {seq}*{}*{head_dim}",
+            out_block.len(),
+            head_range.len()
+        );
+    }
+    debug_assert!(w <= h_all);
+    // SAFETY: out_block holds seq rows of w = len(head_range)·head_dim; head
+    // head_range.start + i writes columns i·head_dim.. of each row at stride w.
+    unsafe {
+        let base = out_block.as_mut_ptr();
+        heads_into(isa, qkv, seq, heads, head_dim, head_range.clone(), base, w)
+    }
+}
+
+/// Computes heads `range` of `qkv` (validated for `seq, heads, head_dim`), head
+/// `range.start + i` into columns `i·head_dim..` of `out` (row stride `ldo`).
+///
+/// # Safety
+/// `out` valid for `seq` rows of `range.len()·head_dim` floats at stride `ldo`, not
+/// overlapping `qkv`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn heads_into(
+    isa: Isa,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    range: std::ops::Range<usize>,
+    out: *mut f32,
+    ldo: usize,
+) -> Result<(), KernelError> {
+    if seq == 0 || range.is_empty() {
         return Ok(());
     }
     let info = gemm::kernel_info(isa);
@@ -106,7 +193,8 @@ pub fn attention_f32(
         s.kpack.ensure_len(klen);
         s.vpack.ensure_len(vlen);
         s.scores.ensure_len(qb.min(seq) * seq);
-        for h in 0..heads {
+        for h in range.clone() {
+            let oc = (h - range.start) * head_dim;
             let (qo, ko, vo) = (h * head_dim, h_all + h * head_dim, 2 * h_all + h * head_dim);
             // K_h as B panels (n = keys, k = head_dim).
             pack_b(
@@ -136,45 +224,40 @@ pub fn attention_f32(
                 // element (i0+rows-1)*3H + qo + head_dim - 1 < seq*3H = qkv.len();
                 // B = kpack packed for (seq, head_dim, NR); C = scores, rows x seq
                 // (ldc = seq), a separate buffer; k = head_dim >= 1.
-                unsafe {
-                    gemm::run(
-                        isa,
-                        Raw {
-                            a: qkv.as_ptr().add(i0 * ld_qkv + qo),
-                            lda: ld_qkv,
-                            m: rows,
-                            b: s.kpack.as_slice().as_ptr(),
-                            n: seq,
-                            k: head_dim,
-                            c: scores.as_mut_ptr(),
-                            ldc: seq,
-                            epi: Epi::None,
-                            apack: std::ptr::null_mut(),
-                        },
-                    );
-                }
+                gemm::run(
+                    isa,
+                    Raw {
+                        a: qkv.as_ptr().add(i0 * ld_qkv + qo),
+                        lda: ld_qkv,
+                        m: rows,
+                        b: s.kpack.as_slice().as_ptr(),
+                        n: seq,
+                        k: head_dim,
+                        c: scores.as_mut_ptr(),
+                        ldc: seq,
+                        epi: Epi::None,
+                        apack: std::ptr::null_mut(),
+                    },
+                );
                 crate::ew::softmax_scaled(isa, scores, seq, scale)?;
                 // SAFETY: A = scores (rows x seq, lda = seq); B = vpack packed for
-                // (head_dim, seq, NR); C = out rows i0.., columns qo..qo+head_dim at
-                // stride H: last element (i0+rows-1)*H + qo + head_dim - 1 <
-                // seq*H = out.len(); out is a unique borrow; k = seq >= 1.
-                unsafe {
-                    gemm::run(
-                        isa,
-                        Raw {
-                            a: scores.as_ptr(),
-                            lda: seq,
-                            m: rows,
-                            b: s.vpack.as_slice().as_ptr(),
-                            n: head_dim,
-                            k: seq,
-                            c: out.as_mut_ptr().add(i0 * h_all + qo),
-                            ldc: h_all,
-                            epi: Epi::None,
-                            apack: std::ptr::null_mut(),
-                        },
-                    );
-                }
+                // (head_dim, seq, NR); C = out rows i0.., columns oc..oc+head_dim at
+                // stride ldo, inside the caller's block; k = seq >= 1.
+                gemm::run(
+                    isa,
+                    Raw {
+                        a: scores.as_ptr(),
+                        lda: seq,
+                        m: rows,
+                        b: s.vpack.as_slice().as_ptr(),
+                        n: head_dim,
+                        k: seq,
+                        c: out.add(i0 * ldo + oc),
+                        ldc: ldo,
+                        epi: Epi::None,
+                        apack: std::ptr::null_mut(),
+                    },
+                );
                 i0 += rows;
             }
         }

@@ -1,0 +1,572 @@
+//! bf16 GEMM with f32 accumulation and fused f32 epilogues:
+//! `C[m, n] = epilogue(bf16(A)[m, k] · bf16(W)ᵀ)`, W in the PyTorch Linear layout
+//! `[n = out, k = in]`, A and C in f32.
+//!
+//! # bf16 and the conversion ([`f32_to_bf16`], [`convert_rows`])
+//!
+//! bf16 is the top 16 bits of an f32 (sign, 8-bit exponent, 7 explicit mantissa
+//! bits: 8 significant bits, unit roundoff 2^-8). The conversion is **exactly what
+//! `vcvtne2ps2bf16` does** (Intel SDM pseudo-code, and checked bit for bit against
+//! the instruction by the tests):
+//! - normal numbers: round to nearest, ties to even, by the integer trick
+//!   `(bits + 0x7fff + lsb) >> 16` (`lsb` = bit 16); a value past the largest bf16
+//!   rounds to ±inf (as RNE must);
+//! - ±0 and **f32 subnormals -> signed zero** (the instruction ignores MXCSR and
+//!   treats denormal inputs as zero; bf16 has the f32 exponent range, so no normal
+//!   f32 underflows);
+//! - ±inf kept; **NaN: truncated, quiet bit (0x0040) set**, sign and the top payload
+//!   bits kept (`0x7f800001 -> 0x7fc0`, `0xffc12345 -> 0xffc1`).
+//!
+//! Weights are converted once ([`Bf16Matrix::from_f32`]) or taken as stored
+//! ([`Bf16Matrix::from_bf16_bits`], a bf16 model file); activations are converted per
+//! call inside [`gemm_bf16`], one MC-row block at a time into a per-thread scratch.
+//!
+//! # What `vdpbf16ps` computes (and the reference reproduces bit for bit)
+//!
+//! `vdpbf16ps acc, x, y` adds, per f32 lane `i`, the two products of the bf16 pair
+//! `(x[2i], x[2i+1])·(y[2i], y[2i+1])`. Measured on this machine (probe values in
+//! `kernels/tests/bgemm.rs`, `dot_semantics_*`), matching the SDM pseudo-code:
+//! 1. **two roundings, odd element first**: `acc = rne(acc + x[2i+1]·y[2i+1])`, then
+//!    `acc = rne(acc + x[2i]·y[2i])`; each product is exact (8 x 8 bits, and with an
+//!    unbounded exponent: `-MAX + 2^64·2^64 = 2^104`, no intermediate overflow);
+//! 2. **DAZ / FTZ**: bf16 subnormal inputs and a subnormal `acc` count as zero, and
+//!    every rounded sum that is subnormal is flushed to zero (also the intermediate
+//!    one), whatever MXCSR says;
+//! 3. RNE always (MXCSR ignored), no exceptions.
+//!
+//! The scalar reference ([`gemm_bf16_reference`]) models exactly this (product in
+//! f64, which is exact; the f64 sum rounded once to f32, which is the correctly
+//! rounded f32 sum: double rounding f64 -> f32 is innocuous for a sum since
+//! 53 >= 2·24 + 2; then the flush). So the reference accumulates **in f32, in the
+//! kernels' order**, and the AVX-512 kernel equals it **bitwise** for every epilogue
+//! but GELU (vector erf vs f64 erf: the GELU budget of the f32 GEMM).
+//!
+//! # Accumulation order (bitwise reproducibility)
+//!
+//! Each element of C is one chain over the K pairs in order, from +0.0:
+//! `for q in 0..kp/2 { acc += A[2q+1]·W[2q+1]; acc += A[2q]·W[2q] }` (K padded to
+//! even `kp` with a zero A and W element), then the epilogue in f32 in a fixed
+//! order (`+bias`, then GELU or `+residual`). A later K slice continues the chain
+//! from the f32 value stored in C (exact). So a row's result does not depend on `m`,
+//! its position, row chunking, column ranges ([`gemm_bf16_cols`]), MC / KC, or the
+//! tile that computed it; and the Scalar and AVX-512 paths agree (except GELU).
+//!
+//! # Packed weight layout (the VNNI-style pair layout) and microkernel contract
+//!
+//! `ceil(n / NR)` panels of NR columns; panel `p` is `[kp / 2][NR][2]` bf16: for
+//! k-pair `q`, column `j` of the panel holds `W[p·NR + j, 2q]` (low half of the
+//! 32-bit pair) and `W[p·NR + j, 2q + 1]` (high half) side by side: one 64-byte
+//! load is the 16 pairs `vdpbf16ps` multiplies with a broadcast activation pair
+//! `A[i, 2q .. 2q+2]` (`vpbroadcastd`, folded by LLVM into the `{1to16}` memory
+//! operand). Columns past `n` and the pad element `k` (odd k) are zero. Panel `p`
+//! starts at pair `p · (kp/2) · NR` of a 64-byte aligned buffer. The Scalar path
+//! uses NR = 1, i.e. plain `[n][kp]` rows.
+//!
+//! Activations: per MC-row block, `A[ib.., 0..k]` is converted into a row-major
+//! `[mc][kp]` bf16 scratch (pad 0). The microkernel reads `R` rows of it in place
+//! (row stride `kp/2` pairs), holds an `R x V` tile of f32 zmm accumulators (`V`
+//! vectors of 16 columns = `V/2` panels), loops over one K slice, and on the last
+//! slice applies the epilogue from registers; column edges store with masks, rows
+//! are exact (`R` from a jump table). Driver (`x86::driver`):
+//!
+//! ```text
+//! for ib in 0..m step MC            // convert A rows ib..ib+MC to bf16 (L2, ≤ 147 KB)
+//!   for q0 in 0..kp/2 step KCQ      // K slice: first starts the chains at 0, later continue from C
+//!     for p in panels               // B micro-panel KCQ x NR (24 KB: L1), reused by every row tile
+//!       for full 12-row tiles       // 12 x 32 tile, epilogue on the last slice
+//!     remainder rows: wide tiles over all panels (1-2 rows x 4 panels, 3 x 3, 4-6 x 2, 7-11 x 1)
+//! ```
+//!
+//! | BIsa        | kernel                        | MR x NR | KC (k) | MC |
+//! |-------------|-------------------------------|---------|--------|----|
+//! | scalar      | `gemm_bf16_scalar`            | 1 x 1   | all    | -  |
+//! | avx512bf16  | `gemm_bf16_avx512bf16_12x32`  | 12 x 32 | 384    | 48 |
+//!
+//! **Tile 12 x 32** (Sapphire Rapids class, measured here with a dependent chain and
+//! 12 independent chains): `vdpbf16ps zmm` has a latency of ~9 cycles and a
+//! throughput of one per ~2 cycles (it behaves like two dependent f32 FMAs plus the
+//! bf16 widening: 32 products per 2 cycles, **half the products/cycle of f32 FMA
+//! on 2 ports**, see the bench). Hiding the latency needs >= 5 independent
+//! accumulators; 12 rows x 2 zmm = 24 accumulators + 2 B vectors = 26 of 32 zmm (the
+//! broadcast is a memory operand). Per k-pair: 2 B loads + 12 broadcast loads for 24
+//! `vdpbf16ps` (~24 cycles): the loads are nowhere near a limit, the dot-product
+//! port is. MR = 12 is also the f32 and int8 GEMMs' MR (the engine's row chunks are
+//! multiples of 12), NR = 32 divides every model N (384, 1152, 1536).
+//! **KC = 384** (192 pairs): the B micro-panel `192 x 32` pairs = 24 KB, half the
+//! 48 KB L1D; K = 1536 runs as 4 slices. **MC = 48**: the converted A block
+//! (48 x 1536 bf16 = 147 KB) and its C rows stay in L2 across the panel sweep.
+
+mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use reference::{gemm_bf16_reference, gemm_bf16_reference_bits};
+
+use crate::buf::AlignedBuf;
+use crate::gemm::{validate_epilogue, Epilogue};
+use crate::{shape_err, KernelError};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// `f32 -> bf16` bits, round to nearest even, exactly as `vcvtne2ps2bf16`
+/// (subnormals -> signed zero, NaN quieted; see the module docs).
+#[inline]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if b & 0x7f80_0000 == 0 {
+        // ±0 and f32 subnormals: signed zero (the instruction's DAZ).
+        return ((b >> 16) & 0x8000) as u16;
+    }
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        // NaN: truncate and force the quiet bit.
+        return ((b >> 16) | 0x0040) as u16;
+    }
+    // Normal or inf: add 0x7fff + (bit 16) and truncate = RNE on the low 16 bits.
+    // Cannot wrap: b <= 0xff80_0000 here.
+    let lsb = (b >> 16) & 1;
+    ((b + 0x7fff + lsb) >> 16) as u16
+}
+
+/// `bf16 -> f32` (exact: the bits become the top half of the f32).
+#[inline]
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Length in bf16 elements of a converted row for a reduction length `k`:
+/// `k` rounded up to even (the `vdpbf16ps` pair).
+pub fn padded_k(k: usize) -> usize {
+    k.div_ceil(2) * 2
+}
+
+/// The bf16 GEMM paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BIsaKind {
+    /// Portable Rust: the bit-exact model of `vdpbf16ps` (the reference), also the
+    /// fallback.
+    Scalar,
+    /// AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`) + AVX-512 F/BW/VL/DQ.
+    Avx512Bf16,
+}
+
+impl BIsaKind {
+    /// Every kind, lowest to highest preference.
+    pub const ALL: [BIsaKind; 2] = [BIsaKind::Scalar, BIsaKind::Avx512Bf16];
+
+    /// `scalar`, `avx512bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BIsaKind::Scalar => "scalar",
+            BIsaKind::Avx512Bf16 => "avx512bf16",
+        }
+    }
+}
+
+impl FromStr for BIsaKind {
+    type Err = KernelError;
+    /// `scalar`, `avx512bf16` (also `avx512-bf16`, `bf16`); case-insensitive.
+    fn from_str(s: &str) -> Result<BIsaKind, KernelError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(BIsaKind::Scalar),
+            "avx512bf16" | "avx512-bf16" | "avx512_bf16" | "bf16" => Ok(BIsaKind::Avx512Bf16),
+            _ => Err(KernelError::UnknownIsa(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for BIsaKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A token proving this CPU supports a [`BIsaKind`] (private field: only
+/// [`BIsa::new`] builds one, after checking the CPU). Holding it is what makes the
+/// `#[target_feature]` kernels behind it sound to call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BIsa(BIsaKind);
+
+fn has_avx512bf16() -> bool {
+    static D: OnceLock<bool> = OnceLock::new();
+    *D.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::Isa::new(crate::IsaKind::Avx512).is_some()
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+impl BIsa {
+    /// A token for `kind`, or `None` if this CPU lacks it (Avx512Bf16 =
+    /// avx512f/bw/vl/dq + avx2/fma + avx512bf16).
+    pub fn new(kind: BIsaKind) -> Option<BIsa> {
+        let ok = match kind {
+            BIsaKind::Scalar => true,
+            BIsaKind::Avx512Bf16 => has_avx512bf16(),
+        };
+        ok.then_some(BIsa(kind))
+    }
+
+    /// The portable path; always available.
+    pub fn scalar() -> BIsa {
+        BIsa(BIsaKind::Scalar)
+    }
+
+    /// Every path this CPU has, scalar first, best last.
+    pub fn available() -> Vec<BIsa> {
+        BIsaKind::ALL.iter().filter_map(|&k| BIsa::new(k)).collect()
+    }
+
+    /// The best path this CPU has.
+    pub fn best() -> BIsa {
+        *BIsa::available()
+            .last()
+            .expect("scalar is always available")
+    }
+
+    /// `""` -> [`BIsa::best`]; otherwise the named path, or `UnknownIsa` /
+    /// `UnsupportedIsa`.
+    pub fn from_name(name: &str) -> Result<BIsa, KernelError> {
+        if name.trim().is_empty() {
+            return Ok(BIsa::best());
+        }
+        let kind: BIsaKind = name.parse()?;
+        BIsa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
+    }
+
+    /// `E5EMBED_BISA` (as [`BIsa::from_name`]); unset -> [`BIsa::best`].
+    pub fn from_env() -> Result<BIsa, KernelError> {
+        match std::env::var("E5EMBED_BISA") {
+            Ok(v) => BIsa::from_name(&v),
+            Err(std::env::VarError::NotPresent) => Ok(BIsa::best()),
+            Err(std::env::VarError::NotUnicode(v)) => {
+                Err(KernelError::UnknownIsa(v.to_string_lossy().into_owned()))
+            }
+        }
+    }
+
+    pub fn kind(self) -> BIsaKind {
+        self.0
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The GEMM microkernel's name, e.g. `"gemm_bf16_avx512bf16_12x32"`.
+    pub fn kernel_name(self) -> &'static str {
+        match self.0 {
+            BIsaKind::Scalar => "gemm_bf16_scalar",
+            BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
+        }
+    }
+
+    /// `(MR, NR)`: rows per full register tile, columns per weight panel. Row chunks
+    /// that are multiples of MR avoid the remainder tiles.
+    pub fn tile(self) -> (usize, usize) {
+        match self.0 {
+            BIsaKind::Scalar => (1, 1),
+            BIsaKind::Avx512Bf16 => (12, 32),
+        }
+    }
+}
+
+impl std::fmt::Display for BIsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Converts `a: [m, k]` f32 rows to bf16 bits `out: [m, padded_k(k)]` (pad element
+/// 0) with [`f32_to_bf16`]'s rounding; bitwise identical on every [`BIsa`]
+/// (AVX-512: `vcvtne2ps2bf16`, 32 floats per instruction).
+pub fn convert_rows(
+    isa: BIsa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    out: &mut [u16],
+) -> Result<(), KernelError> {
+    if a.len() != crate::checked_len("convert_rows a", &[m, k])? {
+        return shape_err!(
+            "convert_rows: a has {} floats, expected m*k = {m}*{k}",
+            a.len()
+        );
+    }
+    let kp = padded_k(k);
+    if out.len() != crate::checked_len("convert_rows out", &[m, kp])? {
+        return shape_err!(
+            "convert_rows: out has {} elements, expected m*padded_k(k) = {m}*{kp}",
+            out.len()
+        );
+    }
+    match isa.kind() {
+        #[cfg(target_arch = "x86_64")]
+        BIsaKind::Avx512Bf16 => {
+            // SAFETY: the token proves AVX-512 F/BW + BF16; a holds m rows of k,
+            // out m rows of kp (validated above).
+            unsafe { x86::convert_rows(a.as_ptr(), m, k, out.as_mut_ptr()) }
+        }
+        _ => reference::convert_rows_unchecked(a, m, k, out),
+    }
+    Ok(())
+}
+
+/// Weights `W[n, k]` as bf16, packed once for one [`BIsa`]'s microkernel (layout in
+/// the module docs). Immutable, `Send + Sync`: share one across threads.
+#[derive(Clone)]
+pub struct Bf16Matrix {
+    isa: BIsa,
+    n: usize,
+    k: usize,
+    kp: usize,
+    nr: usize,
+    /// `ceil(n / NR)` panels of `[kp / 2][NR][2]` bf16, 64-byte aligned (an f32
+    /// buffer holding one bf16 pair per element: `npanels · NR · kp / 2` pairs).
+    data: AlignedBuf,
+}
+
+impl Bf16Matrix {
+    /// Rounds `w: [n, k]` (PyTorch Linear layout, row-major f32) to bf16
+    /// ([`f32_to_bf16`]) and packs it for `isa`.
+    pub fn from_f32(isa: BIsa, w: &[f32], n: usize, k: usize) -> Result<Bf16Matrix, KernelError> {
+        Self::check("Bf16Matrix::from_f32", isa, w.len(), n, k)?;
+        Ok(Self::pack(isa, n, k, |j, q| f32_to_bf16(w[j * k + q])))
+    }
+
+    /// Packs bf16 weights as stored (`w: [n, k]` bf16 bit patterns, e.g. from a bf16
+    /// safetensors file), bit for bit.
+    pub fn from_bf16_bits(
+        isa: BIsa,
+        w: &[u16],
+        n: usize,
+        k: usize,
+    ) -> Result<Bf16Matrix, KernelError> {
+        Self::check("Bf16Matrix::from_bf16_bits", isa, w.len(), n, k)?;
+        Ok(Self::pack(isa, n, k, |j, q| w[j * k + q]))
+    }
+
+    fn check(what: &str, isa: BIsa, len: usize, n: usize, k: usize) -> Result<(), KernelError> {
+        if len != crate::checked_len(what, &[n, k])? {
+            return shape_err!("{what}: w has {len} elements, expected n*k = {n}*{k}");
+        }
+        let nr = isa.tile().1;
+        // Padded size (bf16 elements), checked too.
+        crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k)])?;
+        Ok(())
+    }
+
+    fn pack(isa: BIsa, n: usize, k: usize, w: impl Fn(usize, usize) -> u16) -> Bf16Matrix {
+        let nr = isa.tile().1;
+        let kp = padded_k(k);
+        let elems = n.div_ceil(nr) * nr * kp;
+        let mut data = AlignedBuf::zeroed(elems / 2);
+        {
+            let s = data.as_mut_slice();
+            // SAFETY: the f32 buffer holds `elems / 2` initialised floats = `elems`
+            // u16 (elems is even because kp is); u16 has no invalid values and
+            // alignment 2 <= 64.
+            let d: &mut [u16] =
+                unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u16>(), elems) };
+            for j in 0..n {
+                for q in 0..k {
+                    d[index(nr, kp, j, q)] = w(j, q);
+                }
+            }
+        }
+        Bf16Matrix {
+            isa,
+            n,
+            k,
+            kp,
+            nr,
+            data,
+        }
+    }
+
+    /// Output features (columns of C).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features (reduction length).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `padded_k(k)`: K rounded up to even.
+    pub fn k_padded(&self) -> usize {
+        self.kp
+    }
+
+    pub fn isa(&self) -> BIsa {
+        self.isa
+    }
+
+    /// The microkernel's name, e.g. `"gemm_bf16_avx512bf16_12x32"`.
+    pub fn kernel_name(&self) -> &'static str {
+        self.isa.kernel_name()
+    }
+
+    /// Panel width NR of the layout.
+    pub fn panel_width(&self) -> usize {
+        self.nr
+    }
+
+    /// The bf16 weights unpacked back to `[n, k]` bits (tests, debugging).
+    pub fn to_bf16_bits(&self) -> Vec<u16> {
+        let d = self.elems();
+        let mut w = vec![0u16; self.n * self.k];
+        for j in 0..self.n {
+            for q in 0..self.k {
+                w[j * self.k + q] = d[index(self.nr, self.kp, j, q)];
+            }
+        }
+        w
+    }
+
+    /// The packed buffer as bf16 elements.
+    fn elems(&self) -> &[u16] {
+        let s = self.data.as_slice();
+        // SAFETY: see `pack`: `2 · s.len()` initialised u16.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u16>(), s.len() * 2) }
+    }
+}
+
+/// Element index of `W[j, q]` in the packed layout (panel, k-pair, column, half).
+#[inline]
+fn index(nr: usize, kp: usize, j: usize, q: usize) -> usize {
+    (j / nr) * kp * nr + (q / 2) * nr * 2 + (j % nr) * 2 + q % 2
+}
+
+impl std::fmt::Debug for Bf16Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bf16Matrix")
+            .field("kernel", &self.kernel_name())
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .finish()
+    }
+}
+
+/// Checks `a: [m, k]` and the epilogue against `b`.
+fn validate_call(
+    what: &str,
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    epilogue: &Epilogue,
+) -> Result<(), KernelError> {
+    if a.len() != crate::checked_len(what, &[m, b.k])? {
+        return shape_err!(
+            "{what} ({}): a has {} floats, expected m*k = {m}*{}",
+            b.kernel_name(),
+            a.len(),
+            b.k
+        );
+    }
+    validate_epilogue(epilogue, m, b.n)
+}
+
+/// `C[m, n] = epilogue(Σ_q bf16(A[i, q]) · W[j, q])` with f32 accumulation, on
+/// `b.isa()`.
+///
+/// `a: [m, k]` f32 (converted to bf16 inside, per MC-row block, into a per-thread
+/// scratch of ≤ 48 x padded_k(k) bf16), `c: [m, n]` (fully overwritten), epilogue
+/// operands as for `gemm_f32` (`bias: [n]`, `residual: [m, n]`). `m = 0` is a no-op.
+/// Single-threaded; row sub-slices (a, c and residual rows) can run on different
+/// threads with bitwise identical results (see the module docs).
+pub fn gemm_bf16(
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    validate_call("gemm_bf16", a, m, b, &epilogue)?;
+    if c.len() != crate::checked_len("gemm_bf16 c", &[m, b.n])? {
+        return shape_err!(
+            "gemm_bf16 ({}): c has {} floats, expected m*n = {m}*{}",
+            b.kernel_name(),
+            c.len(),
+            b.n
+        );
+    }
+    // SAFETY: a and epilogue validated for (m, n, k); c holds m rows of n and is
+    // exclusively borrowed.
+    unsafe { call(a, m, b, 0..b.n, c.as_mut_ptr(), b.n, epilogue) };
+    Ok(())
+}
+
+/// Output columns `cols` only: `c_block[m, cols.len()]` (its own row stride
+/// `cols.len()`) `=` those columns of [`gemm_bf16`], bitwise. `cols.start` must be a
+/// multiple of the panel width ([`Bf16Matrix::panel_width`]) or `n`, `cols.end` one
+/// too or `n`; the epilogue takes the **full** operands (`bias: [n]`, `residual:
+/// [m, n]`). The N-split for skinny calls (batch-1 queries stream the weights: two
+/// threads each stream half).
+pub fn gemm_bf16_cols(
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    cols: std::ops::Range<usize>,
+    c_block: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    validate_call("gemm_bf16_cols", a, m, b, &epilogue)?;
+    let (n, nr) = (b.n, b.nr);
+    if cols.start > cols.end
+        || cols.end > n
+        || !(cols.start.is_multiple_of(nr) || cols.start == n)
+        || !(cols.end.is_multiple_of(nr) || cols.end == n)
+    {
+        return shape_err!(
+            "gemm_bf16_cols ({}): columns {cols:?} must lie in 0..{n}, start at a multiple \
+             of NR = {nr} and end at one or at n",
+            b.kernel_name()
+        );
+    }
+    let w = cols.len();
+    if c_block.len() != crate::checked_len("gemm_bf16_cols c_block", &[m, w])? {
+        return shape_err!(
+            "gemm_bf16_cols ({}): c_block has {} floats, expected m*cols = {m}*{w}",
+            b.kernel_name(),
+            c_block.len()
+        );
+    }
+    // SAFETY: validated as above; c_block holds m rows of w at ldc = w.
+    unsafe { call(a, m, b, cols, c_block.as_mut_ptr(), w, epilogue) };
+    Ok(())
+}
+
+/// Columns `cols` of C into `c` (`m` rows at stride `ldc`, pointing at column
+/// `cols.start`).
+///
+/// # Safety
+/// `a`, epilogue validated for `(m, b.n, b.k)`; `cols` validated; `c` valid for `m`
+/// rows of `cols.len()` floats at stride `ldc`, not overlapping the inputs.
+unsafe fn call(
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    cols: std::ops::Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    if m == 0 || cols.is_empty() {
+        return;
+    }
+    match b.isa.kind() {
+        #[cfg(target_arch = "x86_64")]
+        BIsaKind::Avx512Bf16 if b.k > 0 => {
+            let job = x86::Job::new(a, m, b, cols, c, ldc, epilogue);
+            // SAFETY: per this function's contract; the token in `b` proves the ISA
+            // and the buffer is packed for its NR.
+            x86::run(&job)
+        }
+        _ => reference::gemm_unchecked(a, m, b, cols, c, ldc, epilogue),
+    }
+}

@@ -1,0 +1,185 @@
+//! The bit-exact scalar model of `vdpbf16ps` (the reference, also the
+//! `BIsaKind::Scalar` path): bf16 inputs rounded as `vcvtne2ps2bf16`, products
+//! accumulated in f32 in the hardware's order and rounding (odd element of each
+//! pair first, RNE, DAZ/FTZ), the f32 epilogue in the kernels' order, GELU in f64.
+//! See the module docs in `bgemm/mod.rs`.
+
+use super::{bf16_to_f32, f32_to_bf16, padded_k, Bf16Matrix};
+use crate::gemm::{gelu_f64, validate_epilogue, Epilogue};
+use crate::{shape_err, KernelError};
+
+/// A bf16 input as `vdpbf16ps` reads it: subnormals are (signed) zero (DAZ).
+#[inline(always)]
+fn daz(h: u16) -> f64 {
+    if h & 0x7f80 == 0 {
+        if h & 0x8000 != 0 {
+            -0.0
+        } else {
+            0.0
+        }
+    } else {
+        bf16_to_f32(h) as f64
+    }
+}
+
+/// An f32 as `vdpbf16ps` treats it: subnormals become signed zero (DAZ on the
+/// accumulator input, FTZ on every rounded sum).
+#[inline(always)]
+fn flush(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// One half-step of `vdpbf16ps`: `flush(rne_f32(acc + x·y))`. The product of two
+/// bf16 (8 significant bits each) is exact in f64 (and has f64's exponent range, as
+/// in the hardware: no intermediate overflow); the f64 sum rounded to f32 is the
+/// correctly rounded f32 sum (double rounding is innocuous for a sum of an f32 and
+/// a 16-bit-significand value: 53 >= 2·24 + 2).
+#[inline(always)]
+fn dot_step(acc: f32, x: u16, y: u16) -> f32 {
+    let p = daz(x) * daz(y);
+    flush((flush(acc) as f64 + p) as f32)
+}
+
+/// `Σ` over the pairs of `a` and `w` (both `kp` = even bf16 elements) exactly as a
+/// chain of `vdpbf16ps` from +0.0: per pair, the odd element first.
+#[inline]
+pub(crate) fn dot_pairs(a: &[u16], w: &[u16]) -> f32 {
+    debug_assert!(a.len() == w.len() && a.len() % 2 == 0);
+    let mut acc = 0.0f32;
+    for (x, y) in a.chunks_exact(2).zip(w.chunks_exact(2)) {
+        acc = dot_step(acc, x[1], y[1]);
+        acc = dot_step(acc, x[0], y[0]);
+    }
+    acc
+}
+
+/// The f32 epilogue in the kernels' order (GELU in f64). `res_row`: the residual
+/// row `i` (`n` floats) for BiasResidual.
+#[inline]
+pub(crate) fn epilogue_one(acc: f32, i: usize, j: usize, n: usize, e: &Epilogue) -> f32 {
+    match *e {
+        Epilogue::None => acc,
+        Epilogue::Bias(b) => acc + b[j],
+        Epilogue::BiasGelu(b) => gelu_f64((acc + b[j]) as f64) as f32,
+        Epilogue::BiasResidual { bias, residual } => (acc + bias[j]) + residual[i * n + j],
+    }
+}
+
+/// `a: [m, k]` -> `out: [m, padded_k(k)]` (pad 0), validated by the caller.
+pub(crate) fn convert_rows_unchecked(a: &[f32], m: usize, k: usize, out: &mut [u16]) {
+    let kp = padded_k(k);
+    for i in 0..m {
+        let o = &mut out[i * kp..(i + 1) * kp];
+        for (d, &x) in o.iter_mut().zip(&a[i * k..(i + 1) * k]) {
+            *d = f32_to_bf16(x);
+        }
+        o[k..].fill(0);
+    }
+}
+
+/// The Scalar path of `gemm_bf16` / `gemm_bf16_cols` (and `k = 0` on any path:
+/// `C = epilogue(0)`).
+///
+/// # Safety
+/// As `bgemm::call`: `c` valid for `m` rows of `cols.len()` floats at stride `ldc`,
+/// the other operands validated. `b` is Scalar-packed (NR = 1) unless `b.k == 0`.
+pub(crate) unsafe fn gemm_unchecked(
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    cols: std::ops::Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    let (n, k, kp) = (b.n, b.k, b.kp);
+    debug_assert!(k == 0 || b.nr == 1);
+    let w = b.elems();
+    let mut arow = vec![0u16; kp];
+    for i in 0..m {
+        convert_rows_unchecked(&a[i * k..(i + 1) * k], 1, k, &mut arow);
+        for (jj, j) in cols.clone().enumerate() {
+            let acc = if k == 0 {
+                0.0
+            } else {
+                dot_pairs(&arow, &w[j * kp..(j + 1) * kp])
+            };
+            *c.add(i * ldc + jj) = epilogue_one(acc, i, j, n, &epilogue);
+        }
+    }
+}
+
+/// The reference bf16 GEMM: `C[m, n] = epilogue(Σ_q bf16(A[i, q])·bf16(W[j, q]))`,
+/// `w: [n, k]` f32 rounded with [`f32_to_bf16`] like the kernels' conversion,
+/// accumulated in **f32** exactly as `vdpbf16ps` does (order and rounding: the
+/// module docs), epilogue in f32 in the kernels' order, GELU in f64. The AVX-512
+/// kernel equals it bitwise except for GELU.
+pub fn gemm_bf16_reference(
+    a: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    if w.len() != crate::checked_len("gemm_bf16_reference w", &[n, k])? {
+        return shape_err!(
+            "gemm_bf16_reference: w has {} floats, expected n*k = {n}*{k}",
+            w.len()
+        );
+    }
+    let wb: Vec<u16> = w.iter().map(|&x| f32_to_bf16(x)).collect();
+    gemm_bf16_reference_bits(a, m, &wb, n, k, c, epilogue)
+}
+
+/// [`gemm_bf16_reference`] with the weights given as bf16 bits `w: [n, k]` (as
+/// [`Bf16Matrix::from_bf16_bits`] takes them).
+pub fn gemm_bf16_reference_bits(
+    a: &[f32],
+    m: usize,
+    w: &[u16],
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<(), KernelError> {
+    if a.len() != crate::checked_len("gemm_bf16_reference a", &[m, k])? {
+        return shape_err!(
+            "gemm_bf16_reference: a has {} floats, expected m*k = {m}*{k}",
+            a.len()
+        );
+    }
+    if w.len() != crate::checked_len("gemm_bf16_reference w", &[n, k])? {
+        return shape_err!(
+            "gemm_bf16_reference: w has {} elements, expected n*k = {n}*{k}",
+            w.len()
+        );
+    }
+    if c.len() != crate::checked_len("gemm_bf16_reference c", &[m, n])? {
+        return shape_err!(
+            "gemm_bf16_reference: c has {} floats, expected m*n = {m}*{n}",
+            c.len()
+        );
+    }
+    validate_epilogue(&epilogue, m, n)?;
+    let kp = padded_k(k);
+    // Rows padded to even with a zero element, as the packed layout.
+    let mut wp = vec![0u16; n * kp];
+    for j in 0..n {
+        wp[j * kp..j * kp + k].copy_from_slice(&w[j * k..(j + 1) * k]);
+    }
+    let mut arow = vec![0u16; kp];
+    for i in 0..m {
+        convert_rows_unchecked(&a[i * k..(i + 1) * k], 1, k, &mut arow);
+        for j in 0..n {
+            let acc = dot_pairs(&arow, &wp[j * kp..(j + 1) * kp]);
+            c[i * n + j] = epilogue_one(acc, i, j, n, &epilogue);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! AVX-512 BF16 kernels: the `vdpbf16ps` microkernel and its driver, and the
+//! `vcvtne2ps2bf16` row converter. Layouts, tile and blocking: `bgemm/mod.rs`.
+//!
+//! The AVX512_BF16 intrinsics (`_mm512_dpbf16_ps`, `_mm512_cvtne2ps_pbh`, target
+//! feature `avx512bf16`) are stable since Rust 1.89 (checked with 1.95): no `asm!`.
+
+use super::{padded_k, Bf16Matrix};
+use crate::buf::AlignedBuf;
+use crate::gemm::Epilogue;
+use crate::math;
+use crate::simd::avx512::Avx512 as F512;
+use crate::simd::Simd;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Rows per full register tile.
+const MR: usize = 12;
+/// Columns per weight panel (2 zmm of f32 accumulators).
+const NR: usize = 32;
+/// f32 lanes per zmm.
+const LANES: usize = 16;
+/// Row block: the converted A rows (`MC x kp` bf16, ≤ 147 KB at k = 1536) and
+/// their C rows stay in L2 while every panel sweeps them. A multiple of MR.
+const MC: usize = 48;
+/// K pairs per slice: the B micro-panel `KCQ x NR` pairs = 24 KB, half the L1D.
+const KCQ: usize = 192;
+
+/// Epilogue operands as raw pointers, already at the call's first column.
+#[derive(Clone, Copy)]
+enum Epi {
+    None,
+    Bias(*const f32),
+    BiasGelu(*const f32),
+    /// bias, residual at (row 0, first column), row stride = the matrix's n.
+    BiasResidual(*const f32, *const f32),
+}
+
+/// One validated call: columns `[j0, j0 + n)` of `C = epi(bf16(A) · Wᵀ)`.
+pub(crate) struct Job {
+    /// A `[m, k]` f32, row stride k.
+    a: *const f32,
+    m: usize,
+    k: usize,
+    /// K pairs (`padded_k(k) / 2`).
+    kq: usize,
+    /// Columns computed.
+    n: usize,
+    /// First panel of the call, as bf16 pairs (panel stride `kq · NR` pairs).
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    /// Row stride of the residual (the matrix's n).
+    ldr: usize,
+    epi: Epi,
+}
+
+impl Job {
+    /// Raw view of a validated call (see `bgemm::call`): `cols.start` is a multiple
+    /// of NR (or n), `c` points at column `cols.start` of row 0 with stride `ldc`.
+    pub(crate) fn new(
+        a: &[f32],
+        m: usize,
+        b: &Bf16Matrix,
+        cols: std::ops::Range<usize>,
+        c: *mut f32,
+        ldc: usize,
+        epilogue: Epilogue,
+    ) -> Job {
+        let j0 = cols.start;
+        let epi = match epilogue {
+            Epilogue::None => Epi::None,
+            Epilogue::Bias(x) => Epi::Bias(x[j0..].as_ptr()),
+            Epilogue::BiasGelu(x) => Epi::BiasGelu(x[j0..].as_ptr()),
+            Epilogue::BiasResidual { bias, residual } => Epi::BiasResidual(
+                bias[j0..].as_ptr(),
+                residual[j0.min(residual.len())..].as_ptr(),
+            ),
+        };
+        let kq = b.kp / 2;
+        let pairs = b.data.as_slice();
+        debug_assert_eq!(b.nr, NR);
+        Job {
+            a: a.as_ptr(),
+            m,
+            k: b.k,
+            kq,
+            n: cols.len(),
+            // One f32 slot of the buffer = one bf16 pair.
+            b: pairs[((j0 / NR) * kq * NR).min(pairs.len())..]
+                .as_ptr()
+                .cast::<u32>(),
+            c,
+            ldc,
+            ldr: b.n,
+            epi,
+        }
+    }
+}
+
+/// One K slice of a call: pairs `q0 .. q0 + qn`.
+#[derive(Clone, Copy)]
+struct Slice {
+    q0: usize,
+    qn: usize,
+    /// First slice: chains start at +0.0 (else continue from C).
+    first: bool,
+    /// Last slice: apply the epilogue.
+    last: bool,
+}
+
+thread_local! {
+    /// Per-thread converted A block (`MC x kp` bf16), grown on first use.
+    static ABUF: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
+}
+
+/// Runs a validated job (`k >= 1`).
+///
+/// # Safety
+/// `g` describes valid memory (see `Job::new` and `bgemm::call`), C does not overlap
+/// the inputs, the matrix is packed for Avx512Bf16, and the CPU has AVX-512
+/// F/BW/VL/DQ + BF16 (the caller holds the `BIsa` token).
+pub(crate) unsafe fn run(g: &Job) {
+    ABUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        // MC rows of kq pairs (one pair per f32 slot).
+        buf.ensure_len(MC * g.kq);
+        driver(g, buf.as_mut_slice().as_mut_ptr().cast::<u32>())
+    })
+}
+
+/// The loops around the microkernel (see the module docs): row blocks of MC
+/// (converted to bf16 once) → K slices of KCQ pairs → panels → full 12-row tiles;
+/// then the block's remainder rows with the wide tiles.
+///
+/// # Safety
+/// As [`run`]; `abuf` holds `MC · kq` pairs.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")]
+unsafe fn driver(g: &Job, abuf: *mut u32) {
+    let kq = g.kq;
+    let np = g.n.div_ceil(NR);
+    // Balanced slices: K = 1536 -> 4 x 192 pairs; K = 384 -> one.
+    let nslices = kq.div_ceil(KCQ);
+    let kcq = kq.div_ceil(nslices);
+    let mut ib = 0;
+    while ib < g.m {
+        let mb = (g.m - ib).min(MC);
+        convert_rows(g.a.add(ib * g.k), mb, g.k, abuf.cast::<u16>());
+        let full = mb / MR;
+        let rem = mb - full * MR;
+        let mut q0 = 0;
+        while q0 < kq {
+            let qn = kcq.min(kq - q0);
+            let s = Slice {
+                q0,
+                qn,
+                first: q0 == 0,
+                last: q0 + qn == kq,
+            };
+            for p in 0..np {
+                for t in 0..full {
+                    tile::<MR, 2>(g, abuf, ib, t * MR, p, s);
+                }
+            }
+            if rem > 0 {
+                row_tile(g, abuf, ib, full * MR, rem, np, s);
+            }
+            q0 += qn;
+        }
+        ib += mb;
+    }
+}
+
+/// Remainder rows `r0 .. r0 + r` of the block (`r < MR`) over all panels, with a
+/// tile as wide as the registers allow so that few rows still have enough
+/// independent accumulators: 1-2 rows x 4 panels (8-16 acc + 8 B), 3 x 3 (18 + 6),
+/// 4-6 x 2 (16-24 + 4), 7-11 x 1 (14-22 + 2); leftover panels one at a time.
+#[inline(always)]
+unsafe fn row_tile(g: &Job, abuf: *const u32, ib: usize, r0: usize, r: usize, np: usize, s: Slice) {
+    match r {
+        1 => panels::<1, 8>(g, abuf, ib, r0, np, s),
+        2 => panels::<2, 8>(g, abuf, ib, r0, np, s),
+        3 => panels::<3, 6>(g, abuf, ib, r0, np, s),
+        4 => panels::<4, 4>(g, abuf, ib, r0, np, s),
+        5 => panels::<5, 4>(g, abuf, ib, r0, np, s),
+        6 => panels::<6, 4>(g, abuf, ib, r0, np, s),
+        7 => panels::<7, 2>(g, abuf, ib, r0, np, s),
+        8 => panels::<8, 2>(g, abuf, ib, r0, np, s),
+        9 => panels::<9, 2>(g, abuf, ib, r0, np, s),
+        10 => panels::<10, 2>(g, abuf, ib, r0, np, s),
+        _ => panels::<11, 2>(g, abuf, ib, r0, np, s),
+    }
+}
+
+/// Rows `r0 .. r0 + R` over every panel: groups of `V / 2` panels with the `R x V`
+/// tile, the leftover panels one at a time with `R x 2`.
+#[inline(always)]
+unsafe fn panels<const R: usize, const V: usize>(
+    g: &Job,
+    abuf: *const u32,
+    ib: usize,
+    r0: usize,
+    np: usize,
+    s: Slice,
+) {
+    let pw = V / 2;
+    let mut p = 0;
+    while p + pw <= np {
+        tile::<R, V>(g, abuf, ib, r0, p, s);
+        p += pw;
+    }
+    while p < np {
+        tile::<R, 2>(g, abuf, ib, r0, p, s);
+        p += 1;
+    }
+}
+
+#[inline(always)]
+fn mask16(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// The microkernel: block rows `r0 .. r0 + R` (C rows `ib + r0 ..`) x panels
+/// `p .. p + V/2` (columns `p·NR .. p·NR + V·16`, clipped to n at the store), K
+/// pairs of slice `s`; on the last slice the epilogue from registers.
+///
+/// Per k-pair: `V` loads of 16 weight pairs, then per row one 32-bit activation
+/// pair broadcast (`vpbroadcastd`, folded into `vdpbf16ps`'s `{1to16}` memory
+/// operand) and `V` `vdpbf16ps`: `acc[r][v] += A[2q+1]·W[2q+1]; += A[2q]·W[2q]`
+/// per lane (odd first: the hardware's order, modelled by the reference).
+#[inline(always)]
+unsafe fn tile<const R: usize, const V: usize>(
+    g: &Job,
+    abuf: *const u32,
+    ib: usize,
+    r0: usize,
+    p: usize,
+    s: Slice,
+) {
+    let kq = g.kq;
+    let pstride = kq * NR; // pairs per panel
+    let a0 = abuf.add(r0 * kq + s.q0);
+    let b0 = g.b.add(p * pstride + s.q0 * NR);
+    let i0 = ib + r0;
+    let j0 = p * NR;
+    let ncols = (g.n - j0).min(V * LANES);
+    let c0 = g.c.add(i0 * g.ldc + j0);
+
+    // Start the chains at +0.0 (first slice) or continue from C (exact f32 reload).
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    if !s.first {
+        for r in 0..R {
+            for v in 0..V {
+                if v * LANES < ncols {
+                    let nv = ncols - v * LANES;
+                    acc[r][v] = _mm512_maskz_loadu_ps(mask16(nv), c0.add(r * g.ldc + v * LANES));
+                }
+            }
+        }
+    }
+    for q in 0..s.qn {
+        let mut bv = [_mm512_setzero_si512(); V];
+        for v in 0..V {
+            // Vector v: panel v/2, half v%2 of its NR pairs at k-pair q.
+            bv[v] = _mm512_loadu_si512(b0.add((v / 2) * pstride + q * NR + (v % 2) * LANES).cast());
+        }
+        for r in 0..R {
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a0.add(r * kq + q) as i32));
+            for v in 0..V {
+                let bh: __m512bh = std::mem::transmute(bv[v]);
+                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], bh, av);
+            }
+        }
+    }
+
+    for v in 0..V {
+        if v * LANES >= ncols {
+            break;
+        }
+        let nv = (ncols - v * LANES).min(LANES);
+        let jc = v * LANES; // column within the tile
+        for r in 0..R {
+            let mut x = acc[r][v];
+            if s.last {
+                x = match g.epi {
+                    Epi::None => x,
+                    Epi::Bias(b) => F512::add(x, F512::load_n(b.add(j0 + jc), nv)),
+                    Epi::BiasGelu(b) => {
+                        math::gelu::<F512>(F512::add(x, F512::load_n(b.add(j0 + jc), nv)))
+                    }
+                    Epi::BiasResidual(b, res) => F512::add(
+                        F512::add(x, F512::load_n(b.add(j0 + jc), nv)),
+                        F512::load_n(res.add((i0 + r) * g.ldr + j0 + jc), nv),
+                    ),
+                };
+            }
+            F512::store_n(c0.add(r * g.ldc + jc), x, nv);
+        }
+    }
+}
+
+/// `a: [m, k]` f32 -> `out: [m, padded_k(k)]` bf16 bits (pad 0), 32 floats per
+/// `vcvtne2ps2bf16` (RNE, DAZ, NaN quieted: bitwise `f32_to_bf16`).
+///
+/// # Safety
+/// AVX-512 F/BW + BF16 available; `a` valid for `m·k` floats, `out` for
+/// `m·padded_k(k)` u16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")]
+pub(crate) unsafe fn convert_rows(a: *const f32, m: usize, k: usize, out: *mut u16) {
+    let kp = padded_k(k);
+    for i in 0..m {
+        let x = a.add(i * k);
+        let o = out.add(i * kp);
+        let mut q = 0;
+        while q + 32 <= k {
+            // cvtne2ps2bf16(hi, lo): the low 16 bf16 come from the second operand.
+            let lo = _mm512_loadu_ps(x.add(q));
+            let hi = _mm512_loadu_ps(x.add(q + 16));
+            let h: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(o.add(q).cast(), h);
+            q += 32;
+        }
+        if q < kp {
+            // Tail: masked loads (missing floats read as 0.0 -> bf16 0, which is also
+            // the pad element), masked store of the kp - q remaining elements.
+            let nlo = (k - q).min(16);
+            let nhi = (k - q).saturating_sub(16);
+            let lo = _mm512_maskz_loadu_ps(mask16(nlo), x.add(q));
+            let hi = _mm512_maskz_loadu_ps(mask16(nhi), x.add(q + 16));
+            let h: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            let nst = kp - q;
+            _mm512_mask_storeu_epi16(o.add(q).cast(), ((1u64 << nst) - 1) as __mmask32, h);
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! bf16 GEMM (`e5embed_kernels::bgemm`): the conversion bit for bit (vs an
+//! independent bit-level model and vs `vcvtne2ps2bf16`), the `vdpbf16ps` semantics
+//! the reference models (probed on the hardware), the kernels **bitwise** vs the
+//! scalar reference (GELU within the GELU budget), vs the f32 GEMM within the bf16
+//! rounding bound, row invariance, column ranges, and the error paths.
+//!
+//! Budgets:
+//! - kernel vs `gemm_bf16_reference`: **bitwise** (both accumulate in f32 in the
+//!   hardware's order and rounding), except BiasGelu: `GELU_ABS + GELU_REL·|ref|`.
+//! - vs the f32 GEMM: inputs rounded to 8 significant bits (unit roundoff
+//!   `U = 2^-8`): `|ã·w̃ − a·w| <= (2U + U²)·|a·w|`; plus the f32 accumulation of
+//!   both (`kp·2^-24` and `GEMM_F32_REL·sqrt(k)`, times `Σ|a·w|`) and the epilogue
+//!   roundings: see [`bf16_bound`].
+
+mod common;
+
+use common::{assert_close, rng, uniform, EPI_REL, GELU_ABS, GELU_LIPSCHITZ, GELU_REL};
+use e5embed_kernels::bgemm::{
+    bf16_to_f32, convert_rows, f32_to_bf16, gemm_bf16, gemm_bf16_cols, gemm_bf16_reference,
+    gemm_bf16_reference_bits, padded_k, BIsa, BIsaKind, Bf16Matrix,
+};
+use e5embed_kernels::gemm::{gemm_f32, PackedMatrix};
+use e5embed_kernels::{Epilogue, Isa, KernelError};
+use rand::Rng;
+
+/// Unit roundoff of bf16 (8 significant bits, round to nearest).
+const U_BF16: f64 = 1.0 / 256.0;
+/// f32 GEMM relative budget per sqrt(k) (as in tests/gemm.rs).
+const GEMM_F32_REL: f64 = common::GEMM_F32_REL;
+
+/// Independent bit-level model of `vcvtne2ps2bf16` (written from the SDM text, not
+/// from the library's integer trick): keep the top 16 bits, round the dropped 16
+/// bits to nearest with ties to the even kept value; subnormals -> signed zero; NaN
+/// -> quiet, truncated.
+fn bf16_model(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = (b >> 16) as u16 & 0x8000;
+    let exp = (b >> 23) & 0xff;
+    let man = b & 0x7f_ffff;
+    if exp == 0 {
+        return sign;
+    }
+    if exp == 0xff {
+        return if man != 0 {
+            (b >> 16) as u16 | 0x0040
+        } else {
+            (b >> 16) as u16
+        };
+    }
+    let hi = (b >> 16) as u16;
+    let dropped = b & 0xffff;
+    let up = dropped > 0x8000 || (dropped == 0x8000 && hi & 1 == 1);
+    // A carry out of the mantissa bumps the exponent (0x7f7f + 1 = 0x7f80 = inf).
+    if up {
+        hi + 1
+    } else {
+        hi
+    }
+}
+
+/// Bit patterns covering every sign/exponent/top-mantissa combination with the
+/// low 16 bits at the rounding-relevant values (0, 1, just below/at/above the tie,
+/// all ones), plus the special values and random patterns.
+fn patterns() -> Vec<f32> {
+    let mut v = Vec::new();
+    for hi in 0..=0xffffu32 {
+        for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
+            v.push(f32::from_bits(hi << 16 | lo));
+        }
+    }
+    let mut r = rng(7);
+    for _ in 0..200_000 {
+        v.push(f32::from_bits(r.gen()));
+    }
+    v.extend([
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        f32::from_bits(0x007f_ffff),
+        f32::from_bits(0x8000_0001),
+        1.0,
+        -1.0,
+    ]);
+    v
+}
+
+#[test]
+fn f32_to_bf16_matches_bit_model() {
+    for x in patterns() {
+        assert_eq!(
+            f32_to_bf16(x),
+            bf16_model(x),
+            "x = {x:e} ({:#010x})",
+            x.to_bits()
+        );
+    }
+    // Named cases: ties to even, overflow to inf, subnormals, NaN quieting.
+    let cases: [(u32, u16); 12] = [
+        (0x3f80_8000, 0x3f80), // tie, even kept
+        (0x3f81_8000, 0x3f82), // tie, odd -> up
+        (0x3f80_8001, 0x3f81), // above the tie
+        (0x3f80_7fff, 0x3f80), // below the tie
+        (0x7f7f_ffff, 0x7f80), // f32::MAX rounds to +inf
+        (0xff7f_ffff, 0xff80), // f32::MIN to -inf
+        (0x7f80_0000, 0x7f80), // +inf
+        (0x0040_0000, 0x0000), // subnormal -> +0
+        (0x8040_0000, 0x8000), // -subnormal -> -0
+        (0x007f_ffff, 0x0000), // largest subnormal -> 0 (not min normal)
+        (0x7f80_0001, 0x7fc0), // signalling NaN -> quiet
+        (0xffc1_2345, 0xffc1), // NaN truncated, sign kept
+    ];
+    for (x, want) in cases {
+        assert_eq!(f32_to_bf16(f32::from_bits(x)), want, "{x:#010x}");
+    }
+    // bf16 -> f32 -> bf16 is the identity on non-NaN, non-subnormal patterns.
+    for h in 0..=0xffffu16 {
+        let f = bf16_to_f32(h);
+        if !f.is_nan() && !f.is_subnormal() {
+            assert_eq!(f32_to_bf16(f), h);
+        }
+    }
+}
+
+#[test]
+fn convert_rows_bit_exact_on_every_bisa() {
+    let xs = patterns();
+    for isa in BIsa::available() {
+        // Row lengths hitting the 32-wide body, the masked tail and odd k.
+        for k in [1usize, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 384] {
+            let m = 7;
+            let a: Vec<f32> = xs.iter().cycle().skip(k * 13).take(m * k).copied().collect();
+            let kp = padded_k(k);
+            let mut out = vec![0xdead; m * kp];
+            convert_rows(isa, &a, m, k, &mut out).unwrap();
+            for i in 0..m {
+                for q in 0..kp {
+                    let want = if q < k { f32_to_bf16(a[i * k + q]) } else { 0 };
+                    assert_eq!(out[i * kp + q], want, "{isa} k={k} row {i} col {q}");
+                }
+            }
+        }
+        // Every pattern once, as one long row.
+        let k = xs.len();
+        let mut out = vec![0u16; padded_k(k)];
+        convert_rows(isa, &xs, 1, k, &mut out).unwrap();
+        for (q, &x) in xs.iter().enumerate() {
+            assert_eq!(out[q], f32_to_bf16(x), "{isa} {x:e} ({:#010x})", x.to_bits());
+        }
+    }
+}
+
+/// `bf16(a)·w` for 1 x 1 x k through every BIsa, with weights given as bits.
+fn dot_all(a: &[f32], w: &[u16]) -> Vec<(BIsa, f32)> {
+    let k = a.len();
+    let mut want = [0f32];
+    gemm_bf16_reference_bits(a, 1, w, 1, k, &mut want, Epilogue::None).unwrap();
+    let mut out = vec![(BIsa::scalar(), want[0])];
+    for isa in BIsa::available() {
+        let b = Bf16Matrix::from_bf16_bits(isa, w, 1, k).unwrap();
+        let mut c = [f32::NAN];
+        gemm_bf16(a, 1, &b, &mut c, Epilogue::None).unwrap();
+        out.push((isa, c[0]));
+    }
+    out
+}
+
+fn bf(x: f32) -> u16 {
+    f32_to_bf16(x)
+}
+
+/// The accumulation semantics of `vdpbf16ps` the reference models, probed on the
+/// hardware: per pair the odd element is added first, each add rounded (RNE)
+/// separately. `a = [e, o]` (exactly representable in bf16), `w = [1, 1]`-like.
+#[test]
+fn dot_semantics_order_and_rounding() {
+    let t = 2f32.powi(-24);
+    // 1 + x, then two tiny products: 1·1 + 1.5·2^-24 (even) + 2^-24 (odd).
+    // Odd first: 1 + 2^-24 = 1 (tie, even), + 1.5·2^-24 -> 1 + 2^-23.
+    // (Even first would give 1 + 2^-22; a fused sum 1 + 2^-23 + 2^-25 -> 1 + 2^-23
+    // too, so the next case separates the two.)
+    let k1 = [1.0f32, 0.0, 1.5 * t, t];
+    let w1 = [bf(1.0), bf(1.0), bf(1.0), bf(1.0)];
+    // a = [1, 0 | 2^-24, 1.5·2^-24]: odd first: 1 + 1.5·2^-24 -> 1 + 2^-23, then
+    // + 2^-24 = tie -> 1 + 2^-22 (even). Fused: 1 + 2.5·2^-24 -> 1 + 2^-23.
+    let k2 = [1.0f32, 0.0, t, 1.5 * t];
+    // Two separate roundings: 1 + 2^-24 + 2^-24 = 1 (fused would be 1 + 2^-23).
+    let k3 = [1.0f32, 0.0, t, t];
+    for (a, want) in [
+        (&k1, 1.0 + 2f32.powi(-23)),
+        (&k2, 1.0 + 2f32.powi(-22)),
+        (&k3, 1.0),
+    ] {
+        for (isa, got) in dot_all(a, &w1) {
+            assert_eq!(got, want, "{isa} a={a:?}");
+        }
+    }
+}
+
+/// DAZ/FTZ and the unbounded product exponent, probed on the hardware.
+#[test]
+fn dot_semantics_denormals_and_range() {
+    let mn = f32::MIN_POSITIVE; // 2^-126
+    let one = bf(1.0);
+    // Intermediate flush: acc = 1.5·mn (from pair 0), odd product −mn -> 0.5·mn
+    // (subnormal) -> 0, then + mn = mn.
+    let a = [1.5 * mn, 0.0, mn, -mn];
+    let w = [one, 0, one, one];
+    for (isa, got) in dot_all(&a, &w) {
+        assert_eq!(got, mn, "{isa} intermediate FTZ");
+    }
+    // A product below the f32 normal range is not flushed before the add:
+    // mn + 2^-70·2^-70 = mn + 2^-140 exactly.
+    let s = 2f32.powi(-70);
+    let a = [mn, 0.0, s, 0.0];
+    let w = [one, 0, bf(s), 0];
+    for (isa, got) in dot_all(&a, &w) {
+        assert_eq!(got, mn + 2f32.powi(-140), "{isa} tiny product");
+    }
+    // ... and a product beyond f32::MAX does not overflow before the add:
+    // −big + 2^64·2^64 = 2^128 − (2 − 2^-7)·2^127 = 2^120 (big = the largest bf16).
+    let g = 2f32.powi(64);
+    let big = bf16_to_f32(0x7f7f);
+    let a = [-big, 0.0, g, 0.0];
+    let w = [one, 0, bf(g), 0];
+    for (isa, got) in dot_all(&a, &w) {
+        assert_eq!(got, 2f32.powi(120), "{isa} wide product exponent");
+    }
+    // bf16 subnormal weights count as zero (DAZ).
+    let a = [1.0f32, 0.0];
+    let w = [0x0001u16, 0];
+    for (isa, got) in dot_all(&a, &w) {
+        assert_eq!(got, 0.0, "{isa} DAZ");
+    }
+    // inf·0 = NaN.
+    let a = [f32::INFINITY, 0.0];
+    let w = [0u16, 0];
+    for (isa, got) in dot_all(&a, &w) {
+        assert!(got.is_nan(), "{isa} inf*0");
+    }
+}
+
+fn epilogues<'a>(bias: &'a [f32], res: &'a [f32]) -> [(&'static str, Epilogue<'a>); 4] {
+    [
+        ("none", Epilogue::None),
+        ("bias", Epilogue::Bias(bias)),
+        ("gelu", Epilogue::BiasGelu(bias)),
+        (
+            "residual",
+            Epilogue::BiasResidual {
+                bias,
+                residual: res,
+            },
+        ),
+    ]
+}
+
+/// Kernel output vs the reference: bitwise, GELU within its budget.
+fn check_vs_reference(what: &str, got: &[f32], want: &[f32], gelu: bool) {
+    if gelu {
+        assert_close(what, got, want, |i| GELU_ABS + GELU_REL * want[i].abs() as f64);
+    } else {
+        for i in 0..got.len() {
+            assert!(
+                got[i].to_bits() == want[i].to_bits() || (got[i].is_nan() && want[i].is_nan()),
+                "{what}: element {i}: got {} want {} (not bitwise)",
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
+
+fn run_vs_reference(isa: BIsa, m: usize, n: usize, k: usize, which: &[&str], seed: u64) {
+    let mut r = rng(seed);
+    let a = uniform(&mut r, m * k, -1.0, 1.0);
+    let w = uniform(&mut r, n * k, -1.0, 1.0);
+    let bias = uniform(&mut r, n, -1.0, 1.0);
+    let res = uniform(&mut r, m * n, -1.0, 1.0);
+    let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+    for (name, epi) in epilogues(&bias, &res) {
+        if !which.contains(&name) {
+            continue;
+        }
+        let mut want = vec![0f32; m * n];
+        gemm_bf16_reference(&a, m, &w, n, k, &mut want, epi).unwrap();
+        let mut got = vec![f32::NAN; m * n];
+        gemm_bf16(&a, m, &b, &mut got, epi).unwrap();
+        check_vs_reference(
+            &format!("{isa} m={m} n={n} k={k} {name}"),
+            &got,
+            &want,
+            name == "gelu",
+        );
+    }
+}
+
+const ALL_EPI: [&str; 4] = ["none", "bias", "gelu", "residual"];
+
+#[test]
+fn gemm_vs_reference_small_shapes() {
+    for isa in BIsa::available() {
+        for &(n, k) in &[(1usize, 1usize), (7, 5), (17, 33), (33, 17), (64, 2), (100, 3)] {
+            for &m in &[0usize, 1, 2, 7, 12, 13, 17, 33, 49, 128] {
+                run_vs_reference(isa, m, n, k, &ALL_EPI, (m * 1000 + n * 10 + k) as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_vs_reference_model_shapes() {
+    // Trimmed: every model (n, k), m across the tile/block edges; Scalar only on
+    // the smallest m (it is the reference's own arithmetic).
+    for isa in BIsa::available() {
+        let ms: &[usize] = if isa.kind() == BIsaKind::Scalar {
+            &[1]
+        } else {
+            &[1, 2, 7, 17, 33, 128, 385]
+        };
+        for &(n, k, epi) in &[
+            (1152usize, 384usize, "bias"),
+            (384, 384, "residual"),
+            (1536, 384, "gelu"),
+            (384, 1536, "residual"),
+        ] {
+            for &m in ms {
+                // Big m on the two cheaper shapes only (the scalar reference is slow).
+                if m > 128 && n * k > 384 * 384 {
+                    continue;
+                }
+                run_vs_reference(isa, m, n, k, &[epi, "none"], (m + n + k) as u64);
+            }
+        }
+        if isa.kind() != BIsaKind::Scalar {
+            run_vs_reference(isa, 383, 384, 1536, &["bias"], 11);
+        }
+    }
+}
+
+/// Rigorous bound for `|bf16 result − f32 GEMM|` per element (see the file docs):
+/// `(2U + U² + (kp + 2)·2^-24 + GEMM_F32_REL·sqrt(k))·Σ|a·w|`, plus the epilogue
+/// roundings of both (`EPI_REL·(|bias| + |residual| + |c|)`), through GELU's
+/// Lipschitz constant, plus the GELU budget of both.
+fn bf16_bound(sum_abs: f64, k: usize, epi_scale: f64, gelu: bool) -> f64 {
+    let kp = padded_k(k) as f64;
+    let dot = (2.0 * U_BF16 + U_BF16 * U_BF16 + (kp + 2.0) * 2f64.powi(-24))
+        + GEMM_F32_REL * (k as f64).sqrt();
+    let pre = dot * sum_abs * 1.01 + 2.0 * EPI_REL * epi_scale;
+    if gelu {
+        GELU_LIPSCHITZ * pre + 2.0 * (GELU_ABS + GELU_REL * epi_scale)
+    } else {
+        pre
+    }
+}
+
+#[test]
+fn gemm_vs_f32_gemm_within_bf16_bound() {
+    let fisa = Isa::best();
+    for isa in BIsa::available() {
+        for &(m, n, k) in &[
+            (17usize, 33usize, 17usize),
+            (33, 384, 384),
+            (12, 1152, 384),
+            (7, 384, 1536),
+            (5, 1536, 384),
+        ] {
+            let mut r = rng((m * n + k) as u64);
+            let a = uniform(&mut r, m * k, -1.0, 1.0);
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let bias = uniform(&mut r, n, -1.0, 1.0);
+            let res = uniform(&mut r, m * n, -1.0, 1.0);
+            let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+            let pf = PackedMatrix::pack(fisa, &w, n, k).unwrap();
+            // Σ_q |a·w| per element.
+            let mut sabs = vec![0f64; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    sabs[i * n + j] = (0..k)
+                        .map(|q| (a[i * k + q] as f64 * w[j * k + q] as f64).abs())
+                        .sum();
+                }
+            }
+            for (name, epi) in epilogues(&bias, &res) {
+                let mut want = vec![0f32; m * n];
+                gemm_f32(&a, m, &pf, &mut want, epi).unwrap();
+                let mut got = vec![0f32; m * n];
+                gemm_bf16(&a, m, &b, &mut got, epi).unwrap();
+                assert_close(
+                    &format!("{isa} vs f32 m={m} n={n} k={k} {name}"),
+                    &got,
+                    &want,
+                    |i| {
+                        let (row, j) = (i / n, i % n);
+                        let scale = match name {
+                            "none" => 0.0,
+                            "residual" => bias[j].abs() as f64 + res[row * n + j].abs() as f64,
+                            _ => bias[j].abs() as f64,
+                        } + want[i].abs() as f64;
+                        bf16_bound(sabs[i], k, scale, name == "gelu")
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn from_f32_equals_from_bits_and_roundtrips() {
+    let mut r = rng(3);
+    let (n, k) = (45, 37);
+    let w = uniform(&mut r, n * k, -3.0, 3.0);
+    let bits: Vec<u16> = w.iter().map(|&x| f32_to_bf16(x)).collect();
+    for isa in BIsa::available() {
+        let b1 = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+        let b2 = Bf16Matrix::from_bf16_bits(isa, &bits, n, k).unwrap();
+        assert_eq!(b1.to_bf16_bits(), bits);
+        assert_eq!(b2.to_bf16_bits(), bits);
+        assert_eq!((b1.n(), b1.k(), b1.k_padded()), (n, k, 38));
+        assert_eq!(b1.kernel_name(), isa.kernel_name());
+        assert_eq!(b1.panel_width(), isa.tile().1);
+    }
+}
+
+/// A row's result does not depend on m, its position or the chunking; column
+/// ranges equal the full call; the Scalar path equals AVX-512 (but GELU).
+#[test]
+fn bitwise_row_invariance_and_columns() {
+    let mut r = rng(5);
+    for &(n, k) in &[(384usize, 384usize), (100, 1536), (70, 33)] {
+        let m = 61;
+        let a = uniform(&mut r, m * k, -1.0, 1.0);
+        let w = uniform(&mut r, n * k, -1.0, 1.0);
+        let bias = uniform(&mut r, n, -1.0, 1.0);
+        let res = uniform(&mut r, m * n, -1.0, 1.0);
+        for isa in BIsa::available() {
+            let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+            for (name, epi) in epilogues(&bias, &res) {
+                let mut full = vec![0f32; m * n];
+                gemm_bf16(&a, m, &b, &mut full, epi).unwrap();
+                for chunk in [1usize, 5, 12, 13, 24, 50] {
+                    let mut got = vec![0f32; m * n];
+                    let mut lo = 0;
+                    while lo < m {
+                        let hi = (lo + chunk).min(m);
+                        let e = match epi {
+                            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
+                                bias,
+                                residual: &residual[lo * n..hi * n],
+                            },
+                            e => e,
+                        };
+                        gemm_bf16(&a[lo * k..hi * k], hi - lo, &b, &mut got[lo * n..hi * n], e)
+                            .unwrap();
+                        lo = hi;
+                    }
+                    assert!(
+                        got.iter().zip(&full).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa} n={n} k={k} {name} chunk={chunk}"
+                    );
+                }
+                // Column ranges on panel boundaries.
+                let nr = b.panel_width();
+                let mid = (n / 2).div_ceil(nr) * nr;
+                for cols in [0..mid.min(n), mid.min(n)..n, 0..n] {
+                    let wdt = cols.len();
+                    let mut blk = vec![0f32; m * wdt];
+                    gemm_bf16_cols(&a, m, &b, cols.clone(), &mut blk, epi).unwrap();
+                    for i in 0..m {
+                        for (jj, j) in cols.clone().enumerate() {
+                            assert_eq!(
+                                blk[i * wdt + jj].to_bits(),
+                                full[i * n + j].to_bits(),
+                                "{isa} cols {cols:?} {name} ({i}, {j})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Scalar vs the best path: bitwise (not GELU).
+        let best = BIsa::best();
+        if best.kind() != BIsaKind::Scalar {
+            let bs = Bf16Matrix::from_f32(BIsa::scalar(), &w, n, k).unwrap();
+            let bb = Bf16Matrix::from_f32(best, &w, n, k).unwrap();
+            let mut cs = vec![0f32; m * n];
+            let mut cb = vec![0f32; m * n];
+            let epi = Epilogue::BiasResidual {
+                bias: &bias,
+                residual: &res,
+            };
+            gemm_bf16(&a, m, &bs, &mut cs, epi).unwrap();
+            gemm_bf16(&a, m, &bb, &mut cb, epi).unwrap();
+            assert!(cs.iter().zip(&cb).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+}
+
+#[test]
+fn k_zero_is_epilogue_of_zero() {
+    for isa in BIsa::available() {
+        let b = Bf16Matrix::from_f32(isa, &[], 3, 0).unwrap();
+        let bias = [1.0f32, -2.0, 0.5];
+        let res = [1.0f32; 6];
+        let mut c = [f32::NAN; 6];
+        gemm_bf16(
+            &[],
+            2,
+            &b,
+            &mut c,
+            Epilogue::BiasResidual {
+                bias: &bias,
+                residual: &res,
+            },
+        )
+        .unwrap();
+        assert_eq!(c, [2.0, -1.0, 1.5, 2.0, -1.0, 1.5]);
+    }
+}
+
+#[test]
+fn error_paths() {
+    let isa = BIsa::best();
+    let shape = |r: Result<(), KernelError>| matches!(r, Err(KernelError::Shape(_)));
+    assert!(matches!(
+        Bf16Matrix::from_f32(isa, &[0.0; 5], 2, 3),
+        Err(KernelError::Shape(_))
+    ));
+    assert!(matches!(
+        Bf16Matrix::from_bf16_bits(isa, &[0; 7], 2, 3),
+        Err(KernelError::Shape(_))
+    ));
+    assert!(matches!(
+        Bf16Matrix::from_f32(isa, &[], usize::MAX, 2),
+        Err(KernelError::Shape(_))
+    ));
+    let b = Bf16Matrix::from_f32(isa, &[0.5; 6], 2, 3).unwrap();
+    let a = [1.0f32; 6];
+    let mut c = [0f32; 4];
+    assert!(shape(gemm_bf16(&a[..5], 2, &b, &mut c, Epilogue::None)));
+    assert!(shape(gemm_bf16(&a, 2, &b, &mut c[..3], Epilogue::None)));
+    assert!(shape(gemm_bf16(&a, 2, &b, &mut c, Epilogue::Bias(&[0.0]))));
+    assert!(shape(gemm_bf16(&a, 2, &b, &mut c, Epilogue::BiasGelu(&[0.0; 3]))));
+    assert!(shape(gemm_bf16(
+        &a,
+        2,
+        &b,
+        &mut c,
+        Epilogue::BiasResidual {
+            bias: &[0.0; 2],
+            residual: &[0.0; 3]
+        }
+    )));
+    assert!(shape(gemm_bf16(&a, usize::MAX, &b, &mut c, Epilogue::None)));
+    gemm_bf16(&a, 2, &b, &mut c, Epilogue::None).unwrap();
+    assert_eq!(c, [1.5; 4]);
+    // Column ranges must start on a panel.
+    if b.panel_width() > 1 {
+        let mut blk = [0f32; 2];
+        assert!(shape(gemm_bf16_cols(&a, 2, &b, 1..2, &mut blk, Epilogue::None)));
+    }
+    let mut blk = [0f32; 4];
+    assert!(shape(gemm_bf16_cols(&a, 2, &b, 0..3, &mut blk, Epilogue::None)));
+    // Converter and reference lengths.
+    let mut out = [0u16; 3];
+    assert!(shape(convert_rows(isa, &[1.0; 3], 1, 3, &mut out)));
+    assert!(shape(gemm_bf16_reference(
+        &a,
+        2,
+        &[0.0; 5],
+        2,
+        3,
+        &mut c,
+        Epilogue::None
+    )));
+    // ISA names.
+    assert!(matches!(
+        BIsa::from_name("avx9000"),
+        Err(KernelError::UnknownIsa(_))
+    ));
+    assert_eq!(BIsa::from_name("scalar").unwrap(), BIsa::scalar());
+    assert_eq!(BIsa::from_name("").unwrap(), BIsa::best());
+    let has = BIsa::new(BIsaKind::Avx512Bf16).is_some();
+    assert_eq!(BIsa::from_name("bf16").is_ok(), has);
+    assert_eq!(
+        has,
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    );
+}
