@@ -135,7 +135,13 @@ fn convert_rows_bit_exact_on_every_bisa() {
         // Row lengths hitting the 32-wide body, the masked tail and odd k.
         for k in [1usize, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 384] {
             let m = 7;
-            let a: Vec<f32> = xs.iter().cycle().skip(k * 13).take(m * k).copied().collect();
+            let a: Vec<f32> = xs
+                .iter()
+                .cycle()
+                .skip(k * 13)
+                .take(m * k)
+                .copied()
+                .collect();
             let kp = padded_k(k);
             let mut out = vec![0xdead; m * kp];
             convert_rows(isa, &a, m, k, &mut out).unwrap();
@@ -151,7 +157,12 @@ fn convert_rows_bit_exact_on_every_bisa() {
         let mut out = vec![0u16; padded_k(k)];
         convert_rows(isa, &xs, 1, k, &mut out).unwrap();
         for (q, &x) in xs.iter().enumerate() {
-            assert_eq!(out[q], f32_to_bf16(x), "{isa} {x:e} ({:#010x})", x.to_bits());
+            assert_eq!(
+                out[q],
+                f32_to_bf16(x),
+                "{isa} {x:e} ({:#010x})",
+                x.to_bits()
+            );
         }
     }
 }
@@ -264,7 +275,9 @@ fn epilogues<'a>(bias: &'a [f32], res: &'a [f32]) -> [(&'static str, Epilogue<'a
 /// Kernel output vs the reference: bitwise, GELU within its budget.
 fn check_vs_reference(what: &str, got: &[f32], want: &[f32], gelu: bool) {
     if gelu {
-        assert_close(what, got, want, |i| GELU_ABS + GELU_REL * want[i].abs() as f64);
+        assert_close(what, got, want, |i| {
+            GELU_ABS + GELU_REL * want[i].abs() as f64
+        });
     } else {
         for i in 0..got.len() {
             assert!(
@@ -306,7 +319,14 @@ const ALL_EPI: [&str; 4] = ["none", "bias", "gelu", "residual"];
 #[test]
 fn gemm_vs_reference_small_shapes() {
     for isa in BIsa::available() {
-        for &(n, k) in &[(1usize, 1usize), (7, 5), (17, 33), (33, 17), (64, 2), (100, 3)] {
+        for &(n, k) in &[
+            (1usize, 1usize),
+            (7, 5),
+            (17, 33),
+            (33, 17),
+            (64, 2),
+            (100, 3),
+        ] {
             for &m in &[0usize, 1, 2, 7, 12, 13, 17, 33, 49, 128] {
                 run_vs_reference(isa, m, n, k, &ALL_EPI, (m * 1000 + n * 10 + k) as u64);
             }
@@ -461,7 +481,9 @@ fn bitwise_row_invariance_and_columns() {
                         lo = hi;
                     }
                     assert!(
-                        got.iter().zip(&full).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        got.iter()
+                            .zip(&full)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
                         "{isa} n={n} k={k} {name} chunk={chunk}"
                     );
                 }
@@ -546,7 +568,13 @@ fn error_paths() {
     assert!(shape(gemm_bf16(&a[..5], 2, &b, &mut c, Epilogue::None)));
     assert!(shape(gemm_bf16(&a, 2, &b, &mut c[..3], Epilogue::None)));
     assert!(shape(gemm_bf16(&a, 2, &b, &mut c, Epilogue::Bias(&[0.0]))));
-    assert!(shape(gemm_bf16(&a, 2, &b, &mut c, Epilogue::BiasGelu(&[0.0; 3]))));
+    assert!(shape(gemm_bf16(
+        &a,
+        2,
+        &b,
+        &mut c,
+        Epilogue::BiasGelu(&[0.0; 3])
+    )));
     assert!(shape(gemm_bf16(
         &a,
         2,
@@ -563,10 +591,24 @@ fn error_paths() {
     // Column ranges must start on a panel.
     if b.panel_width() > 1 {
         let mut blk = [0f32; 2];
-        assert!(shape(gemm_bf16_cols(&a, 2, &b, 1..2, &mut blk, Epilogue::None)));
+        assert!(shape(gemm_bf16_cols(
+            &a,
+            2,
+            &b,
+            1..2,
+            &mut blk,
+            Epilogue::None
+        )));
     }
     let mut blk = [0f32; 4];
-    assert!(shape(gemm_bf16_cols(&a, 2, &b, 0..3, &mut blk, Epilogue::None)));
+    assert!(shape(gemm_bf16_cols(
+        &a,
+        2,
+        &b,
+        0..3,
+        &mut blk,
+        Epilogue::None
+    )));
     // Converter and reference lengths.
     let mut out = [0u16; 3];
     assert!(shape(convert_rows(isa, &[1.0; 3], 1, 3, &mut out)));

@@ -48,7 +48,7 @@ fn dot_step(acc: f32, x: u16, y: u16) -> f32 {
 /// chain of `vdpbf16ps` from +0.0: per pair, the odd element first.
 #[inline]
 pub(crate) fn dot_pairs(a: &[u16], w: &[u16]) -> f32 {
-    debug_assert!(a.len() == w.len() && a.len() % 2 == 0);
+    debug_assert!(a.len() == w.len() && a.len().is_multiple_of(2));
     let mut acc = 0.0f32;
     for (x, y) in a.chunks_exact(2).zip(w.chunks_exact(2)) {
         acc = dot_step(acc, x[1], y[1]);
