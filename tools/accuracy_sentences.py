@@ -199,8 +199,9 @@ def docstring_paragraphs() -> list[tuple[str, str]]:
         for node in nodes:
             doc = ast.get_docstring(node, clean=True)
             if doc:
-                name = getattr(node, "name", "")
-                out += [(f"doc:{mod}:{name}", p) for p in paragraphs(doc)]
+                # One source per docstring (the line number tells same-named methods apart).
+                where = f"{node.name}@{node.lineno}" if hasattr(node, "name") else "module"
+                out += [(f"doc:{mod}:{where}", p) for p in paragraphs(doc)]
     return out
 
 
@@ -257,6 +258,7 @@ def template_sentences(n: int, rng: random.Random) -> list[str]:
     while len(out) < n:
         t = rng.choice(TEMPLATES)
         s = re.sub(r"\{(\w+)\}", lambda m: rng.choice(WORDS[m.group(1)]), t)
+        s = re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", s)  # "a empty one" -> "an empty one"
         out[s[0].upper() + s[1:]] = None
     return list(out)
 
@@ -296,7 +298,8 @@ def candidates() -> tuple[list[Candidate], dict]:
     for src, para in paras + docs + [(f"fixture:{i}", t) for i, t in enumerate(fixtures)]:
         by_source.setdefault(src, []).extend(split_sentences(clean_markup(para)))
     for src in sorted(by_source):
-        sents = [s for s in by_source[src] if plausible_english(s)]
+        # Plausible sentences, each once per source (docstrings of overloads repeat themselves).
+        sents = list(dict.fromkeys(s for s in by_source[src] if plausible_english(s)))
         ids = [sentence_id.setdefault(s, len(sentence_id)) for s in sents]
         for i, s in enumerate(sents):
             cands.append(Candidate(s, (ids[i],)))
