@@ -40,10 +40,22 @@ fn rss_stays_flat_across_calls_with_random_lengths() {
             })
             .collect()
     };
-    // Warm-up: a few calls, including a full token budget.
+    // Warm-up: a few calls, and one that fills the whole token budget with the longest texts
+    // (it reaches the largest per-thread kernel scratch too).
     for _ in 0..5 {
         e.embed_tokens(&make_call(&mut rnd)).unwrap();
     }
+    let full: Vec<Tokens> = (0..e.max_batch_tokens() / max_len)
+        .map(|_| Tokens {
+            ids: [101]
+                .into_iter()
+                .chain(vec![2000u32; max_len - 2])
+                .chain([102])
+                .collect(),
+            truncated: false,
+        })
+        .collect();
+    e.embed_tokens(&full).unwrap();
     let words: Vec<String> = (0..64).map(|i| format!("word{i} ")).collect();
     e.embed(&[words.concat()]).unwrap();
     let before = e5embed::mem::rss_bytes().expect("/proc/self/status");

@@ -437,6 +437,13 @@ pub struct Scratch {
     q: QScratch,
 }
 
+/// A buffer whose pages are all touched now, so the process's RSS does not creep up later as
+/// larger batches first reach them. Filled with NaN, a poison value: every op writes its
+/// output before anything reads it, and a bug that read stale scratch would show as NaN.
+fn resident(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
+
 /// Quantized activations of one GEMM input (int8 precision only): `[tokens, padded k]` u8
 /// rows and their per-token scales.
 #[derive(Default)]
@@ -448,10 +455,11 @@ struct QScratch {
 impl QScratch {
     fn ensure(&mut self, tokens: usize, row_bytes: usize) {
         if self.bytes.len() < tokens * row_bytes {
-            self.bytes = vec![0; tokens * row_bytes];
+            // Non-zero fill: touches every page now (see `resident`).
+            self.bytes = vec![0x5a; tokens * row_bytes];
         }
         if self.scales.len() < tokens {
-            self.scales = vec![0.0; tokens];
+            self.scales = resident(tokens);
         }
     }
 }
@@ -461,11 +469,11 @@ impl Scratch {
     /// (no-op when they already do).
     fn ensure(&mut self, tokens: usize, hidden: usize, work_width: usize) {
         if self.x.len() < tokens * hidden {
-            self.x = vec![0.0; tokens * hidden];
-            self.x1 = vec![0.0; tokens * hidden];
+            self.x = resident(tokens * hidden);
+            self.x1 = resident(tokens * hidden);
         }
         if self.work.len() < tokens * work_width {
-            self.work = vec![0.0; tokens * work_width];
+            self.work = resident(tokens * work_width);
         }
     }
 
