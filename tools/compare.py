@@ -112,7 +112,7 @@ class Guard:
                 why = "rustc is running" if building else f"other processes use {others:.1f} cores"
                 log(f"waiting for a quiet machine ({why}; {waited:.0f} s so far)")
                 next_note = waited + 60
-            time.sleep(3)
+            time.sleep(1)
 
     @contextmanager
     def _lock(self):
@@ -125,9 +125,10 @@ class Guard:
 
     def measure(self, what: str, fn):
         for attempt in range(self.retries + 1):
-            self.wait_quiet()
+            # Lock first, then wait for quiet: the other benches queue on the lock behind us
+            # instead of taking every quiet moment first (waiting outside the lock starves).
             with self._lock():
-                self.wait_quiet()  # someone may have started a build while we waited for the lock
+                self.wait_quiet()
                 b0, o0, t0 = _cpu_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
                 value = fn()
                 wall = time.perf_counter() - t0
