@@ -16,7 +16,7 @@ Workloads (one Markdown table row each):
     e5embed runs `bench --corpus` its own way (token-budget batches without padding).
 
 Method: every timed call runs under an exclusive flock on /tmp/e5embed-bench.lock (shared with the
-other engineers' benches), never while rustc runs, and is repeated (up to --retries times) when
+other engineers' benches), taken before waiting for a quiet machine, never while rustc runs, and is repeated (up to --retries times) when
 other processes used more than a tenth of a core meanwhile (/proc/stat minus our own CPU time).
 An unreported calibration round fixes each workload's iteration count (the same for every
 engine), then --rounds rounds go over all workloads, with every engine measured back to back
