@@ -47,8 +47,16 @@ fn embeddings_are_bitwise_batch_invariant() {
                 );
             }
         }
-        // Reversed and rotated orders: results follow the input order, bit for bit.
+        // Each text alone on 2 threads (skinny column split, attention head split).
         let e2 = load(isa, 2, None);
+        for (i, t) in texts.iter().enumerate() {
+            assert!(
+                e2.embed(&[t]).unwrap().vectors[0] == alone[i],
+                "{}: text {i} alone on 2 threads",
+                isa.name()
+            );
+        }
+        // Reversed and rotated orders: results follow the input order, bit for bit.
         let mut rev = texts.clone();
         rev.reverse();
         let out = e2.embed(&rev).unwrap();

@@ -3,7 +3,7 @@
 //! LayerNorm) runs once over it, split by rows across the thread pool; attention runs per text
 //! over its own tokens only, so no mask is needed and no FLOP is spent on padding.
 
-use e5embed_kernels::gemm::{gemm_f32, PackedMatrix};
+use e5embed_kernels::gemm::PackedMatrix;
 use e5embed_kernels::qgemm::{self, QIsa, QuantizedMatrix};
 use e5embed_kernels::{attention, ew, Epilogue, Isa};
 use rayon::prelude::*;
@@ -141,25 +141,22 @@ fn rows_per_task(m: usize, threads: usize, mr: usize) -> usize {
 
 /// `c[m, n] = a[m, k] · Wᵀ` + epilogue, rows split across the current rayon pool.
 fn par_gemm(a: &[f32], m: usize, w: &PackedMatrix, c: &mut [f32], epi: Epi<'_>) -> Result<()> {
-    let (n, k) = (w.n(), w.k());
-    let (mr, _) = e5embed_kernels::gemm::tile(w.isa());
-    let per = rows_per_task(m, rayon::current_num_threads(), mr);
-    c[..m * n]
-        .par_chunks_mut(per * n)
-        .enumerate()
-        .try_for_each(|(i, cc)| {
-            let r0 = i * per;
-            let rows = cc.len() / n;
-            gemm_f32(
-                &a[r0 * k..(r0 + rows) * k],
-                rows,
-                w,
-                cc,
-                epi.rows(r0, rows, n),
-            )
-        })?;
+    // Row blocks for large m; column ranges for skinny m (a query), where splitting rows
+    // would make every thread stream all the weights. Bitwise equal either way.
+    let threads = rayon::current_num_threads();
+    e5embed_kernels::gemm::gemm_f32_par(
+        a,
+        m,
+        w,
+        &mut c[..m * w.n()],
+        epi.rows(0, m, w.n()),
+        threads,
+    )?;
     Ok(())
 }
+
+/// Rows at or below which an int8 GEMM is split by output columns across threads.
+const SKINNY_MAX_M: usize = e5embed_kernels::gemm::SKINNY_MAX_M;
 
 /// `c[m, n] = a[m, k] · Wᵀ` + epilogue for either weight format. For int8, each task
 /// quantizes its own rows of `a` (per token) into `q` and runs the u8 x s8 GEMM on them.
@@ -177,8 +174,37 @@ fn par_linear(
     };
     let (n, k, kp) = (w.n(), w.k(), w.k_padded());
     let (mr, _) = w.isa().tile();
-    let per = rows_per_task(m, rayon::current_num_threads(), mr);
+    let threads = rayon::current_num_threads();
     let qisa = w.isa();
+    if m <= SKINNY_MAX_M && threads > 1 {
+        // A query: quantize its few rows once, then each thread streams half the weight
+        // panels into its own column block, copied into place (bitwise equal to one call).
+        let (qa, qs) = (&mut q.bytes[..m * kp], &mut q.scales[..m]);
+        qgemm::quantize_rows(qisa, &a[..m * k], m, k, qa, qs)?;
+        let (qa, qs): (&[u8], &[f32]) = (qa, qs);
+        let nr = w.panel_width();
+        let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
+        let epi = epi.rows(0, m, n);
+        let (left, right) = rayon::join(
+            || -> Result<Vec<f32>> {
+                let mut block = vec![0.0; m * split];
+                qgemm::gemm_u8s8_cols(qa, qs, m, w, 0..split, &mut block, epi)?;
+                Ok(block)
+            },
+            || -> Result<Vec<f32>> {
+                let mut block = vec![0.0; m * (n - split)];
+                qgemm::gemm_u8s8_cols(qa, qs, m, w, split..n, &mut block, epi)?;
+                Ok(block)
+            },
+        );
+        let (left, right) = (left?, right?);
+        for (r, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
+            row[..split].copy_from_slice(&left[r * split..(r + 1) * split]);
+            row[split..].copy_from_slice(&right[r * (n - split)..(r + 1) * (n - split)]);
+        }
+        return Ok(());
+    }
+    let per = rows_per_task(m, threads, mr);
     c[..m * n]
         .par_chunks_mut(per * n)
         .zip(q.bytes[..m * kp].par_chunks_mut(per * kp))
@@ -190,6 +216,40 @@ fn par_linear(
             qgemm::quantize_rows(qisa, &a[r0 * k..(r0 + rows) * k], rows, k, qa, qs)?;
             qgemm::gemm_u8s8(qa, qs, rows, w, cc, epi.rows(r0, rows, n))
         })?;
+    Ok(())
+}
+
+/// One text's attention with its heads split into `threads` ranges computed in parallel,
+/// each into its own block, then copied into `out: [seq, heads·d]` (bitwise equal to one call).
+fn par_attention_heads(
+    isa: Isa,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    d: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> Result<()> {
+    let per = heads.div_ceil(threads.max(1));
+    let ranges: Vec<std::ops::Range<usize>> = (0..heads)
+        .step_by(per.max(1))
+        .map(|s| s..(s + per).min(heads))
+        .collect();
+    let blocks = ranges
+        .par_iter()
+        .map(|r| -> Result<Vec<f32>> {
+            let mut block = vec![0.0; seq * r.len() * d];
+            attention::attention_f32_heads(isa, qkv, seq, heads, d, r.clone(), &mut block)?;
+            Ok(block)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let h = heads * d;
+    for (r, block) in ranges.iter().zip(&blocks) {
+        let w = r.len() * d;
+        for (row, src) in out.chunks_exact_mut(h).zip(block.chunks_exact(w)) {
+            row[r.start * d..r.start * d + w].copy_from_slice(src);
+        }
+    }
     Ok(())
 }
 
@@ -388,10 +448,19 @@ impl FastModel {
                 off += ids.len();
             }
             let qkv: &[f32] = qkv;
-            spans.into_par_iter().try_for_each(|(o, len, out)| {
-                let q = &qkv[o * 3 * h..(o + len) * 3 * h];
-                attention::attention_f32(isa, q, len, heads, d, out)
-            })?;
+            let threads = rayon::current_num_threads();
+            if seqs.len() < threads {
+                // Fewer texts than threads (a query): split each text's heads instead.
+                for (o, len, out) in spans {
+                    let q = &qkv[o * 3 * h..(o + len) * 3 * h];
+                    par_attention_heads(isa, q, len, heads, d, out, threads)?;
+                }
+            } else {
+                spans.into_par_iter().try_for_each(|(o, len, out)| {
+                    let q = &qkv[o * 3 * h..(o + len) * 3 * h];
+                    attention::attention_f32(isa, q, len, heads, d, out)
+                })?;
+            }
             timing.lap(Op::Attention, &mut clock);
             // x1 = LN(ctx Woᵀ + bo + x)
             let ctx: &[f32] = &work[t * 3 * h..t * 4 * h];
