@@ -16,7 +16,8 @@ Workloads (one Markdown table row each):
     e5embed runs `bench --corpus` its own way (token-budget batches without padding).
 
 Method: every timed call runs under an exclusive flock on /tmp/e5embed-bench.lock (shared with the
-other engineers' benches), taken before waiting for a quiet machine, never while rustc runs, and is repeated (up to --retries times) when
+other engineers' benches; held for the whole timed phase, as `flock LOCK tools/compare` would,
+or per timing with --lock-scope measurement), taken before waiting for a quiet machine, never while rustc runs, and is repeated (up to --retries times) when
 other processes used more than a tenth of a core meanwhile (/proc/stat minus our own CPU time).
 An unreported calibration round fixes each workload's iteration count (the same for every
 engine), then --rounds rounds go over all workloads, with every engine measured back to back
@@ -90,6 +91,7 @@ class Guard:
 
     def __init__(self, lock_path: str, retries: int) -> None:
         self.lock_path, self.retries = lock_path, retries
+        self.held = False  # inside hold(): the lock is already ours
         self.disturbed = 0  # timings thrown away
         self.flagged: list[str] = []  # timings kept although still disturbed after all retries
 
@@ -116,12 +118,38 @@ class Guard:
 
     @contextmanager
     def _lock(self):
+        if self.held:
+            yield
+            return
         with open(self.lock_path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # the same lock as `flock /tmp/e5embed-bench.lock ...`
+            if not self._try(f):
+                log(f"waiting for {self.lock_path} (another benchmark holds it)")
+                fcntl.flock(f, fcntl.LOCK_EX)  # the same lock as `flock /tmp/e5embed-bench.lock ...`
             try:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _try(f) -> bool:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    @contextmanager
+    def hold(self, enabled: bool):
+        """Keep the lock for a whole phase, as `flock LOCK tools/compare` would (enabled=False: per timing)."""
+        if not enabled:
+            yield
+            return
+        with self._lock():
+            self.held = True
+            try:
+                yield
+            finally:
+                self.held = False
 
     def measure(self, what: str, fn):
         for attempt in range(self.retries + 1):
@@ -314,28 +342,30 @@ def run(args) -> dict:
             return guard.measure(what, lambda: e.fixed(w["batch"], w["seq"], iters))
         return guard.measure(what, lambda: e.corpus(corpus_file, corpus.texts))
 
-    # Calibration round (not reported): the slowest engine sets each workload's iteration count.
-    for w in workloads:
-        if w["kind"] != "fixed":
-            continue
-        per_iter = [timed(e, w, 2) for e in engines]
-        w["iters"] = int(np.clip(round(target_s * 1e3 / max(per_iter)), min_iters, 200))
-        log(f"calibrated {w['id']}: {w['iters']} iterations ({max(per_iter):.1f} ms per run, slowest engine)")
-
-    raw: dict[str, dict[str, list[float]]] = {w["id"]: {e.key: [] for e in engines} for w in workloads}
-    e5_json: dict[str, dict[str, dict]] = {w["id"]: {} for w in workloads}
-    for r in range(args.rounds):
-        order = engines[r % len(engines):] + engines[:r % len(engines)]  # rotate who goes first
-        log(f"round {r + 1}/{args.rounds} (order: {', '.join(e.key for e in order)})")
+    # The timed phase holds the bench lock throughout (default) or per timing (--lock-scope measurement).
+    with guard.hold(args.lock_scope == "run"):
+        # Calibration round (not reported): the slowest engine sets each workload's iteration count.
         for w in workloads:
-            for e in order:
-                try:
-                    raw[w["id"]][e.key].append(timed(e, w, w.get("iters", 1)))
-                    if getattr(e, "last", None):
-                        e5_json[w["id"]][e.key] = e.last  # e5embed's own bench JSON (rss, kernels)
-                except Exception as ex:  # noqa: BLE001 - keep the other engines' numbers
-                    log(f"  {w['id']} {e.label}: failed: {ex}")
-                    failed.setdefault(f"{e.key} {w['id']}", f"{type(ex).__name__}: {ex}")
+            if w["kind"] != "fixed":
+                continue
+            per_iter = [timed(e, w, 2) for e in engines]
+            w["iters"] = int(np.clip(round(target_s * 1e3 / max(per_iter)), min_iters, 200))
+            log(f"calibrated {w['id']}: {w['iters']} iterations ({max(per_iter):.1f} ms per run, slowest engine)")
+
+        raw: dict[str, dict[str, list[float]]] = {w["id"]: {e.key: [] for e in engines} for w in workloads}
+        e5_json: dict[str, dict[str, dict]] = {w["id"]: {} for w in workloads}
+        for r in range(args.rounds):
+            order = engines[r % len(engines):] + engines[:r % len(engines)]  # rotate who goes first
+            log(f"round {r + 1}/{args.rounds} (order: {', '.join(e.key for e in order)})")
+            for w in workloads:
+                for e in order:
+                    try:
+                        raw[w["id"]][e.key].append(timed(e, w, w.get("iters", 1)))
+                        if getattr(e, "last", None):
+                            e5_json[w["id"]][e.key] = e.last  # e5embed's own bench JSON (rss, kernels)
+                    except Exception as ex:  # noqa: BLE001 - keep the other engines' numbers
+                        log(f"  {w['id']} {e.label}: failed: {ex}")
+                        failed.setdefault(f"{e.key} {w['id']}", f"{type(ex).__name__}: {ex}")
 
     results = {}
     for w in workloads:
@@ -368,6 +398,7 @@ def run(args) -> dict:
         "corpus": corpus.summary() | {"peer_batches": next(iter(padding.values()), None)},
         "sample_texts": len(sample),
         "timing": {"disturbed_and_rerun": guard.disturbed, "flagged": guard.flagged, "lock": args.lock,
+                   "lock_scope": args.lock_scope,
                    "calibration_target_s": target_s},
     }
 
@@ -494,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "(e.g. ort-fp32,ov-bf16; default: all)")
     ap.add_argument("--binary", default=str(REPO_DIR / "target" / "release" / "e5embed"))
     ap.add_argument("--lock", default="/tmp/e5embed-bench.lock")
+    ap.add_argument("--lock-scope", choices=("run", "measurement"), default="run",
+                    help="hold the bench lock for the whole timed phase (default, like `flock LOCK cmd`) "
+                         "or take it for each timing and let other benches run in between")
     ap.add_argument("--retries", type=int, default=3, help="reruns of a disturbed timing (default 3)")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 3)
