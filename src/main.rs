@@ -128,6 +128,10 @@ struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also measure this machine's single-thread FMA peak (every ISA path) and DRAM read
+    /// bandwidth, and print the forward's GFLOP/s as a fraction of the peak.
+    #[arg(long)]
+    peak: bool,
 }
 
 fn main() -> ExitCode {
@@ -476,6 +480,24 @@ fn synthetic_tokens(embedder: &Embedder, batch: usize, seq: usize) -> Vec<Tokens
         .collect()
 }
 
+/// FLOPs of one forward over `tokens` (multiply-add = 2): the four GEMMs per layer plus the
+/// two attention products (Q·Kᵀ and P·V) per text; elementwise ops are not counted.
+fn forward_flops(c: &e5embed::ModelConfig, tokens: &[Tokens]) -> f64 {
+    let b = &c.bert;
+    let (h, i, l) = (
+        b.hidden_size as f64,
+        b.intermediate_size as f64,
+        b.num_hidden_layers as f64,
+    );
+    tokens
+        .iter()
+        .map(|t| {
+            let n = t.ids.len() as f64;
+            l * (2.0 * n * (4.0 * h * h + 2.0 * h * i) + 4.0 * n * n * h)
+        })
+        .sum()
+}
+
 /// Median of a sorted, non-empty slice.
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
@@ -525,6 +547,22 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
         }
     };
     let total_tokens: usize = tokens.iter().map(|t| t.ids.len()).sum();
+    let gflop = forward_flops(embedder.config(), &tokens) / 1e9;
+    // Peak probes before the timed runs (they allocate 1 GiB for the bandwidth probe, freed).
+    let peaks: Vec<(&'static str, f64)> = if a.peak {
+        e5embed::Isa::available()
+            .into_iter()
+            .map(|isa| (isa.name(), e5embed_kernels::peak::fma_peak_gflops(isa, 0.5)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let bandwidth = a
+        .peak
+        .then(|| e5embed_kernels::peak::memory_bandwidth_gbs(1.0));
+    if a.peak {
+        e5embed::mem::reset_peak_rss();
+    }
     // Warm-up: first touch of the scratch arena, thread pool start.
     let t0 = Instant::now();
     embedder.embed_tokens(&tokens)?;
@@ -543,6 +581,12 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
     let med = median(&times);
     let (min, maxt) = (times[0], times[iters - 1]);
     let tokens_per_s = total_tokens as f64 / (med / 1e3);
+    let gflops = gflop / (med / 1e3);
+    // The peak of the path the f32 GEMMs run on, times the threads used.
+    let peak_path = peaks
+        .iter()
+        .find(|(n, _)| *n == embedder.isa().name())
+        .map(|p| p.1);
     let peak_rss = e5embed::mem::peak_rss_bytes();
     let model_name = embedder
         .model_dir()
@@ -570,7 +614,20 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
             "tokens_per_s": tokens_per_s,
             "rss_after_load_mb": mb(rss_after_load),
             "peak_rss_mb": mb(peak_rss),
+            "gflop_per_run": gflop,
+            "gflops": gflops,
         });
+        if let Some(p) = peak_path {
+            obj["peak_gflops_per_thread"] = p.into();
+            obj["fraction_of_peak"] = (gflops / (p * embedder.threads() as f64)).into();
+            obj["peaks_gflops_per_thread"] = serde_json::json!(peaks
+                .iter()
+                .map(|(n, g)| (n.to_string(), *g))
+                .collect::<std::collections::BTreeMap<_, _>>());
+        }
+        if let Some(bw) = bandwidth {
+            obj["dram_read_gbs"] = bw.into();
+        }
         if let Some(n) = corpus_texts {
             obj["texts"] = n.into();
             obj["texts_per_s"] = (n as f64 / (med / 1e3)).into();
@@ -605,6 +662,21 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
             mb(rss_after_load),
             mb(peak_rss)
         );
+        for (name, g) in &peaks {
+            println!("peak: {name} FMA {g:.1} GFLOP/s per thread");
+        }
+        if let Some(bw) = bandwidth {
+            println!("peak: DRAM read {bw:.1} GB/s (one thread)");
+        }
+        match peak_path {
+            Some(p) => println!(
+                "forward: {gflop:.2} GFLOP per run, {gflops:.1} GFLOP/s = {:.1}% of the {} peak x {} thread(s)",
+                100.0 * gflops / (p * embedder.threads() as f64),
+                embedder.isa().name(),
+                embedder.threads()
+            ),
+            None => println!("forward: {gflop:.2} GFLOP per run, {gflops:.1} GFLOP/s"),
+        }
     }
     Ok(())
 }
