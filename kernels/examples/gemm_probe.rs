@@ -38,6 +38,15 @@ fn main() {
             .collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
         let p = PackedMatrix::pack(isa, &w, n, k).unwrap();
+        // COLD=1: rotate over 1 GiB of weight copies (each call streams W from DRAM).
+        let cold = std::env::var("COLD").is_ok();
+        let copies = if cold {
+            (1usize << 30) / (n * k * 4)
+        } else {
+            1
+        };
+        let pool: Vec<PackedMatrix> = (0..copies).map(|_| p.clone()).collect();
+        let mut pi = 0;
         for &t in &ts {
             let a: Vec<f32> = (0..t * k)
                 .map(|i| ((i * 31) % 97) as f32 * 1e-2 - 0.5)
@@ -53,7 +62,11 @@ fn main() {
                 },
             };
             let flops = 2.0 * (t * n * k) as f64;
-            let inner = ((2e8 / flops) as usize).max(1);
+            let inner = if cold {
+                200
+            } else {
+                ((2e8 / flops) as usize).max(1)
+            };
             let mut times = Vec::new();
             for _ in 0..15 {
                 let t0 = Instant::now();
@@ -72,10 +85,11 @@ fn main() {
                             },
                             e => e,
                         };
+                        pi = (pi + 1) % copies;
                         gemm_f32(
                             &a[r * k..(r + rows) * k],
                             rows,
-                            &p,
+                            &pool[pi],
                             &mut c[r * n..(r + rows) * n],
                             e,
                         )

@@ -53,6 +53,10 @@ pub(crate) struct Tile {
     /// (skinny) tile reads panel `p` at `b + p * pstride`.
     pub b: *const f32,
     pub pstride: usize,
+    /// Software prefetch distance along each B panel, in floats (0: none). The
+    /// skinny path streams W from DRAM/L3 once; the hardware prefetcher alone left
+    /// the stream unoverlapped with the FMAs (cold T = 8 took hot time + DRAM time).
+    pub pf_b: usize,
     /// C tile origin, row stride `ldc`.
     pub c: *mut f32,
     pub ldc: usize,
@@ -78,7 +82,16 @@ unsafe fn k_step<S: Simd, const M: usize, const W: usize, const NV: usize>(
     rs: usize,
     b: *const f32,
     pstride: usize,
+    pf_b: usize,
 ) {
+    if pf_b > 0 {
+        // One hint per 64-byte line of each panel's row of this K step.
+        for p in 0..W / NV {
+            for l in 0..(NV * S::LANES * 4).div_ceil(64) {
+                prefetch_l1(b.wrapping_add(p * pstride + pf_b + l * 16));
+            }
+        }
+    }
     let mut bv = [S::zero(); W];
     for v in 0..W {
         bv[v] = S::load(b.add((v / NV) * pstride + (v % NV) * S::LANES));
@@ -153,14 +166,21 @@ pub(crate) unsafe fn ukernel<
     };
     while unroll > 1 && kk >= UNROLL {
         for u in 0..UNROLL {
-            k_step::<S, M, W, NV>(&mut acc, a.add(u * cs), rs, b.add(u * bstep), t.pstride);
+            k_step::<S, M, W, NV>(
+                &mut acc,
+                a.add(u * cs),
+                rs,
+                b.add(u * bstep),
+                t.pstride,
+                t.pf_b,
+            );
         }
         a = a.add(UNROLL * cs);
         b = b.add(UNROLL * bstep);
         kk -= UNROLL;
     }
     while kk > 0 {
-        k_step::<S, M, W, NV>(&mut acc, a, rs, b, t.pstride);
+        k_step::<S, M, W, NV>(&mut acc, a, rs, b, t.pstride, t.pf_b);
         a = a.add(cs);
         b = b.add(bstep);
         kk -= 1;
@@ -437,6 +457,7 @@ pub(crate) unsafe fn blocked<K: Kernel, const MR: usize>(g: &Raw, bl: Blocking) 
                             rs_a: if PACK_A { 1 } else { g.lda },
                             b,
                             pstride: 0,
+                            pf_b: 0,
                             c,
                             ldc: g.ldc,
                             nr,
@@ -466,6 +487,13 @@ const PACK_A: bool = true;
 /// Panels per skinny column group: B for a group (`GROUP x k x NR`) stays in L2
 /// while every row tile of a small M sweeps it.
 const SKINNY_GROUP: usize = 4;
+
+/// Skinny-path software prefetch distance in K steps (x NR floats = 128 B per step
+/// on AVX-512): 32 steps = 4 KB ahead per panel, about one DRAM latency of the
+/// stream at the rate the FMAs consume it. Only the first row tile of a column
+/// group prefetches (later ones find the group in L2). 0 = off: not yet measured
+/// (see kernels/PERF.md); 32 is the candidate.
+const SKINNY_PF_STEPS: usize = 0;
 
 /// The skinny loop nest (small M): no K slicing and no A packing.
 ///
@@ -503,6 +531,7 @@ pub(crate) unsafe fn skinny<K: Kernel, const MR: usize>(g: &Raw) {
                     rs_a: g.lda,
                     b: g.b.add(p * ldb),
                     pstride: ldb,
+                    pf_b: if ir == 0 { SKINNY_PF_STEPS * K::NR } else { 0 },
                     c: g.c.add(ir * g.ldc + jr),
                     ldc: g.ldc,
                     nr: (np * K::NR).min(g.n - jr),
