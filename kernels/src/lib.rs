@@ -24,14 +24,18 @@
 //!   are 64-byte aligned internally.
 //! - **Thread safety**: every kernel is single-threaded and re-entrant across threads;
 //!   [`PackedMatrix`] is immutable, `Send + Sync`, shared freely. No locks anywhere.
-//! - **Scratch**: GEMM keeps one thread-local packed-A block (`MC x KC` floats,
-//!   184 KB on AVX-512) and attention one thread-local set (K/V panels `2·seq·d` and
+//! - **Scratch**: GEMM keeps one thread-local packed-A block (`MC x KC` floats, MC
+//!   and KC from the detected caches: at most ~3/4 of the L2; the skinny path for
+//!   `m <= gemm::SKINNY_MAX_M` packs nothing) and attention one thread-local set (K/V panels `2·seq·d` and
 //!   a `4·MR x seq` score block, ~0.2 MB at seq 512). Allocated on a thread's first
 //!   call and grown to the largest shape seen, never shrunk: warm up each worker
 //!   thread once with the largest shape to keep the hot path allocation-free.
-//! - **Splitting rows**: [`gemm_f32`] on row sub-slices (A rows, C rows, residual
-//!   rows) gives bit-identical results to one call; chunks that are multiples of
-//!   [`gemm::tile`]'s MR avoid edge tiles.
+//! - **Splitting rows or columns**: [`gemm_f32`] on row sub-slices (A rows, C rows,
+//!   residual rows), [`gemm_f32_cols`] on column ranges, and [`gemm_f32_par`] with any
+//!   thread count give bit-identical results to one call (each element is one
+//!   in-order FMA chain over K whatever the path or blocking); row chunks that are
+//!   multiples of [`gemm::tile`]'s MR avoid edge tiles. Same for attention heads
+//!   ([`attention_f32_heads`]).
 //! - **Determinism**: results depend only on the inputs and the ISA (no threading or
 //!   timing effects inside a call); different ISAs differ within the named budgets.
 
