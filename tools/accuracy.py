@@ -30,8 +30,8 @@ Metrics, every engine against e5embed f32 (vectors L2-normalized before any cosi
     passages (mean over queries), and, for orientation, how often the query's source sentence is
     the top-1 passage.
 
-Every heavy step (e5embed runs, ORT runs) holds an exclusive flock on /tmp/e5embed-bench.lock, so
-other engineers' timings on this shared machine are never disturbed.
+All of a model's heavy steps (e5embed and ORT runs) happen under one hold of an exclusive flock on
+/tmp/e5embed-bench.lock, so other engineers' timings on this shared machine are never disturbed.
 """
 
 from __future__ import annotations
@@ -123,18 +123,19 @@ def e5embed_info(binary: Path, model_dir: Path) -> dict:
 
 
 def e5embed_embed(binary: Path, model_dir: Path, precision: str, texts_file: Path, out: Path, threads: int,
-                  gemms: str | None, lock: str) -> dict:
-    """Run `e5embed embed` over a file into .npy; gemms sets E5EMBED_INT8_GEMMS (None: unset)."""
+                  gemms: str | None) -> dict:
+    """Run `e5embed embed` over a file into .npy; gemms sets E5EMBED_INT8_GEMMS (None: unset).
+
+    The caller holds the bench lock."""
     env = dict(os.environ)
     env.pop("E5EMBED_INT8_GEMMS", None)  # the default rows must get the engine's default set
     if gemms is not None:
         env["E5EMBED_INT8_GEMMS"] = gemms
     args = [str(binary), "embed", "--model", str(model_dir), "--precision", precision, "--threads", str(threads),
             "--input", str(texts_file), "--output", str(out), "--no-progress"]
-    with bench_lock(lock, f"e5embed {precision}"):
-        t0 = time.perf_counter()
-        r = subprocess.run(args, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = subprocess.run(args, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{shlex.join(args)} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
     summary = [l for l in r.stderr.strip().splitlines() if l.strip()]
@@ -162,7 +163,16 @@ def per_channel_graph(fp32: Path, quant: dict) -> tuple[Path, dict]:
 
 
 def run_engines(args, model_dir: Path, texts: dict, work: Path) -> tuple[list[dict], dict]:
-    """Embed sentences + queries with every engine; returns (engines with their vectors, e5embed info)."""
+    """Embed sentences + queries with every engine; returns (engines with their vectors, e5embed info).
+
+    All of a model's runs happen under one hold of the bench lock: one wait per model instead of
+    one per engine on a machine where other engineers queue for the lock too.
+    """
+    with bench_lock(args.lock, f"{model_dir.name}: all engines"):
+        return _run_engines(args, model_dir, texts, work)
+
+
+def _run_engines(args, model_dir: Path, texts: dict, work: Path) -> tuple[list[dict], dict]:
     info = e5embed_info(Path(args.binary), model_dir)
     precisions = list(info.get("precisions", ["f32"]))
     if "f32" not in precisions:
@@ -180,7 +190,7 @@ def run_engines(args, model_dir: Path, texts: dict, work: Path) -> tuple[list[di
     for key, label, p, gemms in variants:
         out = work / f"{model_dir.name}-{key}.npy"
         log(f"{model_dir.name}: {label} on {len(all_texts)} texts")
-        run = e5embed_embed(Path(args.binary), model_dir, p, texts["all_file"], out, args.threads, gemms, args.lock)
+        run = e5embed_embed(Path(args.binary), model_dir, p, texts["all_file"], out, args.threads, gemms)
         v = np.load(out).astype(np.float32)
         if v.shape[0] != len(all_texts):
             raise SystemExit(f"{label}: {v.shape[0]} vectors for {len(all_texts)} texts")
@@ -195,11 +205,10 @@ def run_engines(args, model_dir: Path, texts: dict, work: Path) -> tuple[list[di
         peers.append(("ort-int8-pc", "ORT int8 per-channel weights (extra; not tools/compare's setting)", pc, pc_quant))
     for key, label, graph, note in peers:
         log(f"{model_dir.name}: {label} on {len(all_texts)} texts")
-        with bench_lock(args.lock, label):
-            t0 = time.perf_counter()
-            peer = OrtPeer(st, graph, args.threads, key, label, note)
-            v = peer.embed(all_texts)
-            wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        peer = OrtPeer(st, graph, args.threads, key, label, note)
+        v = peer.embed(all_texts)
+        wall = time.perf_counter() - t0
         engines.append({"key": key, "label": label, "vectors": v,
                         "settings": peer.settings | {"wall_s": round(wall, 2)}})
     return engines, info
