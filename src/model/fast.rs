@@ -219,6 +219,52 @@ fn par_linear(
     Ok(())
 }
 
+/// The int8 FFN's weights.
+struct FfnInt8<'a> {
+    up: &'a QuantizedMatrix,
+    up_b: &'a [f32],
+    down: &'a QuantizedMatrix,
+    down_b: &'a [f32],
+}
+
+/// `x = GELU(x1 W1ᵀ + b1) W2ᵀ + b2 + x1` in int8, one task per row block doing the whole FFN
+/// for its rows (one parallel region instead of three): quantize x1's rows, up-projection
+/// whose epilogue (bias, GELU, per-token requantization) writes the down-projection's u8
+/// input, down-projection with bias + residual. Bitwise equal to the unfused int8 path.
+fn par_ffn_int8(
+    x1: &[f32],
+    t: usize,
+    f: &FfnInt8<'_>,
+    x: &mut [f32],
+    q: &mut QScratch,
+    q2: &mut QScratch,
+) -> Result<()> {
+    let (h, kp, ip) = (f.up.k(), f.up.k_padded(), f.down.k_padded());
+    let qisa = f.up.isa();
+    let (mr, _) = qisa.tile();
+    let per = rows_per_task(t, rayon::current_num_threads(), mr);
+    x[..t * h]
+        .par_chunks_mut(per * h)
+        .zip(q.bytes[..t * kp].par_chunks_mut(per * kp))
+        .zip(q.scales[..t].par_chunks_mut(per))
+        .zip(q2.bytes[..t * ip].par_chunks_mut(per * ip))
+        .zip(q2.scales[..t].par_chunks_mut(per))
+        .enumerate()
+        .try_for_each(|(i, ((((xc, qa), qs), fa), fs))| {
+            let r0 = i * per;
+            let rows = xc.len() / h;
+            let x1_rows = &x1[r0 * h..(r0 + rows) * h];
+            qgemm::quantize_rows(qisa, x1_rows, rows, h, qa, qs)?;
+            qgemm::gemm_u8s8_quantized(qa, qs, rows, f.up, Epilogue::BiasGelu(f.up_b), fa, fs)?;
+            let epi = Epilogue::BiasResidual {
+                bias: f.down_b,
+                residual: x1_rows,
+            };
+            qgemm::gemm_u8s8(fa, fs, rows, f.down, xc, epi)
+        })?;
+    Ok(())
+}
+
 /// One text's attention with its heads split into `threads` ranges computed in parallel,
 /// each into its own block, then copied into `out: [seq, heads·d]` (bitwise equal to one call).
 fn par_attention_heads(
@@ -384,6 +430,9 @@ impl FastModel {
         if self.precision == Precision::Int8 {
             let k = self.config.hidden_size.max(self.config.intermediate_size);
             scratch.q.ensure(tokens, qgemm::padded_k(k));
+            scratch
+                .q2
+                .ensure(tokens, qgemm::padded_k(self.config.intermediate_size));
         }
     }
 
@@ -408,8 +457,9 @@ impl FastModel {
         scratch.ensure(t, h, work_width);
         if self.precision == Precision::Int8 {
             scratch.q.ensure(t, qgemm::padded_k(h.max(inter)));
+            scratch.q2.ensure(t, qgemm::padded_k(inter));
         }
-        let Scratch { x, x1, work, q } = scratch;
+        let Scratch { x, x1, work, q, q2 } = scratch;
         let x = &mut x[..t * h]; // [t, h]: the residual stream, and the output
         let x1 = &mut x1[..t * h]; // [t, h]: after the attention block
         let work = &mut work[..t * work_width];
@@ -476,6 +526,23 @@ impl FastModel {
             par_layernorm(isa, x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
             timing.lap(Op::LayerNorm, &mut clock);
             // ffn = GELU(x1 W1ᵀ + b1); x = LN(ffn W2ᵀ + b2 + x1)
+            if let (Linear::Int8(up), Linear::Int8(down)) = (&l.ffn_up, &l.ffn_down) {
+                if t > SKINNY_MAX_M || rayon::current_num_threads() == 1 {
+                    // int8 FFN fused per row block: quantize x1, up-projection + GELU written
+                    // straight as the down-projection's u8 rows, down-projection + residual.
+                    let ffn = FfnInt8 {
+                        up,
+                        up_b: &l.ffn_up_b,
+                        down,
+                        down_b: &l.ffn_down_b,
+                    };
+                    par_ffn_int8(x1, t, &ffn, x, q, q2)?;
+                    timing.lap(Op::FfnUpGemm, &mut clock);
+                    par_layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+                    timing.lap(Op::LayerNorm, &mut clock);
+                    continue;
+                }
+            }
             let ffn = &mut work[..t * inter];
             par_linear(x1, t, &l.ffn_up, ffn, Epi::BiasGelu(&l.ffn_up_b), q)?;
             timing.lap(Op::FfnUpGemm, &mut clock);
@@ -504,6 +571,8 @@ pub struct Scratch {
     x1: Vec<f32>,
     work: Vec<f32>,
     q: QScratch,
+    /// The int8 FFN's intermediate activations (fused path).
+    q2: QScratch,
 }
 
 /// A buffer whose pages are all touched now, so the process's RSS does not creep up later as
