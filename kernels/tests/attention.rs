@@ -132,7 +132,7 @@ fn kernel_name_matches_block_size() {
     for isa in Isa::available() {
         let (mr, _) = e5embed_kernels::gemm::tile(isa);
         let name = e5embed_kernels::attention::kernel_name(isa);
-        assert_eq!(name, format!("attention_f32_{}_qb{}", isa.name(), 4 * mr));
+        assert_eq!(name, format!("attention_f32_{}_qb{}", isa.name(), 2 * mr));
     }
 }
 

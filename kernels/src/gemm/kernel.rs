@@ -491,9 +491,13 @@ const SKINNY_GROUP: usize = 4;
 /// Skinny-path software prefetch distance in K steps (x NR floats = 128 B per step
 /// on AVX-512): 32 steps = 4 KB ahead per panel, about one DRAM latency of the
 /// stream at the rate the FMAs consume it. Only the first row tile of a column
-/// group prefetches (later ones find the group in L2). 0 = off: not yet measured
-/// (see kernels/PERF.md); 32 is the candidate.
-const SKINNY_PF_STEPS: usize = 0;
+/// group prefetches (later ones find the group in L2), and only tiles of at least
+/// `SKINNY_PF_MIN_ROWS` rows. Measured (AVX-512, weights cold from DRAM, T=8):
+/// 200-370 us -> 150-270 us on the four model shapes (1.35-1.4x the streaming floor,
+/// was 1.6-2.5x); T=1 is already at the floor without it, and its 8 hints per K step
+/// on top of 8 loads made the hot (L2-resident) case 2x slower, hence the row floor.
+const SKINNY_PF_STEPS: usize = 32;
+const SKINNY_PF_MIN_ROWS: usize = 4;
 
 /// The skinny loop nest (small M): no K slicing and no A packing.
 ///
@@ -531,7 +535,11 @@ pub(crate) unsafe fn skinny<K: Kernel, const MR: usize>(g: &Raw) {
                     rs_a: g.lda,
                     b: g.b.add(p * ldb),
                     pstride: ldb,
-                    pf_b: if ir == 0 { SKINNY_PF_STEPS * K::NR } else { 0 },
+                    pf_b: if ir == 0 && mr >= SKINNY_PF_MIN_ROWS {
+                        SKINNY_PF_STEPS * K::NR
+                    } else {
+                        0
+                    },
                     c: g.c.add(ir * g.ldc + jr),
                     ldc: g.ldc,
                     nr: (np * K::NR).min(g.n - jr),
