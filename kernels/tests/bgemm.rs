@@ -173,13 +173,21 @@ fn dot_all(a: &[f32], w: &[u16]) -> Vec<(BIsa, f32)> {
     let mut want = [0f32];
     gemm_bf16_reference_bits(a, 1, w, 1, k, &mut want, Epilogue::None).unwrap();
     let mut out = vec![(BIsa::scalar(), want[0])];
-    for isa in BIsa::available() {
+    for isa in dp_isas() {
         let b = Bf16Matrix::from_bf16_bits(isa, w, 1, k).unwrap();
         let mut c = [f32::NAN];
         gemm_bf16(a, 1, &b, &mut c, Epilogue::None).unwrap();
         out.push((isa, c[0]));
     }
     out
+}
+
+/// The paths with `vdpbf16ps` semantics (A rounded to bf16): all but Avx512Widen.
+fn dp_isas() -> Vec<BIsa> {
+    BIsa::available()
+        .into_iter()
+        .filter(|b| b.kind() != BIsaKind::Avx512Widen)
+        .collect()
 }
 
 fn bf(x: f32) -> u16 {
@@ -318,7 +326,7 @@ const ALL_EPI: [&str; 4] = ["none", "bias", "gelu", "residual"];
 
 #[test]
 fn gemm_vs_reference_small_shapes() {
-    for isa in BIsa::available() {
+    for isa in dp_isas() {
         for &(n, k) in &[
             (1usize, 1usize),
             (7, 5),
@@ -338,7 +346,7 @@ fn gemm_vs_reference_small_shapes() {
 fn gemm_vs_reference_model_shapes() {
     // Trimmed: every model (n, k), m across the tile/block edges; Scalar only on
     // the smallest m (it is the reference's own arithmetic).
-    for isa in BIsa::available() {
+    for isa in dp_isas() {
         let ms: &[usize] = if isa.kind() == BIsaKind::Scalar {
             &[1]
         } else {
@@ -506,9 +514,8 @@ fn bitwise_row_invariance_and_columns() {
                 }
             }
         }
-        // Scalar vs the best path: bitwise (not GELU).
-        let best = BIsa::best();
-        if best.kind() != BIsaKind::Scalar {
+        // Scalar vs vdpbf16ps: bitwise (not GELU).
+        if let Some(best) = BIsa::new(BIsaKind::Avx512Bf16) {
             let bs = Bf16Matrix::from_f32(BIsa::scalar(), &w, n, k).unwrap();
             let bb = Bf16Matrix::from_f32(best, &w, n, k).unwrap();
             let mut cs = vec![0f32; m * n];
@@ -635,4 +642,54 @@ fn error_paths() {
         std::arch::is_x86_feature_detected!("avx512bf16")
             && std::arch::is_x86_feature_detected!("avx512bw")
     );
+}
+
+/// Avx512Widen is the f32 GEMM's FMA chain with the weights rounded to bf16:
+/// bitwise equal to `gemm_f32` (AVX-512) on `bf16_to_f32(f32_to_bf16(w))`, every
+/// epilogue (the same vector GELU).
+#[test]
+fn widen_equals_f32_gemm_on_rounded_weights() {
+    let (Some(isa), Some(fisa)) = (
+        BIsa::new(BIsaKind::Avx512Widen),
+        Isa::new(e5embed_kernels::IsaKind::Avx512),
+    ) else {
+        return;
+    };
+    for &(n, k) in &[
+        (1usize, 1usize),
+        (7, 5),
+        (33, 17),
+        (17, 33),
+        (384, 384),
+        (1152, 384),
+        (1536, 384),
+        (384, 1536),
+        (100, 1535),
+    ] {
+        for &m in &[0usize, 1, 2, 7, 13, 17, 33, 128, 385] {
+            if m * n * k > 128 * 1536 * 384 {
+                continue;
+            }
+            let mut r = rng((m * 7 + n * 3 + k) as u64);
+            let a = uniform(&mut r, m * k, -1.0, 1.0);
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let bias = uniform(&mut r, n, -1.0, 1.0);
+            let res = uniform(&mut r, m * n, -1.0, 1.0);
+            let wr: Vec<f32> = w.iter().map(|&x| bf16_to_f32(f32_to_bf16(x))).collect();
+            let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+            let pf = PackedMatrix::pack(fisa, &wr, n, k).unwrap();
+            for (name, epi) in epilogues(&bias, &res) {
+                let mut want = vec![0f32; m * n];
+                gemm_f32(&a, m, &pf, &mut want, epi).unwrap();
+                let mut got = vec![f32::NAN; m * n];
+                gemm_bf16(&a, m, &b, &mut got, epi).unwrap();
+                check_vs_reference(
+                    &format!("widen m={m} n={n} k={k} {name}"),
+                    &got,
+                    &want,
+                    false,
+                );
+            }
+        }
+    }
 }

@@ -81,6 +81,22 @@
 //! |-------------|-------------------------------|---------|--------|----|
 //! | scalar      | `gemm_bf16_scalar`            | 1 x 1   | all    | -  |
 //! | avx512bf16  | `gemm_bf16_avx512bf16_12x32`  | 12 x 32 | 384    | 48 |
+//! | avx512widen | `gemm_bf16w_avx512_12x32`     | 12 x 32 | 384    | 48 |
+//!
+//! **Avx512Widen** uses the same packed weights but no BF16 instruction: each
+//! 64-byte load of 16 pairs becomes two f32 vectors by bit moves (`vpslld 16` gives
+//! the even elements, `vpandq 0xffff0000` the odd ones: bf16 is the top half of an
+//! f32), multiplied with the **unrounded f32** activations (read in place, no
+//! conversion) by f32 FMAs in K order. It is exactly the f32 GEMM's FMA chain with
+//! the weights rounded to bf16 (tested bitwise against `gemm_f32` on the rounded
+//! weights), so only W carries bf16 error. It is the path for AVX-512 CPUs without
+//! BF16, and the candidate to beat `vdpbf16ps` here (below): per 16 pairs it costs
+//! 2 bit ops + 2 FMAs per row on the FMA ports instead of one ~2-cycle
+//! `vdpbf16ps`, so a 12-row tile should approach f32 GEMM speed. **Not there yet**:
+//! LLVM keeps its accumulators in memory (a `vmovaps` spill store after every FMA of
+//! the K loop, the `vdpbf16ps` loop has none), so it measures 65-85 GFLOP/s, about
+//! the `vdpbf16ps` kernel's speed; fixing that codegen (or an `asm!` K loop) is
+//! the next step.
 //!
 //! **Tile 12 x 32** (Sapphire Rapids class, measured here with a dependent chain and
 //! 12 independent chains): `vdpbf16ps zmm` has a latency of ~9 cycles and a
@@ -92,6 +108,15 @@
 //! `vdpbf16ps` (~24 cycles): the loads are nowhere near a limit, the dot-product
 //! port is. MR = 12 is also the f32 and int8 GEMMs' MR (the engine's row chunks are
 //! multiples of 12), NR = 32 divides every model N (384, 1152, 1536).
+//!
+//! **Measured on this machine (one thread, GFLOP/s, `benches/bgemm.rs`)**: the
+//! `vdpbf16ps` kernel runs at 75-90 GFLOP/s at every T, i.e. at the instruction's
+//! own ceiling (probe: ~2 cycles per `vdpbf16ps zmm` = 32 products / 2 cycles,
+//! while f32 FMA does 2 x 16 products / cycle). So on Sapphire Rapids AVX512-BF16 is
+//! **a bandwidth format, not a compute speed-up**: it wins where the weight stream
+//! is the limit (T = 1: 1.3-3.8x faster than f32, half the bytes) and loses ~40%
+//! from T = 16 up, where the f32 GEMM reaches 130-160 GFLOP/s.
+//!
 //! **KC = 384** (192 pairs): the B micro-panel `192 x 32` pairs = 24 KB, half the
 //! 48 KB L1D; K = 1536 runs as 4 slices. **MC = 48**: the converted A block
 //! (48 x 1536 bf16 = 147 KB) and its C rows stay in L2 across the panel sweep.
@@ -147,28 +172,42 @@ pub enum BIsaKind {
     Scalar,
     /// AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`) + AVX-512 F/BW/VL/DQ.
     Avx512Bf16,
+    /// bf16 weights widened to f32 in registers (two bit moves per 16 pairs), f32
+    /// activations (not rounded), f32 FMA: AVX-512 F/BW/VL/DQ + FMA, no BF16
+    /// instruction; more accurate than Avx512Bf16 (only W is rounded). Work in
+    /// progress on speed (see the module docs).
+    Avx512Widen,
 }
 
 impl BIsaKind {
-    /// Every kind, lowest to highest preference.
-    pub const ALL: [BIsaKind; 2] = [BIsaKind::Scalar, BIsaKind::Avx512Bf16];
+    /// Every kind, lowest to highest preference: `best()` is Avx512Bf16 where the
+    /// CPU has it, Avx512Widen on AVX-512 CPUs without BF16 (see the bench numbers
+    /// in the module docs for how they compare).
+    pub const ALL: [BIsaKind; 3] = [
+        BIsaKind::Scalar,
+        BIsaKind::Avx512Widen,
+        BIsaKind::Avx512Bf16,
+    ];
 
     /// `scalar`, `avx512bf16`.
     pub fn name(self) -> &'static str {
         match self {
             BIsaKind::Scalar => "scalar",
             BIsaKind::Avx512Bf16 => "avx512bf16",
+            BIsaKind::Avx512Widen => "avx512widen",
         }
     }
 }
 
 impl FromStr for BIsaKind {
     type Err = KernelError;
-    /// `scalar`, `avx512bf16` (also `avx512-bf16`, `bf16`); case-insensitive.
+    /// `scalar`, `avx512bf16` (also `avx512-bf16`, `bf16`), `avx512widen` (also
+    /// `widen`); case-insensitive.
     fn from_str(s: &str) -> Result<BIsaKind, KernelError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" => Ok(BIsaKind::Scalar),
             "avx512bf16" | "avx512-bf16" | "avx512_bf16" | "bf16" => Ok(BIsaKind::Avx512Bf16),
+            "avx512widen" | "widen" => Ok(BIsaKind::Avx512Widen),
             _ => Err(KernelError::UnknownIsa(s.to_string())),
         }
     }
@@ -201,11 +240,13 @@ fn has_avx512bf16() -> bool {
 
 impl BIsa {
     /// A token for `kind`, or `None` if this CPU lacks it (Avx512Bf16 =
-    /// avx512f/bw/vl/dq + avx2/fma + avx512bf16).
+    /// avx512f/bw/vl/dq + avx2/fma + avx512bf16; Avx512Widen = the same without
+    /// avx512bf16).
     pub fn new(kind: BIsaKind) -> Option<BIsa> {
         let ok = match kind {
             BIsaKind::Scalar => true,
             BIsaKind::Avx512Bf16 => has_avx512bf16(),
+            BIsaKind::Avx512Widen => crate::Isa::new(crate::IsaKind::Avx512).is_some(),
         };
         ok.then_some(BIsa(kind))
     }
@@ -261,6 +302,7 @@ impl BIsa {
         match self.0 {
             BIsaKind::Scalar => "gemm_bf16_scalar",
             BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
+            BIsaKind::Avx512Widen => "gemm_bf16w_avx512_12x32",
         }
     }
 
@@ -269,7 +311,7 @@ impl BIsa {
     pub fn tile(self) -> (usize, usize) {
         match self.0 {
             BIsaKind::Scalar => (1, 1),
-            BIsaKind::Avx512Bf16 => (12, 32),
+            BIsaKind::Avx512Bf16 | BIsaKind::Avx512Widen => (12, 32),
         }
     }
 }
@@ -561,7 +603,7 @@ unsafe fn call(
     }
     match b.isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        BIsaKind::Avx512Bf16 if b.k > 0 => {
+        BIsaKind::Avx512Bf16 | BIsaKind::Avx512Widen if b.k > 0 => {
             let job = x86::Job::new(a, m, b, cols, c, ldc, epilogue);
             // SAFETY: per this function's contract; the token in `b` proves the ISA
             // and the buffer is packed for its NR.

@@ -52,6 +52,8 @@ pub(crate) struct Job {
     /// Row stride of the residual (the matrix's n).
     ldr: usize,
     epi: Epi,
+    /// `Avx512Widen`: A stays f32 (read in place), W widened to f32, FMA.
+    widen: bool,
 }
 
 impl Job {
@@ -78,6 +80,7 @@ impl Job {
         };
         let kq = b.kp / 2;
         let pairs = b.data.as_slice();
+        let widen = b.isa.kind() == super::BIsaKind::Avx512Widen;
         debug_assert_eq!(b.nr, NR);
         Job {
             a: a.as_ptr(),
@@ -93,6 +96,7 @@ impl Job {
             ldc,
             ldr: b.n,
             epi,
+            widen,
         }
     }
 }
@@ -120,11 +124,15 @@ thread_local! {
 /// the inputs, the matrix is packed for Avx512Bf16, and the CPU has AVX-512
 /// F/BW/VL/DQ + BF16 (the caller holds the `BIsa` token).
 pub(crate) unsafe fn run(g: &Job) {
+    if g.widen {
+        // A is read in place: no conversion, no scratch.
+        return driver_widen(g);
+    }
     ABUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         // MC rows of kq pairs (one pair per f32 slot).
         buf.ensure_len(MC * g.kq);
-        driver(g, buf.as_mut_slice().as_mut_ptr().cast::<u32>())
+        driver_dp(g, buf.as_mut_slice().as_mut_ptr().cast::<u32>())
     })
 }
 
@@ -135,7 +143,23 @@ pub(crate) unsafe fn run(g: &Job) {
 /// # Safety
 /// As [`run`]; `abuf` holds `MC · kq` pairs.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")]
-unsafe fn driver(g: &Job, abuf: *mut u32) {
+unsafe fn driver_dp(g: &Job, abuf: *mut u32) {
+    driver::<false>(g, abuf)
+}
+
+/// The `Avx512Widen` driver (AVX-512 F/BW/VL/DQ + FMA; no BF16 instruction used).
+///
+/// # Safety
+/// As [`run`], with the Avx512Widen token.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn driver_widen(g: &Job) {
+    driver::<true>(g, std::ptr::null_mut())
+}
+
+/// # Safety
+/// As [`run`]; `abuf` holds `MC · kq` pairs (unused when `W`).
+#[inline(always)]
+unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
     let kq = g.kq;
     let np = g.n.div_ceil(NR);
     // Balanced slices: K = 1536 -> 4 x 192 pairs; K = 384 -> one.
@@ -144,7 +168,9 @@ unsafe fn driver(g: &Job, abuf: *mut u32) {
     let mut ib = 0;
     while ib < g.m {
         let mb = (g.m - ib).min(MC);
-        convert_rows(g.a.add(ib * g.k), mb, g.k, abuf.cast::<u16>());
+        if !W {
+            convert_rows(g.a.add(ib * g.k), mb, g.k, abuf.cast::<u16>());
+        }
         let full = mb / MR;
         let rem = mb - full * MR;
         let mut q0 = 0;
@@ -158,11 +184,11 @@ unsafe fn driver(g: &Job, abuf: *mut u32) {
             };
             for p in 0..np {
                 for t in 0..full {
-                    tile::<MR, 2>(g, abuf, ib, t * MR, p, s);
+                    tile::<W, MR, 2>(g, abuf, ib, t * MR, p, s);
                 }
             }
             if rem > 0 {
-                row_tile(g, abuf, ib, full * MR, rem, np, s);
+                row_tile::<W>(g, abuf, ib, full * MR, rem, np, s);
             }
             q0 += qn;
         }
@@ -175,26 +201,34 @@ unsafe fn driver(g: &Job, abuf: *mut u32) {
 /// independent accumulators: 1-2 rows x 4 panels (8-16 acc + 8 B), 3 x 3 (18 + 6),
 /// 4-6 x 2 (16-24 + 4), 7-11 x 1 (14-22 + 2); leftover panels one at a time.
 #[inline(always)]
-unsafe fn row_tile(g: &Job, abuf: *const u32, ib: usize, r0: usize, r: usize, np: usize, s: Slice) {
+unsafe fn row_tile<const W: bool>(
+    g: &Job,
+    abuf: *const u32,
+    ib: usize,
+    r0: usize,
+    r: usize,
+    np: usize,
+    s: Slice,
+) {
     match r {
-        1 => panels::<1, 8>(g, abuf, ib, r0, np, s),
-        2 => panels::<2, 8>(g, abuf, ib, r0, np, s),
-        3 => panels::<3, 6>(g, abuf, ib, r0, np, s),
-        4 => panels::<4, 4>(g, abuf, ib, r0, np, s),
-        5 => panels::<5, 4>(g, abuf, ib, r0, np, s),
-        6 => panels::<6, 4>(g, abuf, ib, r0, np, s),
-        7 => panels::<7, 2>(g, abuf, ib, r0, np, s),
-        8 => panels::<8, 2>(g, abuf, ib, r0, np, s),
-        9 => panels::<9, 2>(g, abuf, ib, r0, np, s),
-        10 => panels::<10, 2>(g, abuf, ib, r0, np, s),
-        _ => panels::<11, 2>(g, abuf, ib, r0, np, s),
+        1 => panels::<W, 1, 8>(g, abuf, ib, r0, np, s),
+        2 => panels::<W, 2, 8>(g, abuf, ib, r0, np, s),
+        3 => panels::<W, 3, 6>(g, abuf, ib, r0, np, s),
+        4 => panels::<W, 4, 4>(g, abuf, ib, r0, np, s),
+        5 => panels::<W, 5, 4>(g, abuf, ib, r0, np, s),
+        6 => panels::<W, 6, 4>(g, abuf, ib, r0, np, s),
+        7 => panels::<W, 7, 2>(g, abuf, ib, r0, np, s),
+        8 => panels::<W, 8, 2>(g, abuf, ib, r0, np, s),
+        9 => panels::<W, 9, 2>(g, abuf, ib, r0, np, s),
+        10 => panels::<W, 10, 2>(g, abuf, ib, r0, np, s),
+        _ => panels::<W, 11, 2>(g, abuf, ib, r0, np, s),
     }
 }
 
 /// Rows `r0 .. r0 + R` over every panel: groups of `V / 2` panels with the `R x V`
 /// tile, the leftover panels one at a time with `R x 2`.
 #[inline(always)]
-unsafe fn panels<const R: usize, const V: usize>(
+unsafe fn panels<const W: bool, const R: usize, const V: usize>(
     g: &Job,
     abuf: *const u32,
     ib: usize,
@@ -205,11 +239,11 @@ unsafe fn panels<const R: usize, const V: usize>(
     let pw = V / 2;
     let mut p = 0;
     while p + pw <= np {
-        tile::<R, V>(g, abuf, ib, r0, p, s);
+        tile::<W, R, V>(g, abuf, ib, r0, p, s);
         p += pw;
     }
     while p < np {
-        tile::<R, 2>(g, abuf, ib, r0, p, s);
+        tile::<W, R, 2>(g, abuf, ib, r0, p, s);
         p += 1;
     }
 }
@@ -232,7 +266,7 @@ fn mask16(n: usize) -> __mmask16 {
 /// operand) and `V` `vdpbf16ps`: `acc[r][v] += A[2q+1]·W[2q+1]; += A[2q]·W[2q]`
 /// per lane (odd first: the hardware's order, modelled by the reference).
 #[inline(always)]
-unsafe fn tile<const R: usize, const V: usize>(
+unsafe fn tile<const W: bool, const R: usize, const V: usize>(
     g: &Job,
     abuf: *const u32,
     ib: usize,
@@ -242,7 +276,6 @@ unsafe fn tile<const R: usize, const V: usize>(
 ) {
     let kq = g.kq;
     let pstride = kq * NR; // pairs per panel
-    let a0 = abuf.add(r0 * kq + s.q0);
     let b0 = g.b.add(p * pstride + s.q0 * NR);
     let i0 = ib + r0;
     let j0 = p * NR;
@@ -261,21 +294,96 @@ unsafe fn tile<const R: usize, const V: usize>(
             }
         }
     }
-    for q in 0..s.qn {
-        let mut bv = [_mm512_setzero_si512(); V];
-        for v in 0..V {
-            // Vector v: panel v/2, half v%2 of its NR pairs at k-pair q.
-            bv[v] = _mm512_loadu_si512(b0.add((v / 2) * pstride + q * NR + (v % 2) * LANES).cast());
-        }
-        for r in 0..R {
-            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a0.add(r * kq + q) as i32));
+    if W {
+        // Widen: A f32 in place (row stride k); W pair -> two f32 vectors by bit
+        // moves (bf16 is the top half of an f32: even element `pair << 16`, odd
+        // element `pair & 0xffff0000`), then f32 FMAs in K order (even, odd): the
+        // f32 GEMM's chain with the weights rounded to bf16.
+        let a0 = g.a.add(i0 * g.k);
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        // Pairs fully inside k; an odd k's last pair has only its even element.
+        let qend = (s.q0 + s.qn).min(g.k / 2);
+        let mut q = s.q0;
+        while q < qend {
+            let mut bv = [_mm512_setzero_si512(); V];
             for v in 0..V {
-                let bh: __m512bh = std::mem::transmute(bv[v]);
-                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], bh, av);
+                bv[v] = _mm512_loadu_si512(
+                    b0.add((v / 2) * pstride + (q - s.q0) * NR + (v % 2) * LANES)
+                        .cast(),
+                );
+            }
+            for v in 0..V {
+                let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bv[v]));
+                for r in 0..R {
+                    let ae = _mm512_set1_ps(*a0.add(r * g.k + 2 * q));
+                    acc[r][v] = _mm512_fmadd_ps(ae, even, acc[r][v]);
+                }
+            }
+            for v in 0..V {
+                let odd = _mm512_castsi512_ps(_mm512_and_si512(bv[v], hi));
+                for r in 0..R {
+                    let ao = _mm512_set1_ps(*a0.add(r * g.k + 2 * q + 1));
+                    acc[r][v] = _mm512_fmadd_ps(ao, odd, acc[r][v]);
+                }
+            }
+            q += 1;
+        }
+        if q < s.q0 + s.qn {
+            // Odd k: the last pair's even element (the odd one is the zero pad).
+            for v in 0..V {
+                let x = _mm512_loadu_si512(
+                    b0.add((v / 2) * pstride + (q - s.q0) * NR + (v % 2) * LANES)
+                        .cast(),
+                );
+                let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(x));
+                for r in 0..R {
+                    let ae = _mm512_set1_ps(*a0.add(r * g.k + 2 * q));
+                    acc[r][v] = _mm512_fmadd_ps(ae, even, acc[r][v]);
+                }
+            }
+        }
+    } else {
+        let a0 = abuf.add(r0 * kq + s.q0);
+        for q in 0..s.qn {
+            let mut bv = [_mm512_setzero_si512(); V];
+            for v in 0..V {
+                // Vector v: panel v/2, half v%2 of its NR pairs at k-pair q.
+                bv[v] =
+                    _mm512_loadu_si512(b0.add((v / 2) * pstride + q * NR + (v % 2) * LANES).cast());
+            }
+            for r in 0..R {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a0.add(r * kq + q) as i32));
+                for v in 0..V {
+                    let bh: __m512bh = std::mem::transmute(bv[v]);
+                    acc[r][v] = _mm512_dpbf16_ps(acc[r][v], bh, av);
+                }
             }
         }
     }
 
+    // The epilogue runs out of line: inlined, its temporaries (GELU) made LLVM
+    // split the accumulators' live ranges with a spill store after every
+    // FMA/vdpbf16ps inside the K loop (measured: half speed on the widen path).
+    store_tile::<R, V>(g, &acc, i0, j0, ncols, c0, s.last);
+}
+
+/// Applies the epilogue (on the last K slice) to a finished tile and stores it
+/// (masked at the right edge).
+///
+/// # Safety
+/// As [`tile`]; AVX-512 F/BW/VL/DQ + FMA available.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn store_tile<const R: usize, const V: usize>(
+    g: &Job,
+    acc: &[[__m512; V]; R],
+    i0: usize,
+    j0: usize,
+    ncols: usize,
+    c0: *mut f32,
+    last: bool,
+) {
     for v in 0..V {
         if v * LANES >= ncols {
             break;
@@ -284,7 +392,7 @@ unsafe fn tile<const R: usize, const V: usize>(
         let jc = v * LANES; // column within the tile
         for r in 0..R {
             let mut x = acc[r][v];
-            if s.last {
+            if last {
                 x = match g.epi {
                     Epi::None => x,
                     Epi::Bias(b) => F512::add(x, F512::load_n(b.add(j0 + jc), nv)),
