@@ -288,6 +288,8 @@ impl Sink {
 
 fn run_embed(a: EmbedArgs) -> Result<(), Error> {
     let embedder = load(&a.model)?;
+    let rss_after_load = e5embed::mem::rss_bytes();
+    e5embed::mem::reset_peak_rss();
     let prefix = if a.query {
         e5embed::QUERY_PREFIX
     } else if a.passage {
@@ -300,7 +302,11 @@ fn run_embed(a: EmbedArgs) -> Result<(), Error> {
     let finished = sink.finish();
     let summary = result?;
     finished?;
-    eprintln!("{summary}");
+    eprintln!(
+        "{summary}; RSS after load {:.1} MB, peak while embedding {:.1} MB",
+        mb(rss_after_load),
+        mb(e5embed::mem::peak_rss_bytes())
+    );
     Ok(())
 }
 

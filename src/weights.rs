@@ -105,14 +105,7 @@ impl TensorSource<'_> {
         if view.dtype() != Dtype::I8 {
             return self.get(name, shape).map(Matrix::F32);
         }
-        if view.shape() != shape {
-            return Err(Error::TensorShape {
-                path: self.path.to_owned(),
-                name: name.to_owned(),
-                got: view.shape().to_vec(),
-                expected: shape.to_vec(),
-            });
-        }
+        self.check_shape(&view, name, shape)?;
         let q: Vec<i8> = view.data().iter().map(|&b| b as i8).collect();
         if let Some(index) = q.iter().position(|&v| v == i8::MIN) {
             return Err(Error::Safetensors {
@@ -122,6 +115,23 @@ impl TensorSource<'_> {
         }
         let scales = self.get(&format!("{name}{SCALE_SUFFIX}"), &shape[..1])?;
         Ok(Matrix::Int8 { q, scales })
+    }
+
+    fn check_shape(
+        &self,
+        view: &safetensors::tensor::TensorView<'_>,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<()> {
+        if view.shape() == shape {
+            return Ok(());
+        }
+        Err(Error::TensorShape {
+            path: self.path.to_owned(),
+            name: name.to_owned(),
+            got: view.shape().to_vec(),
+            expected: shape.to_vec(),
+        })
     }
 
     fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'_>> {
@@ -139,14 +149,7 @@ impl TensorSource<'_> {
     /// every value is finite.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let view = self.view(name)?;
-        if view.shape() != shape {
-            return Err(Error::TensorShape {
-                path: self.path.to_owned(),
-                name: name.to_owned(),
-                got: view.shape().to_vec(),
-                expected: shape.to_vec(),
-            });
-        }
+        self.check_shape(&view, name, shape)?;
         let bytes = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes
