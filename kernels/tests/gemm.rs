@@ -15,30 +15,7 @@ enum Epi {
 }
 const EPIS: [Epi; 4] = [Epi::None, Epi::Bias, Epi::BiasGelu, Epi::BiasResidual];
 
-struct Case {
-    a: Vec<f32>,
-    w: Vec<f32>,
-    bias: Vec<f32>,
-    res: Vec<f32>,
-    m: usize,
-    n: usize,
-    k: usize,
-}
-
-impl Case {
-    fn new(m: usize, n: usize, k: usize, seed: u64) -> Case {
-        let mut r = rng(seed);
-        Case {
-            a: uniform(&mut r, m * k, -1.0, 1.0),
-            w: uniform(&mut r, n * k, -1.0, 1.0),
-            bias: uniform(&mut r, n, -1.0, 1.0),
-            res: uniform(&mut r, m * n, -2.0, 2.0),
-            m,
-            n,
-            k,
-        }
-    }
-
+impl GemmOperands {
     fn epilogue(&self, e: Epi) -> Epilogue<'_> {
         match e {
             Epi::None => Epilogue::None,
@@ -107,7 +84,7 @@ fn small_shapes_all_m_all_epilogues_all_isas() {
         .enumerate()
     {
         for (mi, &m) in MS.iter().enumerate() {
-            let case = Case::new(m, n, k, (si * 100 + mi) as u64);
+            let case = GemmOperands::new(m, n, k, (si * 100 + mi) as u64);
             for e in EPIS {
                 case.check(e, &isas);
             }
@@ -129,7 +106,7 @@ fn model_shapes_all_isas() {
             &[1, 7, 13, 25, 33]
         };
         for (mi, &m) in ms.iter().enumerate() {
-            let case = Case::new(m, n, k, 1000 + (si * 100 + mi) as u64);
+            let case = GemmOperands::new(m, n, k, 1000 + (si * 100 + mi) as u64);
             case.check(EPIS[(si + mi) % 4], &isas);
         }
     }
@@ -138,11 +115,11 @@ fn model_shapes_all_isas() {
 /// N beyond NC (3072) exercises the outer column-block loop.
 #[test]
 fn wide_n_beyond_nc() {
-    let case = Case::new(5, 3100, 9, 7);
+    let case = GemmOperands::new(5, 3100, 9, 7);
     for e in EPIS {
         case.check(e, &Isa::available());
     }
-    let case = Case::new(14, 3100, 3, 8);
+    let case = GemmOperands::new(14, 3100, 3, 8);
     case.check(Epi::BiasResidual, &Isa::available());
 }
 
@@ -151,7 +128,7 @@ fn wide_n_beyond_nc() {
 #[test]
 fn row_chunks_match_whole_and_threads() {
     let (m, n, k) = (97, 384, 384);
-    let case = Case::new(m, n, k, 42);
+    let case = GemmOperands::new(m, n, k, 42);
     for isa in Isa::available() {
         let p = PackedMatrix::pack(isa, &case.w, n, k).unwrap();
         let mut whole = vec![0.0; m * n];

@@ -11,30 +11,7 @@ use e5embed_kernels::{
     PackedMatrix,
 };
 
-struct Data {
-    a: Vec<f32>,
-    w: Vec<f32>,
-    bias: Vec<f32>,
-    res: Vec<f32>,
-    m: usize,
-    n: usize,
-    k: usize,
-}
-
-impl Data {
-    fn new(m: usize, n: usize, k: usize, seed: u64) -> Data {
-        let mut r = rng(seed);
-        Data {
-            a: uniform(&mut r, m * k, -1.0, 1.0),
-            w: uniform(&mut r, n * k, -1.0, 1.0),
-            bias: uniform(&mut r, n, -1.0, 1.0),
-            res: uniform(&mut r, m * n, -2.0, 2.0),
-            m,
-            n,
-            k,
-        }
-    }
-
+impl GemmOperands {
     /// Epilogue `e` (0..4) over rows `r0..r0+rows` of the residual.
     fn epi(&self, e: usize, r0: usize, rows: usize) -> Epilogue<'_> {
         match e % 4 {
@@ -95,7 +72,7 @@ fn rows_alone_equal_rows_in_batch_on_every_path() {
     for isa in Isa::available() {
         for (si, &(n, k)) in shapes.iter().enumerate() {
             let m = 2 * SKINNY_MAX_M + 5; // both paths under Auto across sub-calls
-            let d = Data::new(m, n, k, 7000 + si as u64);
+            let d = GemmOperands::new(m, n, k, 7000 + si as u64);
             let p = PackedMatrix::pack(isa, &d.w, n, k).unwrap();
             for e in 0..4 {
                 let e = e + si;
@@ -128,7 +105,7 @@ fn rows_alone_equal_rows_in_batch_on_every_path() {
 #[test]
 fn large_m_blocked_equals_skinny() {
     for isa in Isa::available() {
-        let d = Data::new(700, 96, 700, 11);
+        let d = GemmOperands::new(700, 96, 700, 11);
         let p = PackedMatrix::pack(isa, &d.w, d.n, d.k).unwrap();
         let want = d.full(&p, 3, GemmPath::Skinny);
         assert_bitwise(
@@ -153,7 +130,7 @@ fn column_splits_and_par_equal_whole() {
             (32, 200, 37),
             (77, 384, 384),
         ] {
-            let d = Data::new(m, n, k, (m * n + k) as u64);
+            let d = GemmOperands::new(m, n, k, (m * n + k) as u64);
             let p = PackedMatrix::pack(isa, &d.w, n, k).unwrap();
             for e in 0..4 {
                 let want = d.full(&p, e, GemmPath::Auto);
@@ -193,7 +170,7 @@ fn par_in_a_two_thread_pool() {
         .unwrap();
     for isa in Isa::available() {
         for m in [1, 16, 100] {
-            let d = Data::new(m, 1536, 384, 99 + m as u64);
+            let d = GemmOperands::new(m, 1536, 384, 99 + m as u64);
             let p = PackedMatrix::pack(isa, &d.w, d.n, d.k).unwrap();
             let mut want = vec![0.0; m * d.n];
             gemm_f32(&d.a, m, &p, &mut want, d.epi(2, 0, m)).unwrap();
@@ -210,7 +187,7 @@ fn cols_error_paths() {
     for isa in Isa::available() {
         let (_, nr) = gemm::tile(isa);
         let n = 2 * nr + 3;
-        let d = Data::new(2, n, 5, 1);
+        let d = GemmOperands::new(2, n, 5, 1);
         let p = PackedMatrix::pack(isa, &d.w, n, 5).unwrap();
         let err = |cols: std::ops::Range<usize>, len: usize| {
             matches!(

@@ -148,24 +148,7 @@ pub fn gemm_bf16_reference_bits(
     c: &mut [f32],
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
-    if a.len() != crate::checked_len("gemm_bf16_reference a", &[m, k])? {
-        return shape_err!(
-            "gemm_bf16_reference: a has {} floats, expected m*k = {m}*{k}",
-            a.len()
-        );
-    }
-    if w.len() != crate::checked_len("gemm_bf16_reference w", &[n, k])? {
-        return shape_err!(
-            "gemm_bf16_reference: w has {} elements, expected n*k = {n}*{k}",
-            w.len()
-        );
-    }
-    if c.len() != crate::checked_len("gemm_bf16_reference c", &[m, n])? {
-        return shape_err!(
-            "gemm_bf16_reference: c has {} floats, expected m*n = {m}*{n}",
-            c.len()
-        );
-    }
+    crate::gemm::validate_dense("gemm_bf16_reference", a.len(), w.len(), c.len(), m, n, k)?;
     validate_epilogue(&epilogue, m, n)?;
     let kp = padded_k(k);
     // Rows padded to even with a zero element, as the packed layout.

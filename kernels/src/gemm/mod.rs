@@ -72,8 +72,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-pub(crate) use reference::gelu_f64;
 pub use reference::gemm_f32_reference;
+pub(crate) use reference::{gelu_f64, validate_dense};
 
 pub(crate) use kernel::{Epi, Raw};
 pub(crate) use pack::{pack_b, packed_len};

@@ -4,6 +4,34 @@
 use super::{validate_epilogue, Epilogue};
 use crate::{shape_err, KernelError};
 
+/// Checks the operand lengths of a reference GEMM: `a: [m, k]`, `w: [n, k]`, `c: [m, n]`
+/// (shared by the f32 and bf16 references).
+pub(crate) fn validate_dense(
+    what: &str,
+    a_len: usize,
+    w_len: usize,
+    c_len: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), KernelError> {
+    for (name, len, dims) in [
+        ("a", a_len, [m, k]),
+        ("w", w_len, [n, k]),
+        ("c", c_len, [m, n]),
+    ] {
+        if len != crate::checked_len(what, &dims)? {
+            return shape_err!(
+                "{what}: {name} has {len} elements, expected {}*{} = {:?}",
+                dims[0],
+                dims[1],
+                dims[0].checked_mul(dims[1])
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `C[m, n] = epilogue(Σ_q A[i, q] · W[j, q])`, W in PyTorch Linear layout `[n, k]`.
 pub fn gemm_f32_reference(
     a: &[f32],
@@ -14,24 +42,7 @@ pub fn gemm_f32_reference(
     c: &mut [f32],
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
-    if a.len() != crate::checked_len("gemm_reference a", &[m, k])? {
-        return shape_err!(
-            "gemm_reference: a has {} floats, expected m*k = {m}*{k}",
-            a.len()
-        );
-    }
-    if w.len() != crate::checked_len("gemm_reference w", &[n, k])? {
-        return shape_err!(
-            "gemm_reference: w has {} floats, expected n*k = {n}*{k}",
-            w.len()
-        );
-    }
-    if c.len() != crate::checked_len("gemm_reference c", &[m, n])? {
-        return shape_err!(
-            "gemm_reference: c has {} floats, expected m*n = {m}*{n}",
-            c.len()
-        );
-    }
+    validate_dense("gemm_reference", a.len(), w.len(), c.len(), m, n, k)?;
     validate_epilogue(&epilogue, m, n)?;
     for i in 0..m {
         for j in 0..n {

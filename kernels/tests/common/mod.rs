@@ -69,3 +69,30 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -
         );
     }
 }
+
+/// Random GEMM operands: `a: [m, k]`, `w: [n, k]` in [-1, 1), `bias: [n]`, `res: [m, n]` in
+/// [-2, 2), all from one seed (shared by the GEMM test files).
+pub struct GemmOperands {
+    pub a: Vec<f32>,
+    pub w: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub res: Vec<f32>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl GemmOperands {
+    pub fn new(m: usize, n: usize, k: usize, seed: u64) -> GemmOperands {
+        let mut r = rng(seed);
+        GemmOperands {
+            a: uniform(&mut r, m * k, -1.0, 1.0),
+            w: uniform(&mut r, n * k, -1.0, 1.0),
+            bias: uniform(&mut r, n, -1.0, 1.0),
+            res: uniform(&mut r, m * n, -2.0, 2.0),
+            m,
+            n,
+            k,
+        }
+    }
+}
