@@ -277,7 +277,12 @@ impl Embedder {
         order.sort_by_key(|&i| tokens[i].ids.len());
         let mut vectors = vec![Vec::new(); tokens.len()];
         let mut scratch = self.take_scratch();
-        let mut times = OpTimes::from_env();
+        // The switch was read from the environment once, at load.
+        let mut times = self
+            .timings
+            .lock()
+            .map(|t| t.empty_like())
+            .unwrap_or_default();
         let mut run = || -> Result<()> {
             for batch in budget_batches(&order, |i| tokens[i].ids.len(), self.max_batch_tokens) {
                 let seqs: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].ids.as_slice()).collect();

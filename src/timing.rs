@@ -57,6 +57,14 @@ impl OpTimes {
         }
     }
 
+    /// A fresh, empty set with the same switch (no environment read: for per-call use).
+    pub fn empty_like(&self) -> Self {
+        OpTimes {
+            enabled: self.enabled,
+            ..Default::default()
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.enabled
     }
