@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use e5embed_kernels::bgemm::{BIsa, BIsaKind};
 use e5embed_kernels::qgemm::{QIsa, QIsaKind};
 use e5embed_kernels::{Isa, IsaKind};
 
 use crate::config::{ModelConfig, Pooling};
 use crate::error::{Error, Result};
-use crate::model::fast::Scratch;
+use crate::model::fast::{Paths, Scratch};
 use crate::model::{FastModel, Precision};
 use crate::pool::{l2_normalize, pool};
 use crate::timing::OpTimes;
@@ -30,10 +31,39 @@ pub struct EmbedderOptions {
     pub isa: Option<IsaKind>,
     /// Tokens per forward pass; default [`DEFAULT_MAX_BATCH_TOKENS`].
     pub max_batch_tokens: Option<usize>,
-    /// GEMM precision; default: int8 for a model saved by `e5embed quantize`, else f32.
+    /// GEMM precision; default (`None`, the CLI's `auto`): see [`auto_precision`].
     pub precision: Option<Precision>,
     /// Force the int8 kernel path; default: derived from `isa` / `E5EMBED_ISA`, else the best.
     pub qisa: Option<QIsaKind>,
+    /// Force the bf16 kernel path; default: derived from `isa` / `E5EMBED_ISA`, else the best.
+    pub bisa: Option<BIsaKind>,
+}
+
+/// The precision `auto` picks, and why (printed by `e5embed info`).
+///
+/// - A model saved by `e5embed quantize` runs in int8 (that is what it was saved for).
+/// - Otherwise f32. bf16 would be chosen where its GEMM is faster than f32 at the model's
+///   shapes, i.e. on AMX tiles (`tdpbf16ps`), which this build does not have yet (and the
+///   machines it was built on do not expose). On AVX512-BF16 without AMX, `vdpbf16ps` does
+///   32 products per ~2 cycles against 64 for two f32 FMA ports (measured,
+///   `kernels/src/bgemm/mod.rs`), so bf16 is slower than f32 from 16 tokens up and `auto`
+///   keeps f32. `--precision bf16` still runs it (accuracy: `tests/bf16.rs`).
+pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
+    if prequantized {
+        return (
+            Precision::Int8,
+            "auto: the model was saved by `e5embed quantize`".into(),
+        );
+    }
+    let why = match bisa.kind() {
+        BIsaKind::Avx512Bf16 => {
+            "auto: no AMX; AVX512-BF16 (vdpbf16ps) is half the f32 FMA rate here, so bf16 \
+             would be slower"
+        }
+        BIsaKind::Avx512Widen => "auto: no AMX or AVX512-BF16 on this CPU",
+        BIsaKind::Scalar => "auto: no bf16 SIMD path on this CPU / ISA",
+    };
+    (Precision::F32, why.into())
 }
 
 /// The result of embedding a list of texts.
@@ -56,6 +86,8 @@ pub struct Embedder {
     pool: rayon::ThreadPool,
     threads: usize,
     max_batch_tokens: usize,
+    /// Why the precision was chosen ("requested", or `auto`'s reason).
+    precision_reason: String,
     /// Forward buffers, one per concurrent call, reused across calls (flat memory).
     scratch: std::sync::Mutex<Vec<Scratch>>,
     /// Per-op timings accumulated when `E5EMBED_TIMING` is set.
@@ -73,23 +105,37 @@ impl std::fmt::Debug for Embedder {
     }
 }
 
-/// Picks the f32 and int8 kernel paths. API choices win; otherwise `E5EMBED_ISA`:
-/// `scalar` | `avx2` | `avx512` force the f32 path (and the matching int8 path: scalar, the
-/// AVX2 non-VNNI path, the best VNNI path), `avxvnni` | `vnni` force an int8 path (with the
-/// AVX2 / AVX-512 f32 path); unset: the best of each this CPU has.
-pub fn resolve_paths(isa: Option<IsaKind>, qisa: Option<QIsaKind>) -> Result<(Isa, QIsa)> {
+/// Kernel path requests parsed from `E5EMBED_ISA` / `--isa` (`None`: derive or detect).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IsaRequest {
+    pub isa: Option<IsaKind>,
+    pub qisa: Option<QIsaKind>,
+    pub bisa: Option<BIsaKind>,
+}
+
+/// Picks the f32, int8 and bf16 kernel paths. API choices win; otherwise `E5EMBED_ISA`:
+/// `scalar` | `avx2` | `avx512` force the f32 path (and the matching int8 / bf16 paths:
+/// scalar, the AVX2 non-VNNI int8 path with the scalar bf16 one, the best AVX-512 ones),
+/// `avxvnni` | `vnni` force an int8 path and `avx512bf16` | `avx512widen` a bf16 path (with
+/// the AVX2 / AVX-512 f32 path); unset: the best of each this CPU has.
+pub fn resolve_paths(
+    isa: Option<IsaKind>,
+    qisa: Option<QIsaKind>,
+    bisa: Option<BIsaKind>,
+) -> Result<Paths> {
     let unsupported = |what: String| {
         Error::Kernel(e5embed_kernels::KernelError::UnsupportedIsa(format!(
             "{what} was requested but this CPU does not support it"
         )))
     };
-    let (mut isa, mut qisa) = (isa, qisa);
-    if isa.is_none() && qisa.is_none() {
+    let (mut isa, mut qisa, mut bisa) = (isa, qisa, bisa);
+    if isa.is_none() && qisa.is_none() && bisa.is_none() {
         if let Some(v) = std::env::var("E5EMBED_ISA")
             .ok()
             .filter(|v| !v.trim().is_empty())
         {
-            (isa, qisa) = parse_isa_spec(&v)?;
+            let r = parse_isa_spec(&v)?;
+            (isa, qisa, bisa) = (r.isa, r.qisa, r.bisa);
         }
     }
     let f32_path = match isa {
@@ -104,23 +150,52 @@ pub fn resolve_paths(isa: Option<IsaKind>, qisa: Option<QIsaKind>) -> Result<(Is
             _ => QIsa::best(),
         },
     };
-    Ok((f32_path, q_path))
+    let b_path = match bisa {
+        Some(k) => BIsa::new(k).ok_or_else(|| unsupported(format!("bf16 path {}", k.name())))?,
+        None => match f32_path.kind() {
+            IsaKind::Avx512 => BIsa::best(),
+            _ => BIsa::scalar(),
+        },
+    };
+    Ok(Paths {
+        isa: f32_path,
+        qisa: q_path,
+        bisa: b_path,
+    })
 }
 
-/// Parses an `E5EMBED_ISA` / `--isa` value into (f32 path, int8 path) requests.
-pub fn parse_isa_spec(spec: &str) -> Result<(Option<IsaKind>, Option<QIsaKind>)> {
+/// Parses an `E5EMBED_ISA` / `--isa` value into kernel path requests.
+pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
     let s = spec.trim().to_ascii_lowercase();
+    let req = |isa, qisa, bisa| {
+        Ok(IsaRequest {
+            isa: Some(isa),
+            qisa,
+            bisa,
+        })
+    };
     match s.as_str() {
-        "vnni" | "avx512vnni" => Ok((Some(IsaKind::Avx512), Some(QIsaKind::Avx512Vnni))),
-        "avxvnni" => Ok((Some(IsaKind::Avx2), Some(QIsaKind::AvxVnni))),
+        "vnni" | "avx512vnni" => req(IsaKind::Avx512, Some(QIsaKind::Avx512Vnni), None),
+        "avxvnni" => req(IsaKind::Avx2, Some(QIsaKind::AvxVnni), None),
+        "avx512bf16" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Bf16)),
+        "avx512widen" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Widen)),
         "amx" => Err(Error::InvalidInput(
-            "the AMX paths are not implemented yet (and this CPU may not expose AMX); use avx512 or vnni".into(),
+            "the AMX paths are not implemented yet (and this CPU may not expose AMX); use \
+             avx512, vnni or avx512bf16"
+                .into(),
         )),
-        other => other.parse::<IsaKind>().map(|k| (Some(k), None)).map_err(|_| {
-            Error::InvalidInput(format!(
-                "unknown ISA `{spec}`: use scalar, avx2, avxvnni, avx512 or vnni"
-            ))
-        }),
+        other => other
+            .parse::<IsaKind>()
+            .map(|k| IsaRequest {
+                isa: Some(k),
+                ..Default::default()
+            })
+            .map_err(|_| {
+                Error::InvalidInput(format!(
+                    "unknown ISA `{spec}`: use scalar, avx2, avxvnni, avx512, vnni, avx512bf16 \
+                     or avx512widen"
+                ))
+            }),
     }
 }
 
@@ -137,19 +212,18 @@ impl Embedder {
         let config = ModelConfig::from_dir(dir)?;
         let tokenizer =
             TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
-        let (isa, qisa) = resolve_paths(opts.isa, opts.qisa)?;
+        let paths = resolve_paths(opts.isa, opts.qisa, opts.bisa)?;
         let weights = BertWeights::load(dir, &config.bert)?;
         let prequantized = weights.layers.iter().any(|l| {
             [&l.qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w]
                 .iter()
                 .any(|m| matches!(m, crate::weights::Matrix::Int8 { .. }))
         });
-        let precision = opts.precision.unwrap_or(if prequantized {
-            Precision::Int8
-        } else {
-            Precision::F32
-        });
-        let model = FastModel::new(weights, isa, qisa, precision)?;
+        let (precision, precision_reason) = match opts.precision {
+            Some(p) => (p, "requested".to_owned()),
+            None => auto_precision(prequantized, paths.bisa),
+        };
+        let model = FastModel::new(weights, paths, precision)?;
         let threads = match opts.threads {
             Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),
             Some(t) => t,
@@ -175,6 +249,7 @@ impl Embedder {
             pool,
             threads,
             max_batch_tokens,
+            precision_reason,
             scratch: std::sync::Mutex::new(Vec::new()),
             timings: std::sync::Mutex::new(OpTimes::from_env()),
         })
@@ -202,8 +277,18 @@ impl Embedder {
         self.model.qisa()
     }
 
+    /// The bf16 kernel path (used when the precision is bf16).
+    pub fn bisa(&self) -> BIsa {
+        self.model.bisa()
+    }
+
     pub fn precision(&self) -> Precision {
         self.model.precision()
+    }
+
+    /// Why this precision: `requested`, or the reason `auto` gave ([`auto_precision`]).
+    pub fn precision_reason(&self) -> &str {
+        &self.precision_reason
     }
 
     /// The model as packed (for saving a quantized copy).

@@ -59,17 +59,17 @@ struct ModelArgs {
     /// Worker threads (default: the physical cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Force a kernel path: scalar, avx2, avxvnni, avx512 or vnni (default: $E5EMBED_ISA,
-    /// else the best this CPU has).
+    /// Force a kernel path: scalar, avx2, avxvnni, avx512, vnni, avx512bf16 or avx512widen
+    /// (default: $E5EMBED_ISA, else the best this CPU has).
     #[arg(long)]
     isa: Option<String>,
     /// Tokens per forward pass (texts are sorted by length and packed up to this budget).
     #[arg(long)]
     max_batch_tokens: Option<usize>,
-    /// GEMM precision: f32 or int8 (default: int8 for a model saved by `e5embed quantize`,
-    /// else f32).
+    /// GEMM precision: f32, int8, bf16 or auto (default auto: int8 for a model saved by
+    /// `e5embed quantize`, else f32 unless the CPU's bf16 path is faster; `info` says why).
     #[arg(long)]
-    precision: Option<Precision>,
+    precision: Option<String>,
 }
 
 #[derive(Args)]
@@ -167,11 +167,11 @@ fn model_dir(model: &Option<PathBuf>) -> Result<PathBuf, Error> {
 
 fn run_quantize(a: QuantizeArgs) -> Result<(), Error> {
     let src = model_dir(&a.model)?;
-    let (isa, qisa) = match &a.isa {
+    let req = match &a.isa {
         Some(spec) => e5embed::embedder::parse_isa_spec(spec)?,
-        None => (None, None),
+        None => Default::default(),
     };
-    let (_, qisa) = e5embed::embedder::resolve_paths(isa, qisa)?;
+    let qisa = e5embed::embedder::resolve_paths(req.isa, req.qisa, req.bisa)?.qisa;
     let r = e5embed::quantize::save_quantized(&src, &a.out, qisa)?;
     eprintln!(
         "quantized {} Linear weights for the {} int8 path (range ±{}): {:.1} MB -> {:.1} MB in {}",
@@ -187,16 +187,21 @@ fn run_quantize(a: QuantizeArgs) -> Result<(), Error> {
 
 fn load(m: &ModelArgs) -> Result<Embedder, Error> {
     let dir = model_dir(&m.model)?;
-    let (isa, qisa) = match &m.isa {
+    let req = match &m.isa {
         Some(spec) => e5embed::embedder::parse_isa_spec(spec)?,
-        None => (None, None),
+        None => Default::default(),
+    };
+    let precision = match &m.precision {
+        Some(p) => Precision::parse_request(p)?,
+        None => None,
     };
     let opts = EmbedderOptions {
         threads: m.threads,
-        isa,
-        qisa,
+        isa: req.isa,
+        qisa: req.qisa,
+        bisa: req.bisa,
         max_batch_tokens: m.max_batch_tokens,
-        precision: m.precision,
+        precision,
     };
     Embedder::load_with(dir, &opts)
 }
@@ -206,6 +211,7 @@ fn isa_label(e: &Embedder) -> &'static str {
     match e.precision() {
         Precision::F32 => e.isa().name(),
         Precision::Int8 => e.qisa().name(),
+        Precision::Bf16 => e.bisa().name(),
     }
 }
 
@@ -217,7 +223,7 @@ fn io_err(path: &str, source: std::io::Error) -> Error {
 }
 
 /// Precisions this build can run.
-const PRECISIONS: [&str; 2] = ["f32", "int8"];
+const PRECISIONS: [&str; 4] = ["f32", "int8", "bf16", "auto"];
 
 /// Texts per call when streaming input: bounds memory whatever the input size, and gives the
 /// length sort enough texts to pack well.
@@ -708,7 +714,9 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
             "gemm_kernel": embedder.gemm_kernel_name(),
             "attention_kernel": e5embed_kernels::attention::kernel_name(embedder.isa()),
             "precision": embedder.precision().name(),
+            "precision_reason": embedder.precision_reason(),
             "int8_path": embedder.qisa().name(),
+            "bf16_path": embedder.bisa().name(),
             "precisions": PRECISIONS,
             "threads": embedder.threads(),
             "max_batch_tokens": embedder.max_batch_tokens(),
@@ -740,9 +748,16 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
         e5embed_kernels::attention::kernel_name(embedder.isa())
     );
     println!(
-        "precision        {} (available: {})",
+        "precision        {} ({}; available: {})",
         embedder.precision(),
+        embedder.precision_reason(),
         PRECISIONS.join(", ")
+    );
+    println!(
+        "kernel paths     f32 {}, int8 {}, bf16 {}",
+        embedder.isa().name(),
+        embedder.qisa().name(),
+        embedder.bisa().name()
     );
     println!("threads          {}", embedder.threads());
     println!("max batch tokens {}", embedder.max_batch_tokens());

@@ -3,6 +3,7 @@
 //! LayerNorm) runs once over it, split by rows across the thread pool; attention runs per text
 //! over its own tokens only, so no mask is needed and no FLOP is spent on padding.
 
+use e5embed_kernels::bgemm::{self, BIsa, Bf16Matrix};
 use e5embed_kernels::gemm::PackedMatrix;
 use e5embed_kernels::qgemm::{self, QIsa, QuantizedMatrix};
 use e5embed_kernels::{attention, ew, Epilogue, Isa};
@@ -21,19 +22,19 @@ pub enum Linear {
     /// int8 weights (symmetric per output channel) for the u8 x s8 kernels; activations are
     /// quantized per token right before the GEMM (see `kernels/src/qgemm/mod.rs`).
     Int8(QuantizedMatrix),
+    /// bf16 weights for the bf16 kernels (f32 accumulation; activations rounded to bf16 inside
+    /// the GEMM, see `kernels/src/bgemm/mod.rs`).
+    Bf16(Bf16Matrix),
 }
 
 impl Linear {
-    fn new(
-        m: Matrix,
-        n: usize,
-        k: usize,
-        isa: Isa,
-        qisa: QIsa,
-        precision: Precision,
-    ) -> Result<Self> {
+    fn new(m: Matrix, n: usize, k: usize, paths: Paths, precision: Precision) -> Result<Self> {
+        let Paths { isa, qisa, bisa } = paths;
         Ok(match (precision, m) {
             (Precision::F32, m) => Linear::F32(PackedMatrix::pack(isa, &m.to_f32(), n, k)?),
+            // bf16 weights stored in the file were widened to f32 exactly at load, so this
+            // rounding gives them back bit for bit.
+            (Precision::Bf16, m) => Linear::Bf16(Bf16Matrix::from_f32(bisa, &m.to_f32(), n, k)?),
             (Precision::Int8, Matrix::F32(w)) => {
                 Linear::Int8(QuantizedMatrix::quantize(qisa, &w, n, k)?)
             }
@@ -54,6 +55,7 @@ impl Linear {
         match self {
             Linear::F32(w) => w.kernel_name(),
             Linear::Int8(w) => w.kernel_name(),
+            Linear::Bf16(w) => w.kernel_name(),
         }
     }
 
@@ -61,7 +63,7 @@ impl Linear {
     pub fn int8_parts(&self) -> Option<(Vec<i8>, Vec<f32>)> {
         match self {
             Linear::Int8(w) => Some((w.unpack_weights(), w.scales()[..w.n()].to_vec())),
-            Linear::F32(_) => None,
+            Linear::F32(_) | Linear::Bf16(_) => None,
         }
     }
 }
@@ -79,6 +81,14 @@ pub fn int8_gemms() -> Vec<String> {
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect()
+}
+
+/// The kernel path of each precision: f32 GEMM / LayerNorm / attention, int8 GEMM, bf16 GEMM.
+#[derive(Debug, Clone, Copy)]
+pub struct Paths {
+    pub isa: Isa,
+    pub qisa: QIsa,
+    pub bisa: BIsa,
 }
 
 /// One encoder layer with its weights packed for the microkernels.
@@ -102,6 +112,7 @@ pub struct FastModel {
     config: BertConfig,
     isa: Isa,
     qisa: QIsa,
+    bisa: BIsa,
     precision: Precision,
     word_emb: Vec<f32>,
     pos_emb: Vec<f32>,
@@ -170,6 +181,7 @@ fn par_linear(
 ) -> Result<()> {
     let w = match w {
         Linear::F32(w) => return par_gemm(a, m, w, c, epi),
+        Linear::Bf16(w) => return par_bf16(a, m, w, c, epi),
         Linear::Int8(w) => w,
     };
     let (n, k, kp) = (w.n(), w.k(), w.k_padded());
@@ -215,6 +227,56 @@ fn par_linear(
             let rows = cc.len() / n;
             qgemm::quantize_rows(qisa, &a[r0 * k..(r0 + rows) * k], rows, k, qa, qs)?;
             qgemm::gemm_u8s8(qa, qs, rows, w, cc, epi.rows(r0, rows, n))
+        })?;
+    Ok(())
+}
+
+/// `c[m, n] = bf16(a[m, k]) · Wᵀ` + epilogue (f32 accumulation): row blocks of whole tiles
+/// across the pool, or for a skinny `m` (a query) two column halves, each thread streaming
+/// half the weights. Bitwise equal to one single-threaded call either way (the bf16 kernels'
+/// accumulation order depends on neither rows nor columns, see `kernels/src/bgemm/mod.rs`).
+fn par_bf16(a: &[f32], m: usize, w: &Bf16Matrix, c: &mut [f32], epi: Epi<'_>) -> Result<()> {
+    let (n, k) = (w.n(), w.k());
+    let threads = rayon::current_num_threads();
+    if m <= SKINNY_MAX_M && threads > 1 {
+        let nr = w.panel_width();
+        let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
+        let epi = epi.rows(0, m, n);
+        let a = &a[..m * k];
+        let (left, right) = rayon::join(
+            || -> Result<Vec<f32>> {
+                let mut block = vec![0.0; m * split];
+                bgemm::gemm_bf16_cols(a, m, w, 0..split, &mut block, epi)?;
+                Ok(block)
+            },
+            || -> Result<Vec<f32>> {
+                let mut block = vec![0.0; m * (n - split)];
+                bgemm::gemm_bf16_cols(a, m, w, split..n, &mut block, epi)?;
+                Ok(block)
+            },
+        );
+        let (left, right) = (left?, right?);
+        for (r, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
+            row[..split].copy_from_slice(&left[r * split..(r + 1) * split]);
+            row[split..].copy_from_slice(&right[r * (n - split)..(r + 1) * (n - split)]);
+        }
+        return Ok(());
+    }
+    let (mr, _) = w.isa().tile();
+    let per = rows_per_task(m, threads, mr);
+    c[..m * n]
+        .par_chunks_mut(per * n)
+        .enumerate()
+        .try_for_each(|(i, cc)| {
+            let r0 = i * per;
+            let rows = cc.len() / n;
+            bgemm::gemm_bf16(
+                &a[r0 * k..(r0 + rows) * k],
+                rows,
+                w,
+                cc,
+                epi.rows(r0, rows, n),
+            )
         })?;
     Ok(())
 }
@@ -316,9 +378,10 @@ fn par_layernorm(
 }
 
 impl FastModel {
-    /// Packs the weights for `isa` (f32) or `qisa` (int8). Consumes the unpacked weights so
-    /// their memory is freed.
-    pub fn new(w: BertWeights, isa: Isa, qisa: QIsa, precision: Precision) -> Result<Self> {
+    /// Packs the weights for the precision's path in `paths` (f32, int8 or bf16). Consumes
+    /// the unpacked weights so their memory is freed.
+    pub fn new(w: BertWeights, paths: Paths, precision: Precision) -> Result<Self> {
+        let Paths { isa, qisa, bisa } = paths;
         let c = w.config.clone();
         let (h, i) = (c.hidden_size, c.intermediate_size);
         // Which GEMMs run in int8 at int8 precision. Measured on all-MiniLM-L6-v2 (cosine of
@@ -334,7 +397,7 @@ impl FastModel {
             } else {
                 precision
             };
-            Linear::new(m, n, k, isa, qisa, p)
+            Linear::new(m, n, k, paths, p)
         };
         let layers = w
             .layers
@@ -360,6 +423,7 @@ impl FastModel {
             config: c,
             isa,
             qisa,
+            bisa,
             precision,
             word_emb: w.word_emb,
             pos_emb: w.pos_emb,
@@ -381,6 +445,11 @@ impl FastModel {
     /// The int8 kernel path (used when the precision is int8).
     pub fn qisa(&self) -> QIsa {
         self.qisa
+    }
+
+    /// The bf16 kernel path (used when the precision is bf16).
+    pub fn bisa(&self) -> BIsa {
+        self.bisa
     }
 
     pub fn precision(&self) -> Precision {

@@ -18,15 +18,29 @@ pub enum Precision {
     /// int8 weights (symmetric, per output channel) and int8 activations (dynamic, per token),
     /// i32 accumulation, f32 epilogues.
     Int8,
+    /// bf16 weights and activations (round to nearest even), f32 accumulation and epilogues
+    /// (`kernels::bgemm`: AVX512-BF16 `vdpbf16ps`, or the bf16-weight widening path).
+    Bf16,
 }
 
 impl Precision {
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Int8];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Int8, Precision::Bf16];
 
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Int8 => "int8",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Parses a precision request: a precision, or `auto` (`None`: the embedder chooses, see
+    /// `Embedder::precision_reason`).
+    pub fn parse_request(s: &str) -> Result<Option<Precision>> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(None)
+        } else {
+            s.parse().map(Some)
         }
     }
 }
@@ -37,8 +51,10 @@ impl std::str::FromStr for Precision {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "int8" | "i8" | "q8" => Ok(Precision::Int8),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
             other => Err(Error::InvalidInput(format!(
-                "precision `{other}` is not available; this build supports: f32, int8"
+                "precision `{other}` is not available; this build supports: f32, int8, bf16 \
+                 (or auto)"
             ))),
         }
     }

@@ -1,0 +1,140 @@
+//! bf16 precision: accuracy against f32 (and ONNX Runtime fp32) on the fixture texts for
+//! every bf16 path, batch invariance, and what `auto` picks.
+
+mod common;
+
+use common::*;
+use e5embed::embedder::auto_precision;
+use e5embed::{pool::cosine, Embedder, EmbedderOptions, Precision};
+use e5embed_kernels::bgemm::BIsa;
+
+/// Issue #6's accuracy budget on all-MiniLM-L6-v2 (cosine of bf16 to f32 embeddings), held on
+/// both test models and every bf16 path (the scalar reference rounds exactly as the hardware).
+const BF16_MEAN_COSINE: f64 = 0.9999;
+const BF16_MIN_COSINE: f64 = 0.999;
+
+fn load(dir: &std::path::Path, bisa: BIsa, threads: usize, budget: Option<usize>) -> Embedder {
+    let opts = EmbedderOptions {
+        precision: Some(Precision::Bf16),
+        bisa: Some(bisa.kind()),
+        threads: Some(threads),
+        max_batch_tokens: budget,
+        ..Default::default()
+    };
+    Embedder::load_with(dir, &opts).unwrap()
+}
+
+/// The texts a path is tested on: all, or for the ~50x slower scalar path the first 8
+/// (short, empty, accents, ...) and the longest one (truncated).
+fn subset(texts: &[String], bisa: BIsa) -> Vec<String> {
+    if bisa == BIsa::scalar() {
+        let longest = texts.iter().max_by_key(|t| t.len()).unwrap().clone();
+        texts[..8].iter().cloned().chain([longest]).collect()
+    } else {
+        texts.to_vec()
+    }
+}
+
+fn stats(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f64) {
+    let cos: Vec<f64> = a.iter().zip(b).map(|(x, y)| cosine(x, y)).collect();
+    let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+    (mean, cos.iter().cloned().fold(1.0, f64::min))
+}
+
+#[test]
+fn bf16_is_close_to_f32_and_onnx_runtime_on_every_path() {
+    let mut failures = Vec::new();
+    for name in ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"] {
+        let fx = load_fixture(name);
+        let dir = model_dir(name);
+        let f32_vecs = Embedder::load(&dir)
+            .unwrap()
+            .embed(&fx.texts)
+            .unwrap()
+            .vectors;
+        for bisa in BIsa::available() {
+            let e = load(&dir, bisa, 2, None);
+            assert_eq!(e.precision(), Precision::Bf16);
+            assert_eq!(e.bisa(), bisa);
+            let texts = subset(&fx.texts, bisa);
+            let idx: Vec<usize> = texts
+                .iter()
+                .map(|t| fx.texts.iter().position(|x| x == t).unwrap())
+                .collect();
+            let pick = |all: &[Vec<f32>]| -> Vec<Vec<f32>> {
+                idx.iter().map(|&i| all[i].clone()).collect()
+            };
+            let v = e.embed(&texts).unwrap().vectors;
+            let (mean, min) = stats(&v, &pick(&f32_vecs));
+            let (ort_mean, ort_min) = stats(&v, &pick(&fx.embedding));
+            eprintln!(
+                "{name} bf16 {} ({} texts): cosine to f32 mean {mean:.7} min {min:.7}; to ONNX Runtime fp32 \
+                 mean {ort_mean:.7} min {ort_min:.7}",
+                bisa.name(),
+                texts.len()
+            );
+            for (what, mean, min) in [("f32", mean, min), ("ORT fp32", ort_mean, ort_min)] {
+                if mean < BF16_MEAN_COSINE || min < BF16_MIN_COSINE {
+                    failures.push(format!(
+                        "{name} {} vs {what}: mean {mean} min {min}",
+                        bisa.name()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "bf16 below budget: {failures:?}");
+}
+
+#[test]
+fn bf16_is_bitwise_batch_invariant() {
+    let all_texts = load_fixture("all-MiniLM-L6-v2").texts;
+    let dir = model_dir("all-MiniLM-L6-v2");
+    for bisa in BIsa::available() {
+        let texts = subset(&all_texts, bisa);
+        let e1 = load(&dir, bisa, 1, None);
+        let alone: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| e1.embed(&[t]).unwrap().vectors.remove(0))
+            .collect();
+        for (threads, budget) in [(2, None), (2, Some(256)), (1, Some(300))] {
+            let all = load(&dir, bisa, threads, budget).embed(&texts).unwrap();
+            for (i, v) in all.vectors.iter().enumerate() {
+                assert!(
+                    v == &alone[i],
+                    "bf16 {} threads {threads} budget {budget:?}: text {i} differs from alone",
+                    bisa.name()
+                );
+            }
+        }
+        // Alone on 2 threads: the skinny column split.
+        let e2 = load(&dir, bisa, 2, None);
+        for (i, t) in texts.iter().enumerate() {
+            assert!(
+                e2.embed(&[t]).unwrap().vectors[0] == alone[i],
+                "bf16 {}: text {i} alone on 2 threads",
+                bisa.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn auto_precision_is_f32_without_amx_and_int8_for_a_quantized_model() {
+    for bisa in BIsa::available() {
+        let (p, why) = auto_precision(false, bisa);
+        assert_eq!(p, Precision::F32, "{}: {why}", bisa.name());
+        assert!(why.starts_with("auto: "), "{why}");
+        assert_eq!(auto_precision(true, bisa).0, Precision::Int8);
+    }
+    let e = Embedder::load(model_dir("all-MiniLM-L6-v2")).unwrap();
+    assert_eq!(e.precision(), Precision::F32);
+    assert!(e.precision_reason().starts_with("auto: "));
+    assert_eq!(Precision::parse_request("auto").unwrap(), None);
+    assert_eq!(
+        Precision::parse_request("BF16").unwrap(),
+        Some(Precision::Bf16)
+    );
+    let err = Precision::parse_request("fp8").unwrap_err().to_string();
+    assert!(err.contains("f32, int8, bf16"), "{err}");
+}
