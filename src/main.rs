@@ -223,7 +223,7 @@ fn io_err(path: &str, source: std::io::Error) -> Error {
 }
 
 /// Precisions this build can run.
-const PRECISIONS: [&str; 4] = ["f32", "int8", "bf16", "auto"];
+const PRECISIONS: [&str; 3] = ["f32", "int8", "bf16"];
 
 /// Texts per call when streaming input: bounds memory whatever the input size, and gives the
 /// length sort enough texts to pack well.
@@ -748,7 +748,7 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
         e5embed_kernels::attention::kernel_name(embedder.isa())
     );
     println!(
-        "precision        {} ({}; available: {})",
+        "precision        {} ({}; available: {}, auto)",
         embedder.precision(),
         embedder.precision_reason(),
         PRECISIONS.join(", ")

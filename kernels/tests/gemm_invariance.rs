@@ -129,6 +129,9 @@ fn column_splits_and_par_equal_whole() {
             (9, 384, 1536),
             (32, 200, 37),
             (77, 384, 384),
+            // Both sides of gemm_f32_par's column/row split (COLUMN_SPLIT_MAX_M = 96).
+            (gemm::COLUMN_SPLIT_MAX_M, 384, 1536),
+            (gemm::COLUMN_SPLIT_MAX_M + 1, 96, 384),
         ] {
             let d = GemmOperands::new(m, n, k, (m * n + k) as u64);
             let p = PackedMatrix::pack(isa, &d.w, n, k).unwrap();
