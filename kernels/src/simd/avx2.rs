@@ -56,6 +56,14 @@ impl Simd for Avx2 {
         _mm256_div_ps(a, b)
     }
     #[inline(always)]
+    unsafe fn recip(a: __m256) -> __m256 {
+        // vrcpps is only 12 bits: two Newton-Raphson steps r·(2 − a·r).
+        let two = _mm256_set1_ps(2.0);
+        let r = _mm256_rcp_ps(a);
+        let r = _mm256_mul_ps(r, _mm256_fnmadd_ps(a, r, two));
+        _mm256_mul_ps(r, _mm256_fnmadd_ps(a, r, two))
+    }
+    #[inline(always)]
     unsafe fn max(a: __m256, b: __m256) -> __m256 {
         _mm256_max_ps(a, b)
     }

@@ -54,6 +54,12 @@ impl Simd for Avx512 {
         _mm512_div_ps(a, b)
     }
     #[inline(always)]
+    unsafe fn recip(a: __m512) -> __m512 {
+        let r = _mm512_rcp14_ps(a);
+        // r·(2 − a·r): one Newton-Raphson step.
+        _mm512_mul_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(2.0)))
+    }
+    #[inline(always)]
     unsafe fn max(a: __m512, b: __m512) -> __m512 {
         _mm512_max_ps(a, b)
     }
