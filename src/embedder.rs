@@ -179,11 +179,10 @@ pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
         "avxvnni" => req(IsaKind::Avx2, Some(QIsaKind::AvxVnni), None),
         "avx512bf16" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Bf16)),
         "avx512widen" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Widen)),
-        "amx" => Err(Error::InvalidInput(
-            "the AMX paths are not implemented yet (and this CPU may not expose AMX); use \
-             avx512, vnni or avx512bf16"
-                .into(),
-        )),
+        "amx" => Err(Error::InvalidInput(format!(
+            "the AMX paths are not implemented yet ({}); use avx512, vnni or avx512bf16",
+            e5embed_kernels::amx::status()
+        ))),
         other => other
             .parse::<IsaKind>()
             .map(|k| IsaRequest {

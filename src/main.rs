@@ -717,6 +717,7 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
             "precision_reason": embedder.precision_reason(),
             "int8_path": embedder.qisa().name(),
             "bf16_path": embedder.bisa().name(),
+            "amx": e5embed_kernels::amx::status().to_string(),
             "precisions": PRECISIONS,
             "threads": embedder.threads(),
             "max_batch_tokens": embedder.max_batch_tokens(),
@@ -741,6 +742,7 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
         if c.normalize { " + L2 normalize" } else { "" }
     );
     println!("cpu paths        {}", avail.join(", "));
+    println!("amx              {}", e5embed_kernels::amx::status());
     println!("isa              {}", embedder.isa().name());
     println!("gemm kernel      {}", embedder.gemm_kernel_name());
     println!(

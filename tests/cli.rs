@@ -307,3 +307,57 @@ fn bench_corpus_and_info_json() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("precision `int4`"));
 }
+
+#[test]
+fn precision_and_isa_choices_are_reported_or_refused_clearly() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    // auto: the choice and its reason are printed by info.
+    let out = run(&["info", "--model", m, "--json"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["precision"], "f32");
+    assert!(info["precision_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("auto: "));
+    assert!(info["amx"].as_str().unwrap().contains("AMX"));
+    assert_eq!(
+        info["precisions"],
+        serde_json::json!(["f32", "int8", "bf16"])
+    );
+    // bf16 requested: runs, and says so.
+    let out = run(
+        &["info", "--model", m, "--precision", "bf16", "--json"],
+        b"",
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["precision"], "bf16");
+    assert_eq!(info["precision_reason"], "requested");
+    let out = run(
+        &["embed", "--model", m, "--precision", "bf16", "hello"],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+    // Unknown precision and the AMX path: clear errors, no panic.
+    let out = run(&["embed", "--model", m, "--precision", "fp8", "hello"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("f32, int8, bf16"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = run(&["embed", "--model", m, "--isa", "amx", "hello"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("AMX"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -13,6 +13,7 @@
 //! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
 //! - [`peak`]: measured FMA peak and memory bandwidth (speed-of-light probes).
+//! - [`amx`]: AMX detection (CPUID, XCR0) and Linux's tile-data permission, once.
 //!
 //! Internals: `simd` (one small trait implemented per ISA: every fast kernel is written
 //! once, generically, and instantiated inside `#[target_feature]` wrappers), `math`
@@ -43,6 +44,7 @@
 // compiler fully unrolls; iterator rewrites of those loops obscure the tile shape.
 #![allow(clippy::needless_range_loop)]
 
+pub mod amx;
 pub mod attention;
 pub mod bgemm;
 pub mod cache;

@@ -48,6 +48,9 @@ pub(crate) trait Simd: Copy {
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Exact quotient (unused since erf moved to [`Simd::recip`]; kept for kernels
+    /// that need a correctly rounded division).
+    #[allow(dead_code)]
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
     /// `1 / a` for finite, normal, nonzero `a`, without a divide: the hardware
     /// reciprocal estimate refined by Newton-Raphson steps `r·(2 − a·r)` (AVX-512
