@@ -225,9 +225,12 @@ fn io_err(path: &str, source: std::io::Error) -> Error {
 /// Precisions this build can run.
 const PRECISIONS: [&str; 3] = ["f32", "int8", "bf16"];
 
-/// Texts per call when streaming input: bounds memory whatever the input size, and gives the
-/// length sort enough texts to pack well.
-const STREAM_CHUNK: usize = 4096;
+/// Texts per call when streaming input: bounds memory whatever the input size (the chunk's
+/// strings, ids and output vectors: ~2 MB for 1024 mixed texts, 4x that at 4096), and gives
+/// the length sort enough texts to fill its forwards (1024 texts of a mixed corpus are ~55k
+/// tokens: dozens of forwards). Measured on 10k mixed texts, e5-small-v2-shape, 2 threads:
+/// same texts/s as 4096 (int8 176-177, f32 98.5-98.8), peak RSS 2 MB lower.
+const STREAM_CHUNK: usize = 1024;
 
 /// Truncation warnings printed before they are only counted in the summary.
 const MAX_TRUNCATION_WARNINGS: usize = 10;

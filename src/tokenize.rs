@@ -91,23 +91,15 @@ impl TextTokenizer {
         })
     }
 
-    /// Tokenizes many texts (in parallel inside `tokenizers`), in input order.
-    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Tokens>> {
-        let inputs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-        let encs = self
-            .inner
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                msg: format!("cannot tokenize text: {e}"),
-            })?;
-        Ok(encs
-            .into_iter()
-            .map(|enc| Tokens {
-                ids: enc.get_ids().to_vec(),
-                truncated: !enc.get_overflowing().is_empty(),
-            })
-            .collect())
+    /// Tokenizes many texts in parallel (on the caller's rayon pool), in input order.
+    ///
+    /// Each text's `Encoding` (ids plus type ids, token strings, offsets, masks and the
+    /// overflowing tail of a cut text: ~80 bytes per token) is reduced to its ids as soon as it
+    /// is made, so at most one `Encoding` per thread is alive; `tokenizers`' own
+    /// `encode_batch` would hold all of them until the whole batch is done.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Tokens>> {
+        use rayon::prelude::*;
+        texts.par_iter().map(|t| self.encode(t.as_ref())).collect()
     }
 
     /// The id of a special token such as `[CLS]`, if the vocabulary has it.

@@ -1,0 +1,60 @@
+//! Tokenizing a large call holds only token ids: what `embed` adds on top of its warm scratch
+//! is the ids and the output vectors, not the tokenizer's `Encoding` objects (token strings,
+//! offsets, masks: they made `tokenizers`' `encode_batch` hold ~150 bytes per token until the
+//! whole call was tokenized, ~40 MB for this test's call).
+//! One test per binary so no other test's allocations share the process.
+
+mod common;
+
+use common::*;
+use e5embed::{Embedder, EmbedderOptions};
+
+/// Texts in the measured call, of about `WORDS` tokens each (every word is one token).
+const TEXTS: usize = 2048;
+const WORDS: usize = 120;
+
+/// Allowed peak growth during the call: its ids (1 MB), output vectors (3 MB), allocator
+/// slack and one Encoding per thread in flight.
+const MAX_PEAK_GROWTH_BYTES: u64 = 12 << 20;
+
+#[test]
+fn a_large_call_does_not_hold_every_encoding() {
+    let opts = EmbedderOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    let e = Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &opts).unwrap();
+    let words = [
+        "the", "river", "market", "energy", "system", "study", "report", "health", "school",
+        "family", "music", "science",
+    ];
+    let texts: Vec<String> = (0..TEXTS)
+        .map(|i| {
+            (0..WORDS)
+                .map(|j| words[(i * 7 + j * 3) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    // Warm-up: the scratch arena and the threads' kernel buffers, at the full token budget.
+    e.embed(&texts[..e.max_batch_tokens() / (WORDS + 2)])
+        .unwrap();
+    let before = e5embed::mem::rss_bytes().expect("/proc/self/status");
+    if !e5embed::mem::reset_peak_rss() {
+        eprintln!("/proc/self/clear_refs is not writable here: peak not measured");
+        return;
+    }
+    let out = e.embed(&texts).unwrap();
+    let peak = e5embed::mem::peak_rss_bytes().unwrap();
+    assert_eq!(out.vectors.len(), TEXTS);
+    assert!(out.token_counts.iter().all(|&n| n == WORDS + 2));
+    eprintln!(
+        "RSS before the call {:.1} MB, peak during it {:.1} MB",
+        before as f64 / 1048576.0,
+        peak as f64 / 1048576.0
+    );
+    assert!(
+        peak <= before + MAX_PEAK_GROWTH_BYTES,
+        "peak RSS grew from {before} to {peak} bytes while embedding {TEXTS} texts"
+    );
+}
