@@ -82,6 +82,12 @@ impl Simd for Avx512 {
         let i = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
         _mm512_castsi512_ps(_mm512_slli_epi32::<23>(i))
     }
+    const SCALEF: bool = true;
+    #[inline(always)]
+    unsafe fn scalef(p: __m512, n: __m512) -> __m512 {
+        // vscalefps: p · 2^floor(n), exact, underflows to 0 for any n.
+        _mm512_scalef_ps(p, n)
+    }
     #[inline(always)]
     unsafe fn select_gt(a: __m512, b: __m512, t: __m512, f: __m512) -> __m512 {
         _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b), f, t)

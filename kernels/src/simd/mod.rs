@@ -62,6 +62,17 @@ pub(crate) trait Simd: Copy {
     /// Lane-wise `if a > b { t } else { f }` (ordered: NaN compares false).
     unsafe fn select_gt(a: Self::V, b: Self::V, t: Self::V, f: Self::V) -> Self::V;
 
+    /// `true` when [`Simd::scalef`] handles any integral `n` (underflow to 0), so
+    /// callers need not clamp its exponent to `[-126, 127]`.
+    const SCALEF: bool = false;
+
+    /// `p · 2^n` for integral `n`; the default builds `2^n` with [`Simd::pow2i`], so
+    /// `n` must be in `[-126, 127]` unless [`Simd::SCALEF`].
+    #[inline(always)]
+    unsafe fn scalef(p: Self::V, n: Self::V) -> Self::V {
+        Self::mul(p, Self::pow2i(n))
+    }
+
     #[inline(always)]
     unsafe fn zero() -> Self::V {
         Self::splat(0.0)
