@@ -73,6 +73,18 @@ pub(crate) trait Simd: Copy {
         Self::mul(p, Self::pow2i(n))
     }
 
+    /// `dst[c·ldd + i] = s · src[i·lds + c]` for `i, c` in `0..LANES`: a scaled
+    /// `LANES x LANES` transpose (AVX2 / AVX-512: loads, an unpack/shuffle network,
+    /// stores; same rounding as the scalar loop, one multiply per element).
+    #[inline(always)]
+    unsafe fn transpose_scaled(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, s: f32) {
+        for i in 0..Self::LANES {
+            for c in 0..Self::LANES {
+                *dst.add(c * ldd + i) = *src.add(i * lds + c) * s;
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn zero() -> Self::V {
         Self::splat(0.0)
