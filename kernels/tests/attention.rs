@@ -23,9 +23,11 @@ fn check(seq: usize, heads: usize, head_dim: usize, seed: u64) {
 
 #[test]
 fn model_config_all_lengths() {
-    for (i, seq) in [0usize, 1, 2, 7, 17, 64, 128, 383, 385, 512]
-        .into_iter()
-        .enumerate()
+    for (i, seq) in [
+        0usize, 1, 2, 7, 12, 13, 17, 31, 32, 33, 64, 128, 383, 385, 512,
+    ]
+    .into_iter()
+    .enumerate()
     {
         check(seq, 12, 32, i as u64);
     }
@@ -38,6 +40,13 @@ fn odd_configs() {
     check(50, 2, 48, 12);
     check(97, 1, 17, 13);
     check(33, 5, 64, 14);
+    // Head widths around the vector tiles (2 x 8 / 2 x 16 columns): padded V columns,
+    // 1-3 column groups; query counts around the 2/16/32-query blocks and the
+    // 4/6/12-key tiles.
+    check(31, 2, 16, 15);
+    check(33, 2, 33, 16);
+    check(65, 1, 96, 17);
+    check(49, 3, 31, 18);
 }
 
 /// Large logits: one key dominates; the softmax must not overflow.
@@ -130,9 +139,9 @@ fn error_paths() {
 #[test]
 fn kernel_name_matches_block_size() {
     for isa in Isa::available() {
-        let (mr, _) = e5embed_kernels::gemm::tile(isa);
+        let qb = e5embed_kernels::attention::query_block(isa);
         let name = e5embed_kernels::attention::kernel_name(isa);
-        assert_eq!(name, format!("attention_f32_{}_qb{}", isa.name(), 2 * mr));
+        assert_eq!(name, format!("attention_f32_{}_qb{qb}", isa.name()));
     }
 }
 

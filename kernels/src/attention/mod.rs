@@ -1,27 +1,28 @@
 //! Multi-head self-attention for one unmasked sequence (the engine passes only the
 //! real tokens of one text; sequences of a packed batch are separate calls).
 //!
-//! # Fast path, per head `h`
-//! 1. Pack `K_h` (`[seq, d]`, rows at stride `3H` in `qkv`) into the GEMM's B-panel
-//!    layout: this *is* `K_hᵀ`, NR keys per panel, `d` deep.
-//! 2. Pack `V_hᵀ` (`[d, seq]`) the same way: B panels of NR head columns, `seq` deep.
-//! 3. For each block of `QB = 2·MR` query rows: `S = Q_blk · K_hᵀ` with the GEMM
-//!    microkernel (A read in place or packed from the strided Q rows, K = d = 32),
-//!    softmax of `S / sqrt(d)` in place (vectorized exp), then `out_blk = S · V_h`
-//!    with the microkernel writing straight into the head's columns of `out` (row
-//!    stride `H`).
+//! # Fast path (`fused.rs`), per head `h`
+//! 1. Copy `K_h` and `V_h` (rows at stride `3H` in `qkv`) into contiguous rows.
+//! 2. For each block of `QB = 2·LANES` queries (32 on AVX-512): pack `Qᵀ` scaled by
+//!    `log2(e)/sqrt(d)`, compute the transposed score block `Sᵀ = K Qᵀ`
+//!    (`[seq][QB]`, register tiles of 12 keys x 32 queries) with the per-query max
+//!    taken in the tile epilogue, `P = 2^(S - max)` lane-wise with the sums, then
+//!    `O = P V` (tiles of 12 queries x 32 head columns) scaled by `1/sum` and written
+//!    straight into the head's columns of `out` (row stride `H`).
 //!
-//! Scratch per thread (thread-local, grown once to the largest seq seen): K panels
-//! `seq·d`, V panels `seq·d` and one score block `QB·seq` (24 x 512 x 4 B = 48 KB at
-//! seq 512 on AVX-512): the full `seq x seq` matrix is never materialized.
-//! Softmax is exact (not online): every row of a block sees all `seq` keys.
+//! Scratch per thread (thread-local, grown once to the largest seq seen): K and V
+//! rows `seq·d` each and one score block `QB·seq` (32 x 512 x 4 B = 64 KB at seq 512
+//! on AVX-512): the full `seq x seq` matrix is never materialized. Softmax is exact
+//! (not online): every query of a block sees all `seq` keys before `P V`
+//! (measured, `kernels/PERF.md`: at seq 512 the kernel is already at ~70% of the
+//! FMA peak with the block in L2).
 
+mod fused;
 mod reference;
 
 pub use reference::attention_reference;
 
 use crate::buf::AlignedBuf;
-use crate::gemm::{self, pack_b, packed_len, Epi, Raw};
 use crate::isa::Isa;
 use crate::{shape_err, KernelError};
 use std::cell::RefCell;
@@ -67,21 +68,44 @@ pub(crate) fn validate(
 
 #[derive(Default)]
 struct Scratch {
-    /// K_h packed: `ceil(seq/NR)` panels of `[d][NR]`.
-    kpack: AlignedBuf,
-    /// V_hᵀ packed: `ceil(d/NR)` panels of `[seq][NR]`.
-    vpack: AlignedBuf,
-    /// One block of scores / probabilities: `[QB, seq]`.
-    scores: AlignedBuf,
+    /// K_h rows `[tk][d]`, V_h rows `[seq][dp]`, Qᵀ block `[d][QB]`, Sᵀ block
+    /// `[tk][QB]`, `1/sum` per query of the block (see `fused.rs`).
+    k: AlignedBuf,
+    v: AlignedBuf,
+    qt: AlignedBuf,
+    st: AlignedBuf,
+    inv: AlignedBuf,
 }
 
-/// Name for logs and benchmark labels, e.g. `"attention_f32_avx512_qb24"` (QB =
-/// query rows per score block).
+/// Queries per block (the score block's vector lanes, `2·LANES`): 32 on AVX-512,
+/// 16 on AVX2, 2 scalar.
+pub fn query_block(isa: Isa) -> usize {
+    2 * lanes(isa)
+}
+
+fn lanes(isa: Isa) -> usize {
+    match isa.kind() {
+        crate::IsaKind::Scalar => 1,
+        crate::IsaKind::Avx2 => 8,
+        crate::IsaKind::Avx512 => 16,
+    }
+}
+
+fn keys_per_tile(isa: Isa) -> usize {
+    match isa.kind() {
+        crate::IsaKind::Scalar => fused::KR_SCALAR,
+        crate::IsaKind::Avx2 => fused::KR_AVX2,
+        crate::IsaKind::Avx512 => fused::KR_AVX512,
+    }
+}
+
+/// Name for logs and benchmark labels, e.g. `"attention_f32_avx512_qb32"` (QB =
+/// queries per score block).
 pub fn kernel_name(isa: Isa) -> &'static str {
     match isa.kind() {
-        crate::IsaKind::Scalar => "attention_f32_scalar_qb8",
-        crate::IsaKind::Avx2 => "attention_f32_avx2_qb12",
-        crate::IsaKind::Avx512 => "attention_f32_avx512_qb24",
+        crate::IsaKind::Scalar => "attention_f32_scalar_qb2",
+        crate::IsaKind::Avx2 => "attention_f32_avx2_qb16",
+        crate::IsaKind::Avx512 => "attention_f32_avx512_qb32",
     }
 }
 
@@ -181,88 +205,48 @@ unsafe fn heads_into(
     if seq == 0 || range.is_empty() {
         return Ok(());
     }
-    let info = gemm::kernel_info(isa);
     let h_all = heads * head_dim;
-    let ld_qkv = 3 * h_all;
-    // QB = 2·MR <= gemm::SKINNY_MAX_M: both per-block GEMMs take the skinny path
-    // (Q and the scores read in place, whole K in registers, no A packing). Measured
-    // vs 4·MR (blocked path, K = 32 slices): seq 128 420 -> 350 us, seq 512 5.95 ->
-    // 4.8 ms (AVX-512, 12 heads).
-    let qb = 2 * info.mr;
-    let scale = 1.0 / (head_dim as f32).sqrt();
+    let sizes = fused::Sizes::new(lanes(isa), keys_per_tile(isa), seq, head_dim);
+    let scale = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
     SCRATCH.with(|cell| {
         let s = &mut *cell.borrow_mut();
-        let klen = packed_len(seq, head_dim, info.nr);
-        let vlen = packed_len(head_dim, seq, info.nr);
-        s.kpack.ensure_len(klen);
-        s.vpack.ensure_len(vlen);
-        s.scores.ensure_len(qb.min(seq) * seq);
+        s.k.ensure_len(sizes.k);
+        s.v.ensure_len(sizes.v);
+        s.qt.ensure_len(sizes.qt);
+        s.st.ensure_len(sizes.st);
+        s.inv.ensure_len(sizes.inv);
+        let b = fused::Bufs {
+            k: s.k.as_mut_slice().as_mut_ptr(),
+            v: s.v.as_mut_slice().as_mut_ptr(),
+            qt: s.qt.as_mut_slice().as_mut_ptr(),
+            st: s.st.as_mut_slice().as_mut_ptr(),
+            inv: s.inv.as_mut_slice().as_mut_ptr(),
+        };
         for h in range.clone() {
-            let oc = (h - range.start) * head_dim;
-            let (qo, ko, vo) = (h * head_dim, h_all + h * head_dim, 2 * h_all + h * head_dim);
-            // K_h as B panels (n = keys, k = head_dim).
-            pack_b(
-                &mut s.kpack.as_mut_slice()[..klen],
-                info.nr,
-                &qkv[ko..],
+            let hd = fused::Head {
+                qkv: qkv.as_ptr(),
+                ld: 3 * h_all,
                 seq,
-                head_dim,
-                ld_qkv,
-                1,
-            )?;
-            // V_hᵀ as B panels (n = head_dim, k = keys).
-            pack_b(
-                &mut s.vpack.as_mut_slice()[..vlen],
-                info.nr,
-                &qkv[vo..],
-                head_dim,
-                seq,
-                1,
-                ld_qkv,
-            )?;
-            let mut i0 = 0;
-            while i0 < seq {
-                let rows = qb.min(seq - i0);
-                let scores = &mut s.scores.as_mut_slice()[..rows * seq];
-                // SAFETY: A = rows x head_dim at stride 3H starting at Q(i0, h): the last
-                // element (i0+rows-1)*3H + qo + head_dim - 1 < seq*3H = qkv.len();
-                // B = kpack packed for (seq, head_dim, NR); C = scores, rows x seq
-                // (ldc = seq), a separate buffer; k = head_dim >= 1.
-                gemm::run(
-                    isa,
-                    Raw {
-                        a: qkv.as_ptr().add(i0 * ld_qkv + qo),
-                        lda: ld_qkv,
-                        m: rows,
-                        b: s.kpack.as_slice().as_ptr(),
-                        n: seq,
-                        k: head_dim,
-                        c: scores.as_mut_ptr(),
-                        ldc: seq,
-                        epi: Epi::None,
-                        apack: std::ptr::null_mut(),
-                    },
-                );
-                crate::ew::softmax_scaled(isa, scores, seq, scale)?;
-                // SAFETY: A = scores (rows x seq, lda = seq); B = vpack packed for
-                // (head_dim, seq, NR); C = out rows i0.., columns oc..oc+head_dim at
-                // stride ldo, inside the caller's block; k = seq >= 1.
-                gemm::run(
-                    isa,
-                    Raw {
-                        a: scores.as_ptr(),
-                        lda: seq,
-                        m: rows,
-                        b: s.vpack.as_slice().as_ptr(),
-                        n: head_dim,
-                        k: seq,
-                        c: out.add(i0 * ldo + oc),
-                        ldc: ldo,
-                        epi: Epi::None,
-                        apack: std::ptr::null_mut(),
-                    },
-                );
-                i0 += rows;
+                d: head_dim,
+                q_off: h * head_dim,
+                k_off: h_all + h * head_dim,
+                v_off: 2 * h_all + h * head_dim,
+                out: out.add((h - range.start) * head_dim),
+                ldo,
+                scale,
+            };
+            // SAFETY: qkv holds seq rows of 3·h_all (validated), the head's columns
+            // are inside a row; the caller guarantees out for seq rows of the range's
+            // columns at stride ldo; the scratch holds `sizes` (ensured above); the
+            // token proves the ISA.
+            match isa.kind() {
+                crate::IsaKind::Scalar => fused::head_scalar(&hd, &b),
+                #[cfg(target_arch = "x86_64")]
+                crate::IsaKind::Avx2 => fused::head_avx2(&hd, &b),
+                #[cfg(target_arch = "x86_64")]
+                crate::IsaKind::Avx512 => fused::head_avx512(&hd, &b),
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => fused::head_scalar(&hd, &b),
             }
         }
         Ok(())

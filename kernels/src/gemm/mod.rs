@@ -148,15 +148,6 @@ thread_local! {
     static APACK: RefCell<AlignedBuf> = const { RefCell::new(AlignedBuf::new()) };
 }
 
-/// Runs a validated raw GEMM on `isa` (path chosen by size) with this thread's
-/// A-pack scratch.
-///
-/// # Safety
-/// As [`run_path`].
-pub(crate) unsafe fn run(isa: Isa, g: Raw) {
-    run_path(isa, g, GemmPath::Auto)
-}
-
 /// Runs a validated raw GEMM on `isa` with the given driver.
 ///
 /// # Safety

@@ -99,6 +99,38 @@ impl Simd for Avx2 {
         _mm256_castsi256_ps(_mm256_slli_epi32::<23>(i))
     }
     #[inline(always)]
+    unsafe fn transpose_scaled(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, s: f32) {
+        let sv = _mm256_set1_ps(s);
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, ri) in r.iter_mut().enumerate() {
+            *ri = _mm256_mul_ps(_mm256_loadu_ps(src.add(i * lds)), sv);
+        }
+        let mut t = [_mm256_setzero_ps(); 8];
+        for p in 0..4 {
+            t[2 * p] = _mm256_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+            t[2 * p + 1] = _mm256_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+        }
+        // u[4g + m]: 128-bit lane k holds column 4k + m of rows 4g..4g+4.
+        let mut u = [_mm256_setzero_ps(); 8];
+        for g in 0..2 {
+            let (a, b) = (4 * g, 4 * g + 2);
+            u[4 * g] = _mm256_shuffle_ps::<0x44>(t[a], t[b]);
+            u[4 * g + 1] = _mm256_shuffle_ps::<0xEE>(t[a], t[b]);
+            u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(t[a + 1], t[b + 1]);
+            u[4 * g + 3] = _mm256_shuffle_ps::<0xEE>(t[a + 1], t[b + 1]);
+        }
+        for m in 0..4 {
+            _mm256_storeu_ps(
+                dst.add(m * ldd),
+                _mm256_permute2f128_ps::<0x20>(u[m], u[4 + m]),
+            );
+            _mm256_storeu_ps(
+                dst.add((4 + m) * ldd),
+                _mm256_permute2f128_ps::<0x31>(u[m], u[4 + m]),
+            );
+        }
+    }
+    #[inline(always)]
     unsafe fn select_gt(a: __m256, b: __m256, t: __m256, f: __m256) -> __m256 {
         _mm256_blendv_ps(f, t, _mm256_cmp_ps::<_CMP_GT_OQ>(a, b))
     }

@@ -70,6 +70,29 @@ pub(crate) trait Simd: Copy {
     /// Lane-wise `if a > b { t } else { f }` (ordered: NaN compares false).
     unsafe fn select_gt(a: Self::V, b: Self::V, t: Self::V, f: Self::V) -> Self::V;
 
+    /// `true` when [`Simd::scalef`] handles any integral `n` (underflow to 0), so
+    /// callers need not clamp its exponent to `[-126, 127]`.
+    const SCALEF: bool = false;
+
+    /// `p · 2^n` for integral `n`; the default builds `2^n` with [`Simd::pow2i`], so
+    /// `n` must be in `[-126, 127]` unless [`Simd::SCALEF`].
+    #[inline(always)]
+    unsafe fn scalef(p: Self::V, n: Self::V) -> Self::V {
+        Self::mul(p, Self::pow2i(n))
+    }
+
+    /// `dst[c·ldd + i] = s · src[i·lds + c]` for `i, c` in `0..LANES`: a scaled
+    /// `LANES x LANES` transpose (AVX2 / AVX-512: loads, an unpack/shuffle network,
+    /// stores; same rounding as the scalar loop, one multiply per element).
+    #[inline(always)]
+    unsafe fn transpose_scaled(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, s: f32) {
+        for i in 0..Self::LANES {
+            for c in 0..Self::LANES {
+                *dst.add(c * ldd + i) = *src.add(i * lds + c) * s;
+            }
+        }
+    }
+
     #[inline(always)]
     unsafe fn zero() -> Self::V {
         Self::splat(0.0)
