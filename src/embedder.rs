@@ -138,7 +138,7 @@ impl Embedder {
         let tokenizer =
             TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
         let (isa, qisa) = resolve_paths(opts.isa, opts.qisa)?;
-        let weights = BertWeights::load(dir, &config.bert)?;
+        let mut weights = BertWeights::load(dir, &config.bert)?;
         let prequantized = weights.layers.iter().any(|l| {
             [&l.qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w]
                 .iter()
@@ -149,6 +149,10 @@ impl Embedder {
         } else {
             Precision::F32
         });
+        if precision == Precision::Int8 {
+            let gemms = crate::model::fast::int8_gemms(qisa);
+            crate::model::smooth::calibrate(&mut weights, &tokenizer, qisa, &gemms)?;
+        }
         let model = FastModel::new(weights, isa, qisa, precision)?;
         let threads = match opts.threads {
             Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),

@@ -7,15 +7,20 @@ use crate::gemm::{gelu_f64, Epilogue};
 use crate::KernelError;
 
 /// Quantizes one row: returns `s_a` and writes `Aq + 128` (pad bytes 128).
-/// The exact arithmetic every ISA reproduces: `amax = max|x|` (f32),
-/// `s_a = amax / 127`, `inv = 127 / amax` (0 for a zero row), byte =
-/// `clamp(round_ties_even(x · inv), -127, 127) + 128`.
+/// The exact arithmetic every ISA reproduces: `t = x · mul` (f32, one rounding;
+/// `t = x` without `mul`), `amax = max|t|` (f32), `s_a = amax / 127`,
+/// `inv = 127 / amax` (0 for a zero row), byte =
+/// `clamp(round_ties_even(t · inv), -127, 127) + 128`.
 #[inline]
-pub(crate) fn quantize_row(x: &[f32], out: &mut [u8]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+pub(crate) fn quantize_row(x: &[f32], mul: Option<&[f32]>, out: &mut [u8]) -> f32 {
+    let t = |j: usize| match mul {
+        Some(c) => x[j] * c[j],
+        None => x[j],
+    };
+    let amax = (0..x.len()).fold(0f32, |m, j| m.max(t(j).abs()));
     let (scale, inv) = row_scale(amax);
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = quantize_one(v, inv);
+    for (j, o) in out[..x.len()].iter_mut().enumerate() {
+        *o = quantize_one(t(j), inv);
     }
     for o in out[x.len()..].iter_mut() {
         *o = 128;
@@ -44,12 +49,13 @@ pub(crate) fn quantize_rows_unchecked(
     a: &[f32],
     m: usize,
     k: usize,
+    mul: Option<&[f32]>,
     out: &mut [u8],
     scales: &mut [f32],
 ) {
     let kp = padded_k(k);
     for i in 0..m {
-        scales[i] = quantize_row(&a[i * k..(i + 1) * k], &mut out[i * kp..(i + 1) * kp]);
+        scales[i] = quantize_row(&a[i * k..(i + 1) * k], mul, &mut out[i * kp..(i + 1) * kp]);
     }
 }
 
@@ -62,7 +68,23 @@ pub fn quantize_rows_reference(
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
     validate_quantize("quantize_rows_reference", a, m, k, out, scales)?;
-    quantize_rows_unchecked(a, m, k, out, scales);
+    quantize_rows_unchecked(a, m, k, None, out, scales);
+    Ok(())
+}
+
+/// The reference of [`super::quantize_rows_smoothed`]: each row multiplied by `mul: [k]`
+/// column-wise, then quantized as [`quantize_rows_reference`].
+pub fn quantize_rows_smoothed_reference(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mul: &[f32],
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_quantize("quantize_rows_smoothed_reference", a, m, k, out, scales)?;
+    super::validate_mul("quantize_rows_smoothed_reference", mul, k)?;
+    quantize_rows_unchecked(a, m, k, Some(mul), out, scales);
     Ok(())
 }
 

@@ -491,15 +491,19 @@ pub(crate) unsafe fn run(kind: QIsaKind, g: &Job) {
 // ---------------------------------------------------------------------------
 
 /// # Safety
-/// AVX-512 F/BW/VL/DQ available; `a: [m, k]`, `out: [m, padded_k(k)]`, `scales: [m]`.
+/// AVX-512 F/BW/VL/DQ available; `a: [m, k]`, `mul: [k]` when present,
+/// `out: [m, padded_k(k)]`, `scales: [m]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 pub(crate) unsafe fn quantize_rows_avx512(
     a: &[f32],
     m: usize,
     k: usize,
+    mul: Option<&[f32]>,
     out: &mut [u8],
     scales: &mut [f32],
 ) {
+    // `mul: [k]` when present (checked by the caller): t = x · mul, as the reference.
+    let c = mul.map(|c| c.as_ptr());
     let kp = padded_k(k);
     let absmask = _mm512_set1_epi32(0x7fff_ffff);
     for i in 0..m {
@@ -509,16 +513,17 @@ pub(crate) unsafe fn quantize_rows_avx512(
         let mut mx = _mm512_setzero_ps();
         let mut q = 0;
         while q + 16 <= k {
-            let v = _mm512_castsi512_ps(_mm512_and_si512(
-                _mm512_castps_si512(_mm512_loadu_ps(x.add(q))),
-                absmask,
-            ));
+            let mut v = _mm512_loadu_ps(x.add(q));
+            if let Some(c) = c {
+                v = _mm512_mul_ps(v, _mm512_loadu_ps(c.add(q)));
+            }
+            let v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), absmask));
             mx = _mm512_max_ps(mx, v);
             q += 16;
         }
         let mut amax = _mm512_reduce_max_ps(mx);
         for t in q..k {
-            amax = amax.max((*x.add(t)).abs());
+            amax = amax.max(scaled(x, c, t).abs());
         }
         let (scale, inv) = super::reference::row_scale(amax);
         *scales.get_unchecked_mut(i) = scale;
@@ -537,7 +542,10 @@ pub(crate) unsafe fn quantize_rows_avx512(
             } else {
                 ((1u32 << nv) - 1) as u16
             };
-            let v = _mm512_maskz_loadu_ps(mask, x.add(q));
+            let mut v = _mm512_maskz_loadu_ps(mask, x.add(q));
+            if let Some(c) = c {
+                v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, c.add(q)));
+            }
             // cvtps2dq rounds to nearest even (default MXCSR), as round_ties_even.
             let r = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
             let r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), off);
@@ -552,15 +560,19 @@ pub(crate) unsafe fn quantize_rows_avx512(
 }
 
 /// # Safety
-/// AVX2 + FMA available; `a: [m, k]`, `out: [m, padded_k(k)]`, `scales: [m]`.
+/// AVX2 + FMA available; `a: [m, k]`, `mul: [k]` when present, `out: [m, padded_k(k)]`,
+/// `scales: [m]`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn quantize_rows_avx2(
     a: &[f32],
     m: usize,
     k: usize,
+    mul: Option<&[f32]>,
     out: &mut [u8],
     scales: &mut [f32],
 ) {
+    // `mul: [k]` when present (checked by the caller): t = x · mul, as the reference.
+    let c = mul.map(|c| c.as_ptr());
     let kp = padded_k(k);
     let absmask = _mm256_set1_epi32(0x7fff_ffff);
     // Byte 0 of each i32 of a 128-bit lane into the lane's low 4 bytes.
@@ -574,16 +586,17 @@ pub(crate) unsafe fn quantize_rows_avx2(
         let mut mx = _mm256_setzero_ps();
         let mut q = 0;
         while q + 8 <= k {
-            let v = _mm256_castsi256_ps(_mm256_and_si256(
-                _mm256_castps_si256(_mm256_loadu_ps(x.add(q))),
-                absmask,
-            ));
+            let mut v = _mm256_loadu_ps(x.add(q));
+            if let Some(c) = c {
+                v = _mm256_mul_ps(v, _mm256_loadu_ps(c.add(q)));
+            }
+            let v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(v), absmask));
             mx = _mm256_max_ps(mx, v);
             q += 8;
         }
         let mut amax = F256::reduce_max(mx);
         for t in q..k {
-            amax = amax.max((*x.add(t)).abs());
+            amax = amax.max(scaled(x, c, t).abs());
         }
         let (scale, inv) = super::reference::row_scale(amax);
         *scales.get_unchecked_mut(i) = scale;
@@ -595,7 +608,11 @@ pub(crate) unsafe fn quantize_rows_avx2(
         );
         let mut q = 0;
         while q + 8 <= k {
-            let r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.add(q)), vinv));
+            let mut v = _mm256_loadu_ps(x.add(q));
+            if let Some(c) = c {
+                v = _mm256_mul_ps(v, _mm256_loadu_ps(c.add(q)));
+            }
+            let r = _mm256_cvtps_epi32(_mm256_mul_ps(v, vinv));
             let r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo), hi), off);
             let b = _mm256_shuffle_epi8(r, shuf);
             let lo4 = _mm256_castsi256_si128(b);
@@ -604,10 +621,22 @@ pub(crate) unsafe fn quantize_rows_avx2(
             q += 8;
         }
         for t in q..k {
-            *o.add(t) = super::reference::quantize_one(*x.add(t), inv);
+            *o.add(t) = super::reference::quantize_one(scaled(x, c, t), inv);
         }
         for t in k..kp {
             *o.add(t) = 128;
         }
+    }
+}
+
+/// `x[t] · c[t]` (or `x[t]` without a multiplier): the reference's `t`, one element.
+///
+/// # Safety
+/// `t` in bounds of `x` and of `c` when present.
+#[inline(always)]
+unsafe fn scaled(x: *const f32, c: Option<*const f32>, t: usize) -> f32 {
+    match c {
+        Some(c) => *x.add(t) * *c.add(t),
+        None => *x.add(t),
     }
 }
