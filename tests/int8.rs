@@ -10,14 +10,15 @@ use e5embed_kernels::qgemm::{QIsa, QIsaKind};
 
 /// Budgets for int8 vs f32 embeddings on the fixture texts (the worst of both test models).
 /// Measured with the defaults: VNNI and scalar (all four GEMMs int8, SmoothQuant on the QKV
-/// and FFN-up inputs) all-MiniLM-L6-v2 mean 0.99837 min 0.99201; the AVX2 7-bit path (QKV
-/// f32, no smoothing) mean 0.99660 min 0.98849. Issue #5's target (mean >= 0.999, min >= 0.99
-/// on all-MiniLM-L6-v2) is measured on 3,000 sentences by tools/accuracy (README "int8").
-const INT8_MEAN_COSINE: f64 = 0.998;
-const INT8_MIN_COSINE: f64 = 0.991;
+/// and FFN-up inputs, unsigned GELU input of the FFN down projection) all-MiniLM-L6-v2 mean
+/// 0.99887 min 0.99469; the AVX2 7-bit path (QKV f32, no smoothing, unsigned down input)
+/// mean 0.99702 min 0.98810. Issue #5's target (mean >= 0.999, min >= 0.99 on
+/// all-MiniLM-L6-v2) is measured on 3,000 sentences by tools/accuracy (README "int8").
+const INT8_MEAN_COSINE: f64 = 0.9985;
+const INT8_MIN_COSINE: f64 = 0.994;
 /// The AVX2 path (7-bit weights).
-const INT8_AVX2_MEAN_COSINE: f64 = 0.996;
-const INT8_AVX2_MIN_COSINE: f64 = 0.985;
+const INT8_AVX2_MEAN_COSINE: f64 = 0.9965;
+const INT8_AVX2_MIN_COSINE: f64 = 0.987;
 
 fn texts() -> Vec<String> {
     load_fixture("all-MiniLM-L6-v2").texts
@@ -87,6 +88,35 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
         let saved = Embedder::load_with(&out, &opts).unwrap();
         assert_eq!(saved.precision(), Precision::Int8);
         assert_eq!(saved.embed(&texts).unwrap(), at_load, "{}", qisa.name());
+        // At f32 precision the saved model's weights are dequantized and un-smoothed
+        // (divided by the stored SmoothQuant factors): close to the original f32 model.
+        let opts = EmbedderOptions {
+            precision: Some(Precision::F32),
+            ..Default::default()
+        };
+        let f32_saved = Embedder::load_with(&out, &opts)
+            .unwrap()
+            .embed(&texts)
+            .unwrap();
+        let f32_orig = Embedder::load(&dir).unwrap().embed(&texts).unwrap();
+        // (Weight quantization alone: min 0.9970 over the fixture texts on VNNI, 0.9916 on the
+        // 7-bit AVX2 path; without the
+        // division by the factors the outlier channels would be scaled by up to 2^k.)
+        let min = f32_saved
+            .vectors
+            .iter()
+            .zip(&f32_orig.vectors)
+            .map(|(a, b)| cosine(a, b))
+            .fold(1.0, f64::min);
+        eprintln!(
+            "{}: saved model at f32 precision: min cosine {min:.6}",
+            qisa.name()
+        );
+        assert!(
+            min > 0.99,
+            "{}: saved model at f32: min cosine {min}",
+            qisa.name()
+        );
         std::fs::remove_dir_all(&out).ok();
     }
 }

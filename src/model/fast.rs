@@ -346,6 +346,9 @@ impl FastModel {
             .into_iter()
             .map(|l| {
                 let s = &l.smooth;
+                // The down projection's GELU input is one-sided: unsigned int8 (`smooth`).
+                let down = lin(l.ffn_down_w, &s[3], h, i, "down")?;
+                let (ffn_down, ffn_down_b) = smooth::unsigned_gelu_input(down, l.ffn_down_b)?;
                 Ok(FastLayer {
                     qkv: lin(l.qkv_w, &s[0], 3 * h, h, "qkv")?,
                     qkv_b: l.qkv_b,
@@ -355,8 +358,8 @@ impl FastModel {
                     attn_ln_b: l.attn_ln_b,
                     ffn_up: lin(l.ffn_up_w, &s[2], i, h, "up")?,
                     ffn_up_b: l.ffn_up_b,
-                    ffn_down: lin(l.ffn_down_w, &s[3], h, i, "down")?,
-                    ffn_down_b: l.ffn_down_b,
+                    ffn_down,
+                    ffn_down_b,
                     ffn_ln_g: l.ffn_ln_g,
                     ffn_ln_b: l.ffn_ln_b,
                 })

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use e5embed_kernels::qgemm::{QIsa, QIsaKind, QuantizedMatrix};
 use e5embed_kernels::{attention, ew, Epilogue, Isa, IsaKind};
 
+use super::fast::Linear;
 use crate::error::{Error, Result};
 use crate::tokenize::TextTokenizer;
 use crate::weights::{BertWeights, Matrix};
@@ -308,4 +309,30 @@ fn check_len(s: &[f32], k: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The offset of the FFN down projection's unsigned input mode: erf-GELU's minimum is
+/// `-0.16997` (at `x ≈ -0.75`), so `GELU(x) + 0.17 >= 0`.
+pub const GELU_OFFSET: f32 = 0.17;
+
+/// Whether the FFN down projection quantizes its (GELU) input unsigned:
+/// `E5EMBED_INT8_UNSIGNED_DOWN=0|1`, default on.
+fn unsigned_down() -> bool {
+    std::env::var("E5EMBED_INT8_UNSIGNED_DOWN").map_or(true, |v| v.trim() != "0")
+}
+
+/// The FFN down projection as the int8 path runs it: its GELU input (`>= -0.17`, one-sided)
+/// quantized unsigned over the full u8 range (`QuantizedMatrix::with_unsigned_input`, twice
+/// the resolution of the signed range), and its bias corrected for the offset the GEMM then
+/// adds (`b - 0.17 · Σ_k Ŵ[n, k]`). An f32 layer is returned unchanged.
+pub fn unsigned_gelu_input(w: Linear, bias: Vec<f32>) -> Result<(Linear, Vec<f32>)> {
+    match w {
+        Linear::Int8(q) if unsigned_down() => {
+            let q = q.with_unsigned_input(GELU_OFFSET)?;
+            let corr = q.offset_correction();
+            let bias = bias.iter().zip(&corr).map(|(b, c)| b - c).collect();
+            Ok((Linear::Int8(q), bias))
+        }
+        w => Ok((w, bias)),
+    }
 }

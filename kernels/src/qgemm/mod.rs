@@ -120,9 +120,10 @@ mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use reference::InputMode;
 pub use reference::{
-    gemm_u8s8_i32_reference, gemm_u8s8_reference, quantize_rows_reference,
-    quantize_rows_smoothed_reference,
+    gemm_u8s8_i32_reference, gemm_u8s8_reference, quantize_input_reference,
+    quantize_rows_reference, quantize_rows_smoothed_reference,
 };
 
 use crate::buf::AlignedBuf;
@@ -362,6 +363,9 @@ pub struct QuantizedMatrix {
     /// activations before they are quantized ([`QuantizedMatrix::quantize_input`]),
     /// when the weights were quantized from `W · diag(s)`.
     input_mul: Option<Vec<f32>>,
+    /// Unsigned input mode ([`QuantizedMatrix::with_unsigned_input`]): the offset `c`
+    /// added to every input element (inputs are `>= -c`); `comp` is then 0.
+    input_offset: Option<f32>,
 }
 
 impl QuantizedMatrix {
@@ -495,6 +499,7 @@ impl QuantizedMatrix {
             scales: sc,
             comp,
             input_mul: None,
+            input_offset: None,
         })
     }
 
@@ -513,6 +518,43 @@ impl QuantizedMatrix {
         self.input_mul.as_deref()
     }
 
+    /// Unsigned input mode for inputs bounded below by `-offset` (e.g. GELU outputs,
+    /// `>= -0.17`): [`QuantizedMatrix::quantize_input`] quantizes `t = max(x + offset,
+    /// 0)` per row to the full u8 range `[0, 255]` (`s_a = max t / 255`: twice the
+    /// resolution of the signed `[-127, 127]` for a one-sided input) and the kernels
+    /// drop the `+128` compensation (`comp = 0`). The GEMM then computes
+    /// `(X + offset) · Ŵᵀ`: the caller subtracts [`QuantizedMatrix::offset_correction`]
+    /// (`offset · Σ_k Ŵ[n, k]`) from its bias. `offset` finite and `>= 0`.
+    pub fn with_unsigned_input(mut self, offset: f32) -> Result<QuantizedMatrix, KernelError> {
+        validate_offset("QuantizedMatrix::with_unsigned_input", offset)?;
+        self.input_offset = Some(offset);
+        self.comp.fill(0);
+        Ok(self)
+    }
+
+    /// The unsigned-input offset, if that mode is on.
+    pub fn input_offset(&self) -> Option<f32> {
+        self.input_offset
+    }
+
+    /// `[n]`: what the unsigned input mode adds to each output,
+    /// `offset · (s_w[n] · Σ_k Wq[n, k])` (zeros without that mode).
+    pub fn offset_correction(&self) -> Vec<f32> {
+        let c = self.input_offset.unwrap_or(0.0);
+        self.colsums()
+            .iter()
+            .zip(self.scales())
+            .map(|(&sum, &sw)| c * (sw * sum as f32))
+            .collect()
+    }
+
+    fn input_mode(&self) -> InputMode<'_> {
+        InputMode {
+            mul: self.input_mul(),
+            offset: self.input_offset,
+        }
+    }
+
     /// Quantizes this matrix's input `a: [m, k]` for it: [`quantize_rows`], or
     /// [`quantize_rows_smoothed`] with the matrix's input multipliers.
     pub fn quantize_input(
@@ -522,7 +564,7 @@ impl QuantizedMatrix {
         out: &mut [u8],
         scales: &mut [f32],
     ) -> Result<(), KernelError> {
-        quantize_rows_impl(self.isa, a, m, self.k, self.input_mul(), out, scales)
+        quantize_rows_impl(self.isa, a, m, self.k, self.input_mode(), out, scales)
     }
 
     /// Output features (columns of C).
@@ -548,7 +590,13 @@ impl QuantizedMatrix {
 
     /// `Σ_k Wq[j, k]` per output channel (`[n]`).
     pub fn colsums(&self) -> Vec<i32> {
-        self.comp[..self.n].iter().map(|c| c / 128).collect()
+        self.unpack_weights()
+            .chunks_exact(self.k.max(1))
+            .take(self.n)
+            .map(|row| row.iter().map(|&x| x as i32).sum())
+            .chain(std::iter::repeat(0))
+            .take(self.n)
+            .collect()
     }
 
     /// Largest |Wq| of the range used: 127, or 64 for the reduced-range Avx2 path.
@@ -640,6 +688,14 @@ fn validate_quantize(
     Ok(())
 }
 
+/// Checks an unsigned-input offset: finite, `>= 0`.
+pub(crate) fn validate_offset(what: &str, offset: f32) -> Result<(), KernelError> {
+    if !(offset.is_finite() && offset >= 0.0) {
+        return shape_err!("{what}: offset {offset} is not finite and >= 0");
+    }
+    Ok(())
+}
+
 /// Checks SmoothQuant multipliers: `[k]`, finite, positive.
 pub(crate) fn validate_mul(what: &str, mul: &[f32], k: usize) -> Result<(), KernelError> {
     if mul.len() != k {
@@ -663,7 +719,7 @@ pub fn quantize_rows(
     out: &mut [u8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
-    quantize_rows_impl(isa, a, m, k, None, out, scales)
+    quantize_rows_impl(isa, a, m, k, InputMode::default(), out, scales)
 }
 
 /// [`quantize_rows`] of `A · diag(mul)`: each element is first multiplied by its
@@ -681,35 +737,39 @@ pub fn quantize_rows_smoothed(
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
     validate_mul("quantize_rows_smoothed", mul, k)?;
-    quantize_rows_impl(isa, a, m, k, Some(mul), out, scales)
+    let mode = InputMode {
+        mul: Some(mul),
+        offset: None,
+    };
+    quantize_rows_impl(isa, a, m, k, mode, out, scales)
 }
 
-/// The quantizers' dispatch (`mul`, when present, already validated as `[k]`).
+/// The quantizers' dispatch (`mode.mul`, when present, already validated as `[k]`).
 fn quantize_rows_impl(
     isa: QIsa,
     a: &[f32],
     m: usize,
     k: usize,
-    mul: Option<&[f32]>,
+    mode: InputMode,
     out: &mut [u8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
     validate_quantize("quantize_rows", a, m, k, out, scales)?;
-    if mul.is_some_and(|c| c.len() != k) {
+    if mode.mul.is_some_and(|c| c.len() != k) {
         return shape_err!("quantize_rows: mul must have k = {k} floats");
     }
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         QIsaKind::Avx512Vnni => {
             // SAFETY: the token proves AVX-512 F/BW/VL/DQ; lengths validated (mul: [k]).
-            unsafe { x86::quantize_rows_avx512(a, m, k, mul, out, scales) }
+            unsafe { x86::quantize_rows_avx512(a, m, k, mode, out, scales) }
         }
         #[cfg(target_arch = "x86_64")]
         QIsaKind::Avx2 | QIsaKind::AvxVnni => {
             // SAFETY: the token proves AVX2 + FMA; lengths validated (mul: [k]).
-            unsafe { x86::quantize_rows_avx2(a, m, k, mul, out, scales) }
+            unsafe { x86::quantize_rows_avx2(a, m, k, mode, out, scales) }
         }
-        _ => reference::quantize_rows_unchecked(a, m, k, mul, out, scales),
+        _ => reference::quantize_rows_unchecked(a, m, k, mode, out, scales),
     }
     Ok(())
 }
@@ -921,12 +981,13 @@ pub fn gemm_u8s8_quantized(
     out: &mut [u8],
     out_scales: &mut [f32],
 ) -> Result<(), KernelError> {
-    gemm_u8s8_quantized_impl(a, scales, m, b, epilogue, None, out, out_scales)
+    let mode = InputMode::default();
+    gemm_u8s8_quantized_impl(a, scales, m, b, epilogue, mode, out, out_scales)
 }
 
-/// [`gemm_u8s8_quantized`] for a next GEMM with SmoothQuant input multipliers
-/// `next.input_mul()` (if any): bitwise equal to [`gemm_u8s8`] then
-/// `next.quantize_input` ([`quantize_rows_smoothed`]). `next.k()` must be `b.n()`.
+/// [`gemm_u8s8_quantized`] quantizing for the next matrix's input mode (SmoothQuant
+/// multipliers, unsigned input): bitwise equal to [`gemm_u8s8`] then
+/// `next.quantize_input`. `next.k()` must be `b.n()`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_u8s8_quantized_for(
     a: &[u8],
@@ -945,8 +1006,8 @@ pub fn gemm_u8s8_quantized_for(
             b.n
         );
     }
-    let mul = next.input_mul();
-    gemm_u8s8_quantized_impl(a, scales, m, b, epilogue, mul, out, out_scales)
+    let mode = next.input_mode();
+    gemm_u8s8_quantized_impl(a, scales, m, b, epilogue, mode, out, out_scales)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -956,7 +1017,7 @@ fn gemm_u8s8_quantized_impl(
     m: usize,
     b: &QuantizedMatrix,
     epilogue: Epilogue,
-    mul: Option<&[f32]>,
+    mode: InputMode,
     out: &mut [u8],
     out_scales: &mut [f32],
 ) -> Result<(), KernelError> {
@@ -1010,7 +1071,7 @@ fn gemm_u8s8_quantized_impl(
                 c,
                 r,
                 n,
-                mul,
+                mode,
                 &mut out[lo * np..hi * np],
                 &mut out_scales[lo..hi],
             )?;
