@@ -100,8 +100,8 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
             .unwrap();
         let f32_orig = Embedder::load(&dir).unwrap().embed(&texts).unwrap();
         // (Weight quantization alone: min 0.9970 over the fixture texts on VNNI, 0.9916 on the
-        // 7-bit AVX2 path; without the
-        // division by the factors the outlier channels would be scaled by up to 2^k.)
+        // 7-bit AVX2 path; without the division by the factors the outlier channels would be
+        // scaled by powers of two up to 2^20.)
         let min = f32_saved
             .vectors
             .iter()
