@@ -228,7 +228,7 @@ impl Embedder {
         let tokenizer =
             TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
         let paths = resolve_paths(opts.isa, opts.qisa, opts.bisa)?;
-        let weights = BertWeights::load(dir, &config.bert)?;
+        let mut weights = BertWeights::load(dir, &config.bert)?;
         let prequantized = weights.layers.iter().any(|l| {
             [&l.qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w]
                 .iter()
@@ -238,6 +238,10 @@ impl Embedder {
             Some(p) => (p, "requested".to_owned()),
             None => auto_precision(prequantized, paths.bisa),
         };
+        if precision == Precision::Int8 {
+            let gemms = crate::model::fast::int8_gemms(paths.qisa);
+            crate::model::smooth::calibrate(&mut weights, &tokenizer, paths.qisa, &gemms)?;
+        }
         let model = FastModel::new(weights, paths, precision)?;
         let threads = match opts.threads {
             Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),

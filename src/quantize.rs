@@ -4,19 +4,23 @@
 //!
 //! Format: the same HF layout and tensor names; each Linear weight is stored as an `I8`
 //! tensor `[out, in]` with its per-channel scales in an `F32` tensor `<name>_scale` `[out]`
-//! (`W ≈ q · scale`); embeddings, LayerNorms and biases stay f32. The header metadata records
+//! (`W ≈ q · scale`); embeddings, LayerNorms and biases stay f32. A GEMM smoothed by
+//! SmoothQuant (`model::smooth`) stores `q · scale ≈ W · diag(s)` and its factors `s` in
+//! `<name>_smooth` `[in]` (Q, K and V each carry the same copy: they share their input). The header metadata records
 //! `e5embed_quantization` and the weight range `qmax` (127, or 64 for the AVX2 non-VNNI path,
 //! which must not saturate `vpmaddubsw`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use e5embed_kernels::qgemm::{QIsa, QuantizedMatrix};
+use e5embed_kernels::qgemm::QIsa;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::weights::{BertWeights, SCALE_SUFFIX};
+use crate::model::smooth;
+use crate::tokenize::TextTokenizer;
+use crate::weights::{BertWeights, Matrix, SCALE_SUFFIX, SMOOTH_SUFFIX};
 
 /// What `save_quantized` wrote.
 #[derive(Debug, Clone)]
@@ -40,7 +44,11 @@ const COPIED: [&str; 6] = [
 /// Quantizes the model in `src` for the int8 path `qisa` and writes it to `out`.
 pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeReport> {
     let config = ModelConfig::from_dir(src)?;
-    let w = BertWeights::load(src, &config.bert)?;
+    let mut w = BertWeights::load(src, &config.bert)?;
+    let int8_set = crate::model::fast::int8_gemms(qisa);
+    // SmoothQuant factors, calibrated exactly as loading the original model at int8 does.
+    let tokenizer = TextTokenizer::from_file(&src.join("tokenizer.json"), config.max_seq_length)?;
+    crate::model::smooth::calibrate(&mut w, &tokenizer, qisa, &int8_set)?;
     let (h, inter) = (config.bert.hidden_size, config.bert.intermediate_size);
     let io = |path: &Path, source| Error::Io {
         path: path.to_owned(),
@@ -65,11 +73,11 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
         tensors.insert(name, (Dtype::F32, shape, f32_bytes(v)));
     };
     let mut linear_tensors = 0;
-    let int8_set = crate::model::fast::int8_gemms();
     let mut put_linear = |tensors: &mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
                           name: String,
                           which: &str,
                           w: &[f32],
+                          smooth: &Option<Vec<f32>>,
                           n: usize,
                           k: usize|
      -> Result<()> {
@@ -78,7 +86,13 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
             tensors.insert(name, (Dtype::F32, vec![n, k], f32_bytes(w)));
             return Ok(());
         }
-        let q = QuantizedMatrix::quantize(qisa, w, n, k)?;
+        let q = smooth::quantize(qisa, Matrix::F32(w.to_vec()), smooth.as_deref(), n, k)?;
+        if let Some(s) = smooth {
+            tensors.insert(
+                format!("{name}{SMOOTH_SUFFIX}"),
+                (Dtype::F32, vec![k], f32_bytes(s)),
+            );
+        }
         let bytes: Vec<u8> = q.unpack_weights().iter().map(|&v| v as u8).collect();
         let scales = &q.scales()[..n];
         tensors.insert(
@@ -130,6 +144,7 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
                 format!("{p}attention.self.{part}.weight"),
                 "qkv",
                 rows,
+                &l.smooth[0],
                 h,
                 h,
             )?;
@@ -145,6 +160,7 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
             format!("{p}attention.output.dense.weight"),
             "out",
             &l.attn_out_w.to_f32(),
+            &l.smooth[1],
             h,
             h,
         )?;
@@ -171,6 +187,7 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
             format!("{p}intermediate.dense.weight"),
             "up",
             &l.ffn_up_w.to_f32(),
+            &l.smooth[2],
             inter,
             h,
         )?;
@@ -185,6 +202,7 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
             format!("{p}output.dense.weight"),
             "down",
             &l.ffn_down_w.to_f32(),
+            &l.smooth[3],
             h,
             inter,
         )?;
@@ -220,7 +238,8 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
         ("format".to_owned(), "pt".to_owned()),
         (
             "e5embed_quantization".to_owned(),
-            "int8 symmetric per output channel".to_owned(),
+            "int8 symmetric per output channel, SmoothQuant factors in `<weight>_smooth`"
+                .to_owned(),
         ),
         ("qmax".to_owned(), qmax.to_string()),
     ]);

@@ -56,6 +56,10 @@ impl Matrix {
 /// Suffix of the per-channel scale tensor saved beside an int8 weight.
 pub const SCALE_SUFFIX: &str = "_scale";
 
+/// Suffix of the SmoothQuant factor tensor `[in]` saved beside a smoothed int8 weight
+/// (see `model::smooth`).
+pub const SMOOTH_SUFFIX: &str = "_smooth";
+
 /// One encoder layer's parameters (row-major, PyTorch layout).
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
@@ -76,6 +80,22 @@ pub struct LayerWeights {
     pub ffn_down_b: Vec<f32>,
     pub ffn_ln_g: Vec<f32>,
     pub ffn_ln_b: Vec<f32>,
+    /// SmoothQuant factors `s: [in]` of the four Linear layers (qkv, out, up, down), see
+    /// `model::smooth`. For an f32 matrix: the int8 path quantizes `W · diag(s)` (set by the
+    /// calibration at load); for a saved int8 matrix: `q · scale` already is `W · diag(s)`.
+    pub smooth: [Option<Vec<f32>>; 4],
+}
+
+impl LayerWeights {
+    /// Linear layer `g` (0 qkv, 1 attention output, 2 FFN up, 3 FFN down).
+    pub fn linear(&self, g: usize) -> &Matrix {
+        match g {
+            0 => &self.qkv_w,
+            1 => &self.attn_out_w,
+            2 => &self.ffn_up_w,
+            _ => &self.ffn_down_w,
+        }
+    }
 }
 
 /// All parameters of a BERT encoder.
@@ -115,6 +135,26 @@ impl TensorSource<'_> {
         }
         let scales = self.get(&format!("{name}{SCALE_SUFFIX}"), &shape[..1])?;
         Ok(Matrix::Int8 { q, scales })
+    }
+
+    /// The SmoothQuant factors `<name>_smooth` `[k]` saved beside an int8 weight, if any
+    /// (finite and positive).
+    fn smooth(&self, name: &str, k: usize) -> Result<Option<Vec<f32>>> {
+        let full = format!("{name}{SMOOTH_SUFFIX}");
+        if self.view(&full).is_err() {
+            return Ok(None);
+        }
+        let s = self.get(&full, &[k])?;
+        if let Some(i) = s.iter().position(|&v| v <= 0.0) {
+            return Err(Error::Safetensors {
+                path: self.path.to_owned(),
+                msg: format!(
+                    "`{full}` holds {} at index {i}; factors must be positive",
+                    s[i]
+                ),
+            });
+        }
+        Ok(Some(s))
     }
 
     fn check_shape(
@@ -233,7 +273,31 @@ impl BertWeights {
             let q_b = src.get(&format!("{p}attention.self.query.bias"), &[h])?;
             let k_b = src.get(&format!("{p}attention.self.key.bias"), &[h])?;
             let v_b = src.get(&format!("{p}attention.self.value.bias"), &[h])?;
-            layers.push(LayerWeights {
+            let names = [
+                "attention.self.query.weight",
+                "attention.output.dense.weight",
+                "intermediate.dense.weight",
+                "output.dense.weight",
+            ];
+            let ks = [h, h, h, i];
+            let mut smooth: [Option<Vec<f32>>; 4] = Default::default();
+            for g in 0..4 {
+                smooth[g] = src.smooth(&format!("{p}{}", names[g]), ks[g])?;
+            }
+            // Q, K and V share their input, so their factors must be the same.
+            for part in ["key", "value"] {
+                let other = src.smooth(&format!("{p}attention.self.{part}.weight"), h)?;
+                if other != smooth[0] {
+                    return Err(Error::Safetensors {
+                        path: src.path.to_owned(),
+                        msg: format!(
+                            "layer {l}: the {part} projection's smoothing factors differ from \
+                             the query projection's (they share one input)"
+                        ),
+                    });
+                }
+            }
+            let layer = LayerWeights {
                 qkv_w: Matrix::stack(vec![q_w, k_w, v_w]),
                 qkv_b: [q_b, k_b, v_b].concat(),
                 attn_out_w: src.matrix(&format!("{p}attention.output.dense.weight"), &[h, h])?,
@@ -246,7 +310,19 @@ impl BertWeights {
                 ffn_down_b: src.get(&format!("{p}output.dense.bias"), &[h])?,
                 ffn_ln_g: src.get(&format!("{p}output.LayerNorm.weight"), &[h])?,
                 ffn_ln_b: src.get(&format!("{p}output.LayerNorm.bias"), &[h])?,
-            });
+                smooth,
+            };
+            for (g, name) in names.iter().enumerate() {
+                if layer.smooth[g].is_some() && !matches!(layer.linear(g), Matrix::Int8 { .. }) {
+                    return Err(Error::Safetensors {
+                        path: src.path.to_owned(),
+                        msg: format!(
+                            "layer {l}: `{name}{SMOOTH_SUFFIX}` belongs beside int8 weights only"
+                        ),
+                    });
+                }
+            }
+            layers.push(layer);
         }
         Ok(BertWeights {
             config: c.clone(),

@@ -6,14 +6,19 @@ mod common;
 
 use common::*;
 use e5embed::{pool::cosine, Embedder, EmbedderOptions, Precision};
-use e5embed_kernels::qgemm::QIsa;
+use e5embed_kernels::qgemm::{QIsa, QIsaKind};
 
-/// Budgets for int8 vs f32 embeddings on the fixture texts, every int8 path incl. the AVX2
-/// 7-bit one. Measured with the default mix (QKV f32, the other three GEMMs int8):
-/// all-MiniLM-L6-v2 VNNI mean 0.99823 min 0.99056, AVX2 mean 0.99660 min 0.98849. Issue #5
-/// asks mean >= 0.999 and min >= 0.99 on all-MiniLM-L6-v2: not met yet (see README).
-const INT8_MEAN_COSINE: f64 = 0.996;
-const INT8_MIN_COSINE: f64 = 0.985;
+/// Budgets for int8 vs f32 embeddings on the fixture texts (the worst of both test models).
+/// Measured with the defaults: VNNI and scalar (all four GEMMs int8, SmoothQuant on the QKV
+/// and FFN-up inputs, unsigned GELU input of the FFN down projection) all-MiniLM-L6-v2 mean
+/// 0.99887 min 0.99469; the AVX2 7-bit path (QKV f32, no smoothing, unsigned down input)
+/// mean 0.99702 min 0.98810. Issue #5's target (mean >= 0.999, min >= 0.99 on
+/// all-MiniLM-L6-v2) is measured on 3,000 sentences by tools/accuracy (README "int8").
+const INT8_MEAN_COSINE: f64 = 0.9985;
+const INT8_MIN_COSINE: f64 = 0.994;
+/// The AVX2 path (7-bit weights).
+const INT8_AVX2_MEAN_COSINE: f64 = 0.9965;
+const INT8_AVX2_MIN_COSINE: f64 = 0.987;
 
 fn texts() -> Vec<String> {
     load_fixture("all-MiniLM-L6-v2").texts
@@ -46,7 +51,12 @@ fn int8_is_close_to_f32_on_every_path() {
                 "{name} int8 {}: cosine to f32 mean {mean:.6} min {min:.6}",
                 qisa.name()
             );
-            if mean < INT8_MEAN_COSINE || min < INT8_MIN_COSINE {
+            let (mean_budget, min_budget) = if qisa.kind() == QIsaKind::Avx2 {
+                (INT8_AVX2_MEAN_COSINE, INT8_AVX2_MIN_COSINE)
+            } else {
+                (INT8_MEAN_COSINE, INT8_MIN_COSINE)
+            };
+            if mean < mean_budget || min < min_budget {
                 failures.push(format!("{name} {}: mean {mean} min {min}", qisa.name()));
             }
         }
@@ -61,11 +71,13 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
     for qisa in QIsa::available() {
         let out = temp_dir(&format!("quant-{}", qisa.name()));
         let report = e5embed::quantize::save_quantized(&dir, &out, qisa).unwrap();
-        assert_eq!(
-            report.linear_tensors,
-            6 * 3,
-            "default mix: out, up, down in int8"
-        );
+        // Defaults: all four GEMMs int8 (Q, K, V saved apart), QKV f32 on the AVX2 path.
+        let expected = if qisa.kind() == QIsaKind::Avx2 {
+            6 * 3
+        } else {
+            6 * 6
+        };
+        assert_eq!(report.linear_tensors, expected, "{}", qisa.name());
         assert!(report.bytes_after < report.bytes_before);
         let at_load = load(&dir, Precision::Int8, qisa).embed(&texts).unwrap();
         // Precision defaults to int8 for a quantized directory.
@@ -76,6 +88,35 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
         let saved = Embedder::load_with(&out, &opts).unwrap();
         assert_eq!(saved.precision(), Precision::Int8);
         assert_eq!(saved.embed(&texts).unwrap(), at_load, "{}", qisa.name());
+        // At f32 precision the saved model's weights are dequantized and un-smoothed
+        // (divided by the stored SmoothQuant factors): close to the original f32 model.
+        let opts = EmbedderOptions {
+            precision: Some(Precision::F32),
+            ..Default::default()
+        };
+        let f32_saved = Embedder::load_with(&out, &opts)
+            .unwrap()
+            .embed(&texts)
+            .unwrap();
+        let f32_orig = Embedder::load(&dir).unwrap().embed(&texts).unwrap();
+        // (Weight quantization alone: min 0.9970 over the fixture texts on VNNI, 0.9916 on the
+        // 7-bit AVX2 path; without the division by the factors the outlier channels would be
+        // scaled by powers of two up to 2^20.)
+        let min = f32_saved
+            .vectors
+            .iter()
+            .zip(&f32_orig.vectors)
+            .map(|(a, b)| cosine(a, b))
+            .fold(1.0, f64::min);
+        eprintln!(
+            "{}: saved model at f32 precision: min cosine {min:.6}",
+            qisa.name()
+        );
+        assert!(
+            min > 0.99,
+            "{}: saved model at f32: min cosine {min}",
+            qisa.name()
+        );
         std::fs::remove_dir_all(&out).ok();
     }
 }

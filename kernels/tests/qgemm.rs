@@ -647,3 +647,279 @@ fn column_ranges_equal_the_full_call() {
         }
     }
 }
+
+/// Power-of-two and arbitrary positive multipliers (SmoothQuant factors' inverses).
+fn muls(r: &mut StdRng, k: usize) -> Vec<f32> {
+    (0..k)
+        .map(|q| match q % 3 {
+            0 => 2f32.powi(r.gen_range(-6..7)),
+            1 => r.gen_range(0.01..20.0),
+            _ => 1.0,
+        })
+        .collect()
+}
+
+#[test]
+fn quantize_rows_smoothed_matches_reference_bitwise() {
+    let mut r = rng(31);
+    for &k in &[1usize, 3, 4, 5, 15, 16, 17, 33, 384, 1536] {
+        for &m in &[0usize, 1, 2, 7, 17] {
+            let kp = padded_k(k);
+            let mut a = uni(&mut r, m * k, 3.0);
+            if m > 1 {
+                a[k..2 * k].fill(0.0); // a zero row
+            }
+            let mul = muls(&mut r, k);
+            let mut want = vec![0u8; m * kp];
+            let mut ws = vec![0f32; m];
+            qgemm::quantize_rows_smoothed_reference(&a, m, k, &mul, &mut want, &mut ws).unwrap();
+            // The reference is quantize_rows of the column-scaled rows.
+            let scaled: Vec<f32> = a
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| x * mul[i % k.max(1)])
+                .collect();
+            let (mut plain, mut ps) = (vec![0u8; m * kp], vec![0f32; m]);
+            quantize_rows_reference(&scaled, m, k, &mut plain, &mut ps).unwrap();
+            assert_eq!(want, plain, "m={m} k={k}");
+            assert_eq!(ws, ps, "m={m} k={k}");
+            for isa in QIsa::available() {
+                let mut got = vec![0u8; m * kp];
+                let mut gs = vec![0f32; m];
+                qgemm::quantize_rows_smoothed(isa, &a, m, k, &mul, &mut got, &mut gs).unwrap();
+                assert_eq!(got, want, "{isa} m={m} k={k}");
+                assert_eq!(
+                    gs.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    ws.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "{isa} scales m={m} k={k}"
+                );
+                // Through a matrix carrying the multipliers.
+                let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, 3 * k), 3, k)
+                    .unwrap()
+                    .with_input_mul(mul.clone())
+                    .unwrap();
+                assert_eq!(b.input_mul(), Some(&mul[..]));
+                let (mut got2, mut gs2) = (vec![0u8; m * kp], vec![0f32; m]);
+                b.quantize_input(&a, m, &mut got2, &mut gs2).unwrap();
+                assert_eq!(got2, want, "{isa} quantize_input m={m} k={k}");
+                assert_eq!(gs2, ws, "{isa} quantize_input m={m} k={k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn smoothing_multipliers_are_checked() {
+    let mut r = rng(32);
+    let (m, k) = (3usize, 10usize);
+    let kp = padded_k(k);
+    let a = uni(&mut r, m * k, 1.0);
+    let (mut out, mut s) = (vec![0u8; m * kp], vec![0f32; m]);
+    for isa in isas() {
+        let good = vec![1.0f32; k];
+        for bad in [
+            vec![1.0f32; k - 1],
+            vec![1.0f32; k + 1],
+            [vec![1.0f32; k - 1], vec![0.0]].concat(),
+            [vec![1.0f32; k - 1], vec![-2.0]].concat(),
+            [vec![f32::NAN], vec![1.0f32; k - 1]].concat(),
+            [vec![f32::INFINITY], vec![1.0f32; k - 1]].concat(),
+        ] {
+            let e = qgemm::quantize_rows_smoothed(isa, &a, m, k, &bad, &mut out, &mut s);
+            assert!(matches!(e, Err(KernelError::Shape(_))), "{isa} {bad:?}");
+            let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, 2 * k), 2, k).unwrap();
+            assert!(b.with_input_mul(bad).is_err());
+        }
+        // Operand shapes are still checked with a valid multiplier.
+        let e = qgemm::quantize_rows_smoothed(isa, &a[1..], m, k, &good, &mut out, &mut s);
+        assert!(e.is_err());
+        let e = qgemm::quantize_rows_smoothed(isa, &a, m, k, &good, &mut out[1..], &mut s);
+        assert!(e.is_err());
+    }
+}
+
+#[test]
+fn fused_requantization_for_a_smoothed_next_matrix() {
+    let mut r = rng(33);
+    for isa in isas() {
+        for &(m, n, k) in &[(1usize, 7usize, 5usize), (13, 70, 52), (37, 384, 96)] {
+            let kp = padded_k(k);
+            let np = padded_k(n);
+            let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, n * k), n, k).unwrap();
+            let mul = muls(&mut r, n);
+            let next = QuantizedMatrix::quantize(isa, &gauss(&mut r, 5 * n), 5, n)
+                .unwrap()
+                .with_input_mul(mul.clone())
+                .unwrap();
+            let plain_next = QuantizedMatrix::quantize(isa, &gauss(&mut r, 5 * n), 5, n).unwrap();
+            let a = bytes(&mut r, m * kp);
+            let sa: Vec<f32> = (0..m).map(|_| r.gen_range(0.0..0.05)).collect();
+            let bias = uni(&mut r, n, 1.0);
+            let e = Epilogue::BiasGelu(&bias);
+            let mut c = vec![0f32; m * n];
+            gemm_u8s8(&a, &sa, m, &b, &mut c, e).unwrap();
+            for nx in [&next, &plain_next] {
+                let (mut want, mut ws) = (vec![0u8; m * np], vec![0f32; m]);
+                nx.quantize_input(&c, m, &mut want, &mut ws).unwrap();
+                let (mut got, mut gs) = (vec![7u8; m * np], vec![7f32; m]);
+                qgemm::gemm_u8s8_quantized_for(&a, &sa, m, &b, e, nx, &mut got, &mut gs).unwrap();
+                assert_eq!(got, want, "{isa} m={m} n={n} k={k}");
+                assert_eq!(gs, ws, "{isa} m={m} n={n} k={k} scales");
+            }
+            // The next matrix must take n inputs.
+            let wrong =
+                QuantizedMatrix::quantize(isa, &gauss(&mut r, 5 * (n + 1)), 5, n + 1).unwrap();
+            let (mut got, mut gs) = (vec![0u8; m * np], vec![0f32; m]);
+            let res = qgemm::gemm_u8s8_quantized_for(&a, &sa, m, &b, e, &wrong, &mut got, &mut gs);
+            assert!(res.is_err());
+        }
+    }
+}
+
+#[test]
+fn unsigned_input_mode_matches_reference_on_every_path() {
+    let mut r = rng(34);
+    for &k in &[1usize, 3, 4, 5, 15, 16, 17, 33, 384, 1536] {
+        for &m in &[0usize, 1, 2, 7, 17] {
+            let kp = padded_k(k);
+            let n = 37;
+            // GELU-like one-sided inputs in [-0.17, 4], a zero row and a row at -offset.
+            let mut a: Vec<f32> = (0..m * k).map(|_| r.gen_range(-0.17f32..4.0)).collect();
+            if m > 1 {
+                a[..k].fill(0.0);
+                a[k..2 * k].fill(-0.17);
+            }
+            for mul in [None, Some(muls(&mut r, k))] {
+                let (mut want, mut ws) = (vec![0u8; m * kp], vec![0f32; m]);
+                let md = mul.as_deref();
+                qgemm::quantize_input_reference(&a, m, k, md, Some(0.17), &mut want, &mut ws)
+                    .unwrap();
+                for i in 0..m {
+                    let row = &want[i * kp..(i + 1) * kp];
+                    assert!(
+                        row[k..].iter().all(|&b| b == 0),
+                        "pad bytes are the quantized 0"
+                    );
+                    if ws[i] > 0.0 {
+                        assert!(row[..k].contains(&255), "max maps to 255");
+                    }
+                }
+                if m > 1 && mul.is_none() {
+                    // x = 0 -> t = 0.17 (nonzero); x = -0.17 -> t = 0: a zero row.
+                    assert!(ws[0] > 0.0);
+                    assert_eq!(ws[1], 0.0);
+                    assert!(want[kp..2 * kp].iter().all(|&b| b == 0));
+                }
+                for isa in QIsa::available() {
+                    let w = gauss(&mut r, n * k);
+                    let mut b = QuantizedMatrix::quantize(isa, &w, n, k).unwrap();
+                    let colsum = b.colsums();
+                    if let Some(mul) = &mul {
+                        b = b.with_input_mul(mul.clone()).unwrap();
+                    }
+                    let b = b.with_unsigned_input(0.17).unwrap();
+                    assert_eq!(b.input_offset(), Some(0.17));
+                    assert_eq!(b.colsums(), colsum, "colsums survive comp = 0");
+                    let corr = b.offset_correction();
+                    for j in 0..n {
+                        assert_eq!(corr[j], 0.17 * (b.scales()[j] * colsum[j] as f32));
+                    }
+                    let (mut got, mut gs) = (vec![9u8; m * kp], vec![9f32; m]);
+                    b.quantize_input(&a, m, &mut got, &mut gs).unwrap();
+                    assert_eq!(got, want, "{isa} m={m} k={k}");
+                    assert_eq!(
+                        gs.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        ws.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        "{isa} scales m={m} k={k}"
+                    );
+                    // The GEMM on unsigned bytes: no compensation, integer-exact.
+                    let (mut ci, mut cr) = (vec![0i32; m * n], vec![0i32; m * n]);
+                    gemm_u8s8_i32(&got, m, &b, &mut ci).unwrap();
+                    gemm_u8s8_i32_reference(&got, m, &b, &mut cr).unwrap();
+                    assert_eq!(ci, cr, "{isa} m={m} k={k}");
+                    let wq = b.unpack_weights();
+                    for i in 0..m.min(3) {
+                        for j in 0..n {
+                            let dot: i32 = (0..k)
+                                .map(|q| got[i * kp + q] as i32 * wq[j * k + q] as i32)
+                                .sum();
+                            assert_eq!(ci[i * n + j], dot, "{isa} plain u8 dot");
+                        }
+                    }
+                    // Dequantized: ≈ (A·diag(mul) + 0.17) · Ŵᵀ; minus the correction ≈ A·diag(mul)·Ŵᵀ.
+                    let bias = uni(&mut r, n, 1.0);
+                    let mut c = vec![0f32; m * n];
+                    gemm_u8s8(&got, &gs, m, &b, &mut c, Epilogue::Bias(&bias)).unwrap();
+                    let mut cref = vec![0f32; m * n];
+                    gemm_u8s8_reference(&got, &gs, m, &b, &mut cref, Epilogue::Bias(&bias))
+                        .unwrap();
+                    assert_eq!(c, cref, "{isa} epilogue m={m} k={k}");
+                    // (With multipliers the bound -0.17 would apply to x · mul, not x.)
+                    if k >= 16 && m > 2 && mul.is_none() {
+                        let wd: Vec<f32> = (0..n * k)
+                            .map(|x| wq[x] as f32 * b.scales()[x / k])
+                            .collect();
+                        let am: Vec<f32> = a
+                            .iter()
+                            .enumerate()
+                            .map(|(x, &v)| v * mul.as_ref().map_or(1.0, |c| c[x % k]))
+                            .collect();
+                        let mut f = vec![0f32; m * n];
+                        gemm_f32_reference(&am, m, &wd, n, k, &mut f, Epilogue::None).unwrap();
+                        for i in 2..m {
+                            for j in 0..n {
+                                let got = c[i * n + j] - bias[j] - corr[j];
+                                let scale: f32 = (0..k)
+                                    .map(|q| (am[i * k + q] + 0.17).abs() * wd[j * k + q].abs())
+                                    .sum();
+                                assert!(
+                                    (got - f[i * n + j]).abs() <= 0.01 * scale + 1e-4,
+                                    "{isa} dequantized ({i}, {j}): {got} vs {}",
+                                    f[i * n + j]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_requantization_for_an_unsigned_next_matrix_and_bad_offsets() {
+    let mut r = rng(35);
+    for isa in isas() {
+        for &(m, n, k) in &[(1usize, 7usize, 5usize), (13, 70, 52), (37, 384, 96)] {
+            let kp = padded_k(k);
+            let np = padded_k(n);
+            let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, n * k), n, k).unwrap();
+            let next = QuantizedMatrix::quantize(isa, &gauss(&mut r, 5 * n), 5, n)
+                .unwrap()
+                .with_unsigned_input(0.17)
+                .unwrap();
+            let a = bytes(&mut r, m * kp);
+            let sa: Vec<f32> = (0..m).map(|_| r.gen_range(0.0..0.05)).collect();
+            let bias = uni(&mut r, n, 1.0);
+            let e = Epilogue::BiasGelu(&bias);
+            let mut c = vec![0f32; m * n];
+            gemm_u8s8(&a, &sa, m, &b, &mut c, e).unwrap();
+            let (mut want, mut ws) = (vec![0u8; m * np], vec![0f32; m]);
+            next.quantize_input(&c, m, &mut want, &mut ws).unwrap();
+            let (mut got, mut gs) = (vec![7u8; m * np], vec![7f32; m]);
+            qgemm::gemm_u8s8_quantized_for(&a, &sa, m, &b, e, &next, &mut got, &mut gs).unwrap();
+            assert_eq!(got, want, "{isa} m={m} n={n} k={k}");
+            assert_eq!(gs, ws, "{isa} m={m} n={n} k={k} scales");
+        }
+        let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, 4 * 8), 4, 8).unwrap();
+        for bad in [-0.1f32, f32::NAN, f32::INFINITY, -0.0 - 1e-30] {
+            assert!(b.clone().with_unsigned_input(bad).is_err(), "{bad}");
+        }
+        assert!(b.clone().with_unsigned_input(0.0).is_ok());
+        let (mut o, mut s) = (vec![0u8; 8], vec![0f32; 1]);
+        assert!(
+            qgemm::quantize_input_reference(&[0.0; 8], 1, 8, None, Some(-1.0), &mut o, &mut s)
+                .is_err()
+        );
+    }
+}

@@ -9,9 +9,9 @@ use e5embed_kernels::qgemm::{self, QIsa, QuantizedMatrix};
 use e5embed_kernels::{attention, ew, Epilogue, Isa};
 use rayon::prelude::*;
 
-use super::Precision;
+use super::{smooth, Precision};
 use crate::config::BertConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::timing::{Op, OpTimes};
 use crate::weights::{BertWeights, Matrix};
 
@@ -28,26 +28,32 @@ pub enum Linear {
 }
 
 impl Linear {
-    fn new(m: Matrix, n: usize, k: usize, paths: Paths, precision: Precision) -> Result<Self> {
+    /// `smooth`: the SmoothQuant factors of the weights' input channels (see `smooth`).
+    fn new(
+        m: Matrix,
+        smooth: Option<&[f32]>,
+        n: usize,
+        k: usize,
+        paths: Paths,
+        precision: Precision,
+    ) -> Result<Self> {
         let Paths { isa, qisa, bisa } = paths;
-        Ok(match (precision, m) {
-            (Precision::F32, m) => Linear::F32(PackedMatrix::pack(isa, &m.to_f32(), n, k)?),
+        Ok(match precision {
+            Precision::F32 => Linear::F32(PackedMatrix::pack(
+                isa,
+                &smooth::to_f32(&m, smooth, k),
+                n,
+                k,
+            )?),
             // bf16 weights stored in the file were widened to f32 exactly at load, so this
             // rounding gives them back bit for bit.
-            (Precision::Bf16, m) => Linear::Bf16(Bf16Matrix::from_f32(bisa, &m.to_f32(), n, k)?),
-            (Precision::Int8, Matrix::F32(w)) => {
-                Linear::Int8(QuantizedMatrix::quantize(qisa, &w, n, k)?)
-            }
-            (Precision::Int8, Matrix::Int8 { q, scales }) => Linear::Int8(
-                QuantizedMatrix::from_quantized(qisa, &q, &scales, n, k).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "the saved int8 weights cannot run on the {} int8 path ({e}); \
-                         re-run `e5embed quantize` with --isa {} or load the original model",
-                        qisa.name(),
-                        qisa.name()
-                    ))
-                })?,
-            ),
+            Precision::Bf16 => Linear::Bf16(Bf16Matrix::from_f32(
+                bisa,
+                &smooth::to_f32(&m, smooth, k),
+                n,
+                k,
+            )?),
+            Precision::Int8 => Linear::Int8(smooth::quantize(qisa, m, smooth, n, k)?),
         })
     }
 
@@ -69,15 +75,23 @@ impl Linear {
 }
 
 /// The GEMMs that run in int8 at int8 precision by default (see `FastModel::new`).
-pub const DEFAULT_INT8_GEMMS: &str = "out,up,down";
+pub const DEFAULT_INT8_GEMMS: &str = "qkv,out,up,down";
 
-/// The GEMMs (`qkv`, `out`, `up`, `down`) that run in int8 at int8 precision:
-/// `E5EMBED_INT8_GEMMS` if set, else [`DEFAULT_INT8_GEMMS`].
-pub fn int8_gemms() -> Vec<String> {
+/// The default on the AVX2 (non-VNNI) int8 path, whose weights are 7-bit: QKV stays f32.
+pub const DEFAULT_INT8_GEMMS_AVX2: &str = "out,up,down";
+
+/// The GEMMs (`qkv`, `out`, `up`, `down`) that run in int8 at int8 precision on `qisa`:
+/// `E5EMBED_INT8_GEMMS` if set, else [`DEFAULT_INT8_GEMMS`] ([`DEFAULT_INT8_GEMMS_AVX2`] on
+/// the AVX2 path).
+pub fn int8_gemms(qisa: QIsa) -> Vec<String> {
+    let default = match qisa.kind() {
+        qgemm::QIsaKind::Avx2 => DEFAULT_INT8_GEMMS_AVX2,
+        _ => DEFAULT_INT8_GEMMS,
+    };
     std::env::var("E5EMBED_INT8_GEMMS")
         .ok()
         .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_INT8_GEMMS.into())
+        .unwrap_or_else(|| default.into())
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect()
@@ -187,12 +201,11 @@ fn par_linear(
     let (n, k, kp) = (w.n(), w.k(), w.k_padded());
     let (mr, _) = w.isa().tile();
     let threads = rayon::current_num_threads();
-    let qisa = w.isa();
     if m <= SKINNY_MAX_M && threads > 1 {
         // A query: quantize its few rows once, then each thread streams half the weight
         // panels into its own column block, copied into place (bitwise equal to one call).
         let (qa, qs) = (&mut q.bytes[..m * kp], &mut q.scales[..m]);
-        qgemm::quantize_rows(qisa, &a[..m * k], m, k, qa, qs)?;
+        w.quantize_input(&a[..m * k], m, qa, qs)?;
         let (qa, qs): (&[u8], &[f32]) = (qa, qs);
         let nr = w.panel_width();
         let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
@@ -225,7 +238,7 @@ fn par_linear(
         .try_for_each(|(i, ((cc, qa), qs))| {
             let r0 = i * per;
             let rows = cc.len() / n;
-            qgemm::quantize_rows(qisa, &a[r0 * k..(r0 + rows) * k], rows, k, qa, qs)?;
+            w.quantize_input(&a[r0 * k..(r0 + rows) * k], rows, qa, qs)?;
             qgemm::gemm_u8s8(qa, qs, rows, w, cc, epi.rows(r0, rows, n))
         })?;
     Ok(())
@@ -316,8 +329,9 @@ fn par_ffn_int8(
             let r0 = i * per;
             let rows = xc.len() / h;
             let x1_rows = &x1[r0 * h..(r0 + rows) * h];
-            qgemm::quantize_rows(qisa, x1_rows, rows, h, qa, qs)?;
-            qgemm::gemm_u8s8_quantized(qa, qs, rows, f.up, Epilogue::BiasGelu(f.up_b), fa, fs)?;
+            f.up.quantize_input(x1_rows, rows, qa, qs)?;
+            let epi = Epilogue::BiasGelu(f.up_b);
+            qgemm::gemm_u8s8_quantized_for(qa, qs, rows, f.up, epi, f.down, fa, fs)?;
             let epi = Epilogue::BiasResidual {
                 bias: f.down_b,
                 residual: x1_rows,
@@ -384,36 +398,42 @@ impl FastModel {
         let Paths { isa, qisa, bisa } = paths;
         let c = w.config.clone();
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        // Which GEMMs run in int8 at int8 precision. Measured on all-MiniLM-L6-v2 (cosine of
-        // int8 to f32 over the 31 fixture texts, AVX-512 VNNI): all four int8: mean 0.99606,
-        // min 0.98332; QKV kept f32: mean 0.99823, min 0.99056 (1.4x slower than all-int8,
-        // 1.8x faster than f32 at 32x128). Per-token quantization of the QKV input (the
-        // LayerNorm output with its outlier channels) hurts most, so QKV stays f32 by default.
+        // Which GEMMs run in int8 at int8 precision (measured, tools/accuracy on
+        // all-MiniLM-L6-v2, cosine of int8 to f32 over 3,000 sentences, AVX-512 VNNI): all
+        // four int8 without smoothing: mean 0.99751, min 0.98750 (the QKV input, the
+        // LayerNorm output with its outlier channels, hurts most); with SmoothQuant on the
+        // QKV and FFN-up inputs (`smooth`): mean 0.99901, min 0.99544, so all four are int8.
+        // The AVX2 path's 7-bit weights cannot take the difficulty SmoothQuant moves into
+        // them: there QKV stays f32 and nothing is smoothed (`smooth::smoothed_gemms`).
         // E5EMBED_INT8_GEMMS=qkv,out,up,down overrides (an experiment knob).
-        let int8_set = int8_gemms();
-        let lin = |m, n, k, which: &str| {
+        let int8_set = int8_gemms(qisa);
+        let lin = |m, s: &Option<Vec<f32>>, n, k, which: &str| {
             let p = if precision == Precision::Int8 && !int8_set.iter().any(|s| s == which) {
                 Precision::F32
             } else {
                 precision
             };
-            Linear::new(m, n, k, paths, p)
+            Linear::new(m, s.as_deref(), n, k, paths, p)
         };
         let layers = w
             .layers
             .into_iter()
             .map(|l| {
+                let s = &l.smooth;
+                // The down projection's GELU input is one-sided: unsigned int8 (`smooth`).
+                let down = lin(l.ffn_down_w, &s[3], h, i, "down")?;
+                let (ffn_down, ffn_down_b) = smooth::unsigned_gelu_input(down, l.ffn_down_b)?;
                 Ok(FastLayer {
-                    qkv: lin(l.qkv_w, 3 * h, h, "qkv")?,
+                    qkv: lin(l.qkv_w, &s[0], 3 * h, h, "qkv")?,
                     qkv_b: l.qkv_b,
-                    attn_out: lin(l.attn_out_w, h, h, "out")?,
+                    attn_out: lin(l.attn_out_w, &s[1], h, h, "out")?,
                     attn_out_b: l.attn_out_b,
                     attn_ln_g: l.attn_ln_g,
                     attn_ln_b: l.attn_ln_b,
-                    ffn_up: lin(l.ffn_up_w, i, h, "up")?,
+                    ffn_up: lin(l.ffn_up_w, &s[2], i, h, "up")?,
                     ffn_up_b: l.ffn_up_b,
-                    ffn_down: lin(l.ffn_down_w, h, i, "down")?,
-                    ffn_down_b: l.ffn_down_b,
+                    ffn_down,
+                    ffn_down_b,
                     ffn_ln_g: l.ffn_ln_g,
                     ffn_ln_b: l.ffn_ln_b,
                 })

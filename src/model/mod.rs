@@ -5,6 +5,7 @@
 
 pub mod fast;
 pub mod reference;
+pub mod smooth;
 
 pub use fast::FastModel;
 

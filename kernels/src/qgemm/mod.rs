@@ -120,7 +120,11 @@ mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use reference::{gemm_u8s8_i32_reference, gemm_u8s8_reference, quantize_rows_reference};
+use reference::InputMode;
+pub use reference::{
+    gemm_u8s8_i32_reference, gemm_u8s8_reference, quantize_input_reference,
+    quantize_rows_reference, quantize_rows_smoothed_reference,
+};
 
 use crate::buf::AlignedBuf;
 use crate::gemm::{validate_epilogue, Epilogue};
@@ -355,6 +359,13 @@ pub struct QuantizedMatrix {
     scales: Vec<f32>,
     /// `comp[j] = 128 · Σ_k Wq[j, k]`: `[npanels · NR]`, zero past `n`.
     comp: Vec<i32>,
+    /// SmoothQuant: `[k]` per-input-channel multipliers `1 / s` applied to the
+    /// activations before they are quantized ([`QuantizedMatrix::quantize_input`]),
+    /// when the weights were quantized from `W · diag(s)`.
+    input_mul: Option<Vec<f32>>,
+    /// Unsigned input mode ([`QuantizedMatrix::with_unsigned_input`]): the offset `c`
+    /// added to every input element (inputs are `>= -c`); `comp` is then 0.
+    input_offset: Option<f32>,
 }
 
 impl QuantizedMatrix {
@@ -487,7 +498,73 @@ impl QuantizedMatrix {
             data,
             scales: sc,
             comp,
+            input_mul: None,
+            input_offset: None,
         })
+    }
+
+    /// Attaches SmoothQuant input multipliers `mul: [k]` (`1 / s` when these weights
+    /// were quantized from `W · diag(s)`): [`QuantizedMatrix::quantize_input`] then
+    /// quantizes `A · diag(mul)`, so `(A · diag(1/s)) · (W · diag(s))ᵀ = A · Wᵀ`.
+    /// Every multiplier must be finite and positive.
+    pub fn with_input_mul(mut self, mul: Vec<f32>) -> Result<QuantizedMatrix, KernelError> {
+        validate_mul("QuantizedMatrix::with_input_mul", &mul, self.k)?;
+        self.input_mul = Some(mul);
+        Ok(self)
+    }
+
+    /// The SmoothQuant input multipliers `[k]`, if any.
+    pub fn input_mul(&self) -> Option<&[f32]> {
+        self.input_mul.as_deref()
+    }
+
+    /// Unsigned input mode for inputs bounded below by `-offset` (e.g. GELU outputs,
+    /// `>= -0.17`): [`QuantizedMatrix::quantize_input`] quantizes `t = max(x + offset,
+    /// 0)` per row to the full u8 range `[0, 255]` (`s_a = max t / 255`: twice the
+    /// resolution of the signed `[-127, 127]` for a one-sided input) and the kernels
+    /// drop the `+128` compensation (`comp = 0`). The GEMM then computes
+    /// `(X + offset) · Ŵᵀ`: the caller subtracts [`QuantizedMatrix::offset_correction`]
+    /// (`offset · Σ_k Ŵ[n, k]`) from its bias. `offset` finite and `>= 0`.
+    pub fn with_unsigned_input(mut self, offset: f32) -> Result<QuantizedMatrix, KernelError> {
+        validate_offset("QuantizedMatrix::with_unsigned_input", offset)?;
+        self.input_offset = Some(offset);
+        self.comp.fill(0);
+        Ok(self)
+    }
+
+    /// The unsigned-input offset, if that mode is on.
+    pub fn input_offset(&self) -> Option<f32> {
+        self.input_offset
+    }
+
+    /// `[n]`: what the unsigned input mode adds to each output,
+    /// `offset · (s_w[n] · Σ_k Wq[n, k])` (zeros without that mode).
+    pub fn offset_correction(&self) -> Vec<f32> {
+        let c = self.input_offset.unwrap_or(0.0);
+        self.colsums()
+            .iter()
+            .zip(self.scales())
+            .map(|(&sum, &sw)| c * (sw * sum as f32))
+            .collect()
+    }
+
+    fn input_mode(&self) -> InputMode<'_> {
+        InputMode {
+            mul: self.input_mul(),
+            offset: self.input_offset,
+        }
+    }
+
+    /// Quantizes this matrix's input `a: [m, k]` for it: [`quantize_rows`], or
+    /// [`quantize_rows_smoothed`] with the matrix's input multipliers.
+    pub fn quantize_input(
+        &self,
+        a: &[f32],
+        m: usize,
+        out: &mut [u8],
+        scales: &mut [f32],
+    ) -> Result<(), KernelError> {
+        quantize_rows_impl(self.isa, a, m, self.k, self.input_mode(), out, scales)
     }
 
     /// Output features (columns of C).
@@ -513,7 +590,13 @@ impl QuantizedMatrix {
 
     /// `Σ_k Wq[j, k]` per output channel (`[n]`).
     pub fn colsums(&self) -> Vec<i32> {
-        self.comp[..self.n].iter().map(|c| c / 128).collect()
+        self.unpack_weights()
+            .chunks_exact(self.k.max(1))
+            .take(self.n)
+            .map(|row| row.iter().map(|&x| x as i32).sum())
+            .chain(std::iter::repeat(0))
+            .take(self.n)
+            .collect()
     }
 
     /// Largest |Wq| of the range used: 127, or 64 for the reduced-range Avx2 path.
@@ -605,6 +688,25 @@ fn validate_quantize(
     Ok(())
 }
 
+/// Checks an unsigned-input offset: finite, `>= 0`.
+pub(crate) fn validate_offset(what: &str, offset: f32) -> Result<(), KernelError> {
+    if !(offset.is_finite() && offset >= 0.0) {
+        return shape_err!("{what}: offset {offset} is not finite and >= 0");
+    }
+    Ok(())
+}
+
+/// Checks SmoothQuant multipliers: `[k]`, finite, positive.
+pub(crate) fn validate_mul(what: &str, mul: &[f32], k: usize) -> Result<(), KernelError> {
+    if mul.len() != k {
+        return shape_err!("{what}: mul has {} floats, expected k = {k}", mul.len());
+    }
+    if let Some(i) = mul.iter().position(|x| !(x.is_finite() && *x > 0.0)) {
+        return shape_err!("{what}: mul[{i}] = {} is not finite and positive", mul[i]);
+    }
+    Ok(())
+}
+
 /// Quantizes `a: [m, k]` f32 rows to u8 `out: [m, padded_k(k)]` (`Aq + 128`, pad
 /// bytes 128) with per-row scales `scales: [m]` (the scheme in the module docs).
 /// Bitwise identical on every QIsa (same f32 arithmetic). Non-finite inputs give
@@ -617,19 +719,57 @@ pub fn quantize_rows(
     out: &mut [u8],
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
+    quantize_rows_impl(isa, a, m, k, InputMode::default(), out, scales)
+}
+
+/// [`quantize_rows`] of `A · diag(mul)`: each element is first multiplied by its
+/// column's `mul[j]` (one f32 multiply, the same on every QIsa), then the row is
+/// quantized as usual (per-row absmax of the products). SmoothQuant's activation
+/// side, fused into the quantization pass (`mul = 1 / s`). `mul: [k]`, finite and
+/// positive.
+pub fn quantize_rows_smoothed(
+    isa: QIsa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mul: &[f32],
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_mul("quantize_rows_smoothed", mul, k)?;
+    let mode = InputMode {
+        mul: Some(mul),
+        offset: None,
+    };
+    quantize_rows_impl(isa, a, m, k, mode, out, scales)
+}
+
+/// The quantizers' dispatch (`mode.mul`, when present, already validated as `[k]`).
+fn quantize_rows_impl(
+    isa: QIsa,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mode: InputMode,
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
     validate_quantize("quantize_rows", a, m, k, out, scales)?;
+    if mode.mul.is_some_and(|c| c.len() != k) {
+        return shape_err!("quantize_rows: mul must have k = {k} floats");
+    }
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         QIsaKind::Avx512Vnni => {
-            // SAFETY: the token proves AVX-512 F/BW/VL/DQ; lengths validated.
-            unsafe { x86::quantize_rows_avx512(a, m, k, out, scales) }
+            // SAFETY: the token proves AVX-512 F/BW/VL/DQ; lengths validated (mul: [k]).
+            unsafe { x86::quantize_rows_avx512(a, m, k, mode, out, scales) }
         }
         #[cfg(target_arch = "x86_64")]
         QIsaKind::Avx2 | QIsaKind::AvxVnni => {
-            // SAFETY: the token proves AVX2 + FMA; lengths validated.
-            unsafe { x86::quantize_rows_avx2(a, m, k, out, scales) }
+            // SAFETY: the token proves AVX2 + FMA; lengths validated (mul: [k]).
+            unsafe { x86::quantize_rows_avx2(a, m, k, mode, out, scales) }
         }
-        _ => reference::quantize_rows_unchecked(a, m, k, out, scales),
+        _ => reference::quantize_rows_unchecked(a, m, k, mode, out, scales),
     }
     Ok(())
 }
@@ -841,6 +981,46 @@ pub fn gemm_u8s8_quantized(
     out: &mut [u8],
     out_scales: &mut [f32],
 ) -> Result<(), KernelError> {
+    let mode = InputMode::default();
+    gemm_u8s8_quantized_impl(a, scales, m, b, epilogue, mode, out, out_scales)
+}
+
+/// [`gemm_u8s8_quantized`] quantizing for the next matrix's input mode (SmoothQuant
+/// multipliers, unsigned input): bitwise equal to [`gemm_u8s8`] then
+/// `next.quantize_input`. `next.k()` must be `b.n()`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_u8s8_quantized_for(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    epilogue: Epilogue,
+    next: &QuantizedMatrix,
+    out: &mut [u8],
+    out_scales: &mut [f32],
+) -> Result<(), KernelError> {
+    if next.k != b.n {
+        return shape_err!(
+            "gemm_u8s8_quantized_for: the next matrix has k = {}, expected n = {}",
+            next.k,
+            b.n
+        );
+    }
+    let mode = next.input_mode();
+    gemm_u8s8_quantized_impl(a, scales, m, b, epilogue, mode, out, out_scales)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_u8s8_quantized_impl(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    epilogue: Epilogue,
+    mode: InputMode,
+    out: &mut [u8],
+    out_scales: &mut [f32],
+) -> Result<(), KernelError> {
     let n = b.n;
     let np = padded_k(n);
     validate_gemm(
@@ -886,11 +1066,12 @@ pub fn gemm_u8s8_quantized(
             };
             let c = &mut rows[..r * n];
             gemm_u8s8(&a[lo * b.kp..hi * b.kp], &scales[lo..hi], r, b, c, epi)?;
-            quantize_rows(
+            quantize_rows_impl(
                 b.isa,
                 c,
                 r,
                 n,
+                mode,
                 &mut out[lo * np..hi * np],
                 &mut out_scales[lo..hi],
             )?;

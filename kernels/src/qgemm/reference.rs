@@ -6,28 +6,88 @@ use super::{padded_k, validate_gemm, validate_quantize, QuantizedMatrix};
 use crate::gemm::{gelu_f64, Epilogue};
 use crate::KernelError;
 
-/// Quantizes one row: returns `s_a` and writes `Aq + 128` (pad bytes 128).
-/// The exact arithmetic every ISA reproduces: `amax = max|x|` (f32),
-/// `s_a = amax / 127`, `inv = 127 / amax` (0 for a zero row), byte =
-/// `clamp(round_ties_even(x · inv), -127, 127) + 128`.
+/// How a matrix's input rows are quantized: an optional per-column multiplier `mul`
+/// (SmoothQuant) and, for inputs bounded below by `-offset`, the unsigned mode.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct InputMode<'a> {
+    pub mul: Option<&'a [f32]>,
+    pub offset: Option<f32>,
+}
+
+impl InputMode<'_> {
+    /// The largest quantized value: 255 unsigned, 127 signed.
+    #[inline(always)]
+    pub(crate) fn qmax(self) -> f32 {
+        if self.offset.is_some() {
+            255.0
+        } else {
+            127.0
+        }
+    }
+
+    /// The value quantized for element `x` of column `j`: `x · mul[j]` (or `x`), then in
+    /// the unsigned mode `max(· + offset, 0)`.
+    #[inline(always)]
+    pub(crate) fn t(self, x: f32, j: usize) -> f32 {
+        let v = match self.mul {
+            Some(c) => x * c[j],
+            None => x,
+        };
+        match self.offset {
+            Some(o) => (v + o).max(0.0),
+            None => v,
+        }
+    }
+
+    /// One byte: signed `clamp(round_ties_even(t · inv), -127, 127) + 128`, unsigned
+    /// `clamp(round_ties_even(t · inv), 0, 255)`.
+    #[inline(always)]
+    pub(crate) fn byte(self, t: f32, inv: f32) -> u8 {
+        if self.offset.is_some() {
+            (t * inv).round_ties_even().clamp(0.0, 255.0) as u8
+        } else {
+            quantize_one(t, inv)
+        }
+    }
+
+    /// The pad byte (past k; the packed weights are 0 there): the quantized 0.
+    #[inline(always)]
+    pub(crate) fn pad(self) -> u8 {
+        if self.offset.is_some() {
+            0
+        } else {
+            128
+        }
+    }
+}
+
+/// Quantizes one row: returns `s_a` and writes the bytes (pad bytes: the quantized 0).
+/// The exact arithmetic every ISA reproduces: `t = mode.t(x)` (`x · mul` in f32, one
+/// rounding, then unsigned `max(t + offset, 0)`), `amax = max|t|` (f32),
+/// `s_a = amax / Q`, `inv = Q / amax` (0 for a zero row; `Q` = 127 signed, 255
+/// unsigned), byte = signed `clamp(round_ties_even(t · inv), -127, 127) + 128`,
+/// unsigned `clamp(round_ties_even(t · inv), 0, 255)`.
 #[inline]
-pub(crate) fn quantize_row(x: &[f32], out: &mut [u8]) -> f32 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let (scale, inv) = row_scale(amax);
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = quantize_one(v, inv);
+pub(crate) fn quantize_row(x: &[f32], mode: InputMode, out: &mut [u8]) -> f32 {
+    let amax = x
+        .iter()
+        .enumerate()
+        .fold(0f32, |m, (j, &v)| m.max(mode.t(v, j).abs()));
+    let (scale, inv) = row_scale_q(amax, mode.qmax());
+    for (j, o) in out[..x.len()].iter_mut().enumerate() {
+        *o = mode.byte(mode.t(x[j], j), inv);
     }
     for o in out[x.len()..].iter_mut() {
-        *o = 128;
+        *o = mode.pad();
     }
     scale
 }
 
-/// `(s_a, 127 / amax)`, both 0 for a zero row.
+/// `(amax / q, q / amax)`, both 0 for a zero row.
 #[inline(always)]
-pub(crate) fn row_scale(amax: f32) -> (f32, f32) {
+pub(crate) fn row_scale_q(amax: f32, q: f32) -> (f32, f32) {
     if amax > 0.0 {
-        (amax / 127.0, 127.0 / amax)
+        (amax / q, q / amax)
     } else {
         (0.0, 0.0)
     }
@@ -44,12 +104,13 @@ pub(crate) fn quantize_rows_unchecked(
     a: &[f32],
     m: usize,
     k: usize,
+    mode: InputMode,
     out: &mut [u8],
     scales: &mut [f32],
 ) {
     let kp = padded_k(k);
     for i in 0..m {
-        scales[i] = quantize_row(&a[i * k..(i + 1) * k], &mut out[i * kp..(i + 1) * kp]);
+        scales[i] = quantize_row(&a[i * k..(i + 1) * k], mode, &mut out[i * kp..(i + 1) * kp]);
     }
 }
 
@@ -62,7 +123,50 @@ pub fn quantize_rows_reference(
     scales: &mut [f32],
 ) -> Result<(), KernelError> {
     validate_quantize("quantize_rows_reference", a, m, k, out, scales)?;
-    quantize_rows_unchecked(a, m, k, out, scales);
+    quantize_rows_unchecked(a, m, k, InputMode::default(), out, scales);
+    Ok(())
+}
+
+/// The reference of [`super::quantize_rows_smoothed`]: each row multiplied by `mul: [k]`
+/// column-wise, then quantized as [`quantize_rows_reference`].
+pub fn quantize_rows_smoothed_reference(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mul: &[f32],
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_quantize("quantize_rows_smoothed_reference", a, m, k, out, scales)?;
+    super::validate_mul("quantize_rows_smoothed_reference", mul, k)?;
+    let mode = InputMode {
+        mul: Some(mul),
+        offset: None,
+    };
+    quantize_rows_unchecked(a, m, k, mode, out, scales);
+    Ok(())
+}
+
+/// The reference of [`super::QuantizedMatrix::quantize_input`] for a matrix with the
+/// given input multipliers and unsigned-input offset (see
+/// [`super::QuantizedMatrix::with_unsigned_input`]).
+pub fn quantize_input_reference(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mul: Option<&[f32]>,
+    offset: Option<f32>,
+    out: &mut [u8],
+    scales: &mut [f32],
+) -> Result<(), KernelError> {
+    validate_quantize("quantize_input_reference", a, m, k, out, scales)?;
+    if let Some(mul) = mul {
+        super::validate_mul("quantize_input_reference", mul, k)?;
+    }
+    if let Some(o) = offset {
+        super::validate_offset("quantize_input_reference", o)?;
+    }
+    quantize_rows_unchecked(a, m, k, InputMode { mul, offset }, out, scales);
     Ok(())
 }
 

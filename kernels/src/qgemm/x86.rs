@@ -3,6 +3,7 @@
 //! AVX-VNNI and AVX2 inside `#[target_feature]` wrappers; and the row quantizers.
 //! Layouts and tile reasoning: `qgemm/mod.rs`.
 
+use super::reference::InputMode;
 use super::{padded_k, QIsaKind, QuantizedMatrix};
 use crate::gemm::Epilogue;
 use crate::math;
@@ -491,15 +492,27 @@ pub(crate) unsafe fn run(kind: QIsaKind, g: &Job) {
 // ---------------------------------------------------------------------------
 
 /// # Safety
-/// AVX-512 F/BW/VL/DQ available; `a: [m, k]`, `out: [m, padded_k(k)]`, `scales: [m]`.
+/// AVX-512 F/BW/VL/DQ available; `a: [m, k]`, `mode.mul: [k]` when present,
+/// `out: [m, padded_k(k)]`, `scales: [m]`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 pub(crate) unsafe fn quantize_rows_avx512(
     a: &[f32],
     m: usize,
     k: usize,
+    mode: InputMode,
     out: &mut [u8],
     scales: &mut [f32],
 ) {
+    // `mode.mul: [k]` when present (checked by the caller): t = x · mul, then in the
+    // unsigned mode max(t + offset, 0), as the reference.
+    let c = mode.mul.map(|c| c.as_ptr());
+    let (unsigned, offset) = (mode.offset.is_some(), mode.offset.unwrap_or(0.0));
+    // Clamp range and the stored offset: signed [-127, 127] + 128, unsigned [0, 255].
+    let (qlo, qhi, qoff) = if unsigned {
+        (0, 255, 0)
+    } else {
+        (-127, 127, 128)
+    };
     let kp = padded_k(k);
     let absmask = _mm512_set1_epi32(0x7fff_ffff);
     for i in 0..m {
@@ -509,25 +522,32 @@ pub(crate) unsafe fn quantize_rows_avx512(
         let mut mx = _mm512_setzero_ps();
         let mut q = 0;
         while q + 16 <= k {
-            let v = _mm512_castsi512_ps(_mm512_and_si512(
-                _mm512_castps_si512(_mm512_loadu_ps(x.add(q))),
-                absmask,
-            ));
+            let mut v = _mm512_loadu_ps(x.add(q));
+            if let Some(c) = c {
+                v = _mm512_mul_ps(v, _mm512_loadu_ps(c.add(q)));
+            }
+            if unsigned {
+                v = _mm512_max_ps(
+                    _mm512_add_ps(v, _mm512_set1_ps(offset)),
+                    _mm512_setzero_ps(),
+                );
+            }
+            let v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), absmask));
             mx = _mm512_max_ps(mx, v);
             q += 16;
         }
         let mut amax = _mm512_reduce_max_ps(mx);
         for t in q..k {
-            amax = amax.max((*x.add(t)).abs());
+            amax = amax.max(mode.t(*x.add(t), t).abs());
         }
-        let (scale, inv) = super::reference::row_scale(amax);
+        let (scale, inv) = super::reference::row_scale_q(amax, mode.qmax());
         *scales.get_unchecked_mut(i) = scale;
         // Pass 2: clamp(round_ties_even(x·inv), ±127) + 128 -> u8.
         let vinv = _mm512_set1_ps(inv);
         let (lo, hi, off) = (
-            _mm512_set1_epi32(-127),
-            _mm512_set1_epi32(127),
-            _mm512_set1_epi32(128),
+            _mm512_set1_epi32(qlo),
+            _mm512_set1_epi32(qhi),
+            _mm512_set1_epi32(qoff),
         );
         let mut q = 0;
         while q < k {
@@ -537,30 +557,51 @@ pub(crate) unsafe fn quantize_rows_avx512(
             } else {
                 ((1u32 << nv) - 1) as u16
             };
-            let v = _mm512_maskz_loadu_ps(mask, x.add(q));
+            let mut v = _mm512_maskz_loadu_ps(mask, x.add(q));
+            if let Some(c) = c {
+                v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, c.add(q)));
+            }
+            if unsigned {
+                v = _mm512_max_ps(
+                    _mm512_add_ps(v, _mm512_set1_ps(offset)),
+                    _mm512_setzero_ps(),
+                );
+            }
             // cvtps2dq rounds to nearest even (default MXCSR), as round_ties_even.
             let r = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
             let r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), off);
-            // vpmovdb: the low byte of each i32 (values are in [1, 255]).
+            // vpmovdb: the low byte of each i32 (values are in [0, 255]).
             _mm512_mask_cvtepi32_storeu_epi8(o.add(q).cast(), mask, r);
             q += 16;
         }
         for t in k..kp {
-            *o.add(t) = 128;
+            *o.add(t) = mode.pad();
         }
     }
 }
 
 /// # Safety
-/// AVX2 + FMA available; `a: [m, k]`, `out: [m, padded_k(k)]`, `scales: [m]`.
+/// AVX2 + FMA available; `a: [m, k]`, `mode.mul: [k]` when present, `out: [m, padded_k(k)]`,
+/// `scales: [m]`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn quantize_rows_avx2(
     a: &[f32],
     m: usize,
     k: usize,
+    mode: InputMode,
     out: &mut [u8],
     scales: &mut [f32],
 ) {
+    // `mode.mul: [k]` when present (checked by the caller): t = x · mul, then in the
+    // unsigned mode max(t + offset, 0), as the reference.
+    let c = mode.mul.map(|c| c.as_ptr());
+    let (unsigned, offset) = (mode.offset.is_some(), mode.offset.unwrap_or(0.0));
+    // Clamp range and the stored offset: signed [-127, 127] + 128, unsigned [0, 255].
+    let (qlo, qhi, qoff) = if unsigned {
+        (0, 255, 0)
+    } else {
+        (-127, 127, 128)
+    };
     let kp = padded_k(k);
     let absmask = _mm256_set1_epi32(0x7fff_ffff);
     // Byte 0 of each i32 of a 128-bit lane into the lane's low 4 bytes.
@@ -574,28 +615,45 @@ pub(crate) unsafe fn quantize_rows_avx2(
         let mut mx = _mm256_setzero_ps();
         let mut q = 0;
         while q + 8 <= k {
-            let v = _mm256_castsi256_ps(_mm256_and_si256(
-                _mm256_castps_si256(_mm256_loadu_ps(x.add(q))),
-                absmask,
-            ));
+            let mut v = _mm256_loadu_ps(x.add(q));
+            if let Some(c) = c {
+                v = _mm256_mul_ps(v, _mm256_loadu_ps(c.add(q)));
+            }
+            if unsigned {
+                v = _mm256_max_ps(
+                    _mm256_add_ps(v, _mm256_set1_ps(offset)),
+                    _mm256_setzero_ps(),
+                );
+            }
+            let v = _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(v), absmask));
             mx = _mm256_max_ps(mx, v);
             q += 8;
         }
         let mut amax = F256::reduce_max(mx);
         for t in q..k {
-            amax = amax.max((*x.add(t)).abs());
+            amax = amax.max(mode.t(*x.add(t), t).abs());
         }
-        let (scale, inv) = super::reference::row_scale(amax);
+        let (scale, inv) = super::reference::row_scale_q(amax, mode.qmax());
         *scales.get_unchecked_mut(i) = scale;
         let vinv = _mm256_set1_ps(inv);
         let (lo, hi, off) = (
-            _mm256_set1_epi32(-127),
-            _mm256_set1_epi32(127),
-            _mm256_set1_epi32(128),
+            _mm256_set1_epi32(qlo),
+            _mm256_set1_epi32(qhi),
+            _mm256_set1_epi32(qoff),
         );
         let mut q = 0;
         while q + 8 <= k {
-            let r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x.add(q)), vinv));
+            let mut v = _mm256_loadu_ps(x.add(q));
+            if let Some(c) = c {
+                v = _mm256_mul_ps(v, _mm256_loadu_ps(c.add(q)));
+            }
+            if unsigned {
+                v = _mm256_max_ps(
+                    _mm256_add_ps(v, _mm256_set1_ps(offset)),
+                    _mm256_setzero_ps(),
+                );
+            }
+            let r = _mm256_cvtps_epi32(_mm256_mul_ps(v, vinv));
             let r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo), hi), off);
             let b = _mm256_shuffle_epi8(r, shuf);
             let lo4 = _mm256_castsi256_si128(b);
@@ -604,10 +662,10 @@ pub(crate) unsafe fn quantize_rows_avx2(
             q += 8;
         }
         for t in q..k {
-            *o.add(t) = super::reference::quantize_one(*x.add(t), inv);
+            *o.add(t) = mode.byte(mode.t(*x.add(t), t), inv);
         }
         for t in k..kp {
-            *o.add(t) = 128;
+            *o.add(t) = mode.pad();
         }
     }
 }
