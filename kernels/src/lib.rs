@@ -27,7 +27,7 @@
 //!   [`PackedMatrix`] is immutable, `Send + Sync`, shared freely. No locks anywhere.
 //! - **Scratch**: GEMM keeps one thread-local packed-A block (`MC x KC` floats, MC
 //!   and KC from the detected caches: at most ~3/4 of the L2; the skinny path for
-//!   `m <= gemm::SKINNY_MAX_M` packs nothing) and attention one thread-local set (K/V panels `2·seq·d` and
+//!   `m <= gemm::AUTO_SKINNY_MAX_M` packs nothing) and attention one thread-local set (K/V panels `2·seq·d` and
 //!   a `2·MR x seq` score block, ~0.15 MB at seq 512). Allocated on a thread's first
 //!   call and grown to the largest shape seen, never shrunk: warm up each worker
 //!   thread once with the largest shape to keep the hot path allocation-free.

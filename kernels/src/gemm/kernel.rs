@@ -309,7 +309,7 @@ pub(crate) struct Raw {
 /// invariant at the top of this file); the choice is only about speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmPath {
-    /// Skinny for `m <= gemm::SKINNY_MAX_M`, blocked otherwise.
+    /// Skinny for `m <= gemm::AUTO_SKINNY_MAX_M`, blocked otherwise.
     Auto,
     /// BLIS-style blocked loops with packed A (large M).
     Blocked,

@@ -17,7 +17,7 @@
 //!
 //! **A panels, packed per call** (blocked path): the `MC x KC` block of A is
 //! copied into `ceil(mc / MR)` panels of `[kc][MR]` (row `r` of K index `q` at
-//! `q*MR + r`), missing rows zero. The skinny path (`m <= SKINNY_MAX_M`) reads A in
+//! `q*MR + r`), missing rows zero. The skinny path (`m <= AUTO_SKINNY_MAX_M`) reads A in
 //! place (row stride `lda`, unit stride along K): packing would never be reused.
 //!
 //! **C**: row-major with row stride `ldc` (`n` for the public API; attention writes
@@ -130,9 +130,11 @@ pub fn tile(isa: Isa) -> (usize, usize) {
     (i.mr, i.nr)
 }
 
-/// Calls with `m <= SKINNY_MAX_M` rows take the skinny path under
-/// [`GemmPath::Auto`] (and [`gemm_f32_par`] splits them by columns, not rows).
-/// Measured crossover on the development machine (see `kernels/PERF.md`).
+/// The query-sized M the skinny path was written for (batch-1 queries: the weight
+/// stream is the limit); the engine's int8 and bf16 GEMMs split calls up to this M
+/// by columns. The f32 [`GemmPath::Auto`] now takes the skinny path up to
+/// [`AUTO_SKINNY_MAX_M`] (measured, see there) and [`gemm_f32_par`] splits by
+/// columns up to [`COLUMN_SPLIT_MAX_M`].
 pub const SKINNY_MAX_M: usize = 32;
 
 /// The cache blocking `(MC, KC, NC)` the blocked path uses for an `m x n x k` call
@@ -161,7 +163,7 @@ pub(crate) unsafe fn run_path(isa: Isa, mut g: Raw, path: GemmPath) {
     }
     let info = kernel_info(isa);
     let path = match path {
-        GemmPath::Auto if g.m <= SKINNY_MAX_M => GemmPath::Skinny,
+        GemmPath::Auto if g.m <= AUTO_SKINNY_MAX_M => GemmPath::Skinny,
         GemmPath::Auto => GemmPath::Blocked,
         p => p,
     };
@@ -392,6 +394,18 @@ pub fn gemm_f32_cols(
     };
     Ok(())
 }
+
+/// Rows up to which [`GemmPath::Auto`] takes the skinny path (A read in place, no A
+/// packing, weight prefetch) rather than the BLIS-blocked one. First 32 (the query
+/// shapes it was written for); measured since on the whole e5-small-v2-shape forward
+/// (medians, two interleaved rounds, this 2-core SPR-class VM) the skinny path wins
+/// at every M the engine produces: 32 x 128 tokens one thread (GEMM M = 2048) 1437 ms
+/// blocked vs 1252-1268 ms skinny (AVX-512; AVX2 2503-2513 vs 2314-2359 ms), two
+/// threads 706 vs 678 ms; batch 1 on 2 threads: 64 tokens 17.6 vs 13.7 ms, 128 tokens
+/// 29.4 vs 26.2, 256: 53.6 vs 47.8, 512: 116 vs 100. K <= 1536 here, so a row of A
+/// (<= 6 KB) and the 32-column weight panel stay in L1/L2 without packing. Beyond
+/// 4096 rows (a budget above the default) the blocked path is kept, unmeasured.
+pub const AUTO_SKINNY_MAX_M: usize = 4096;
 
 /// Rows up to which [`gemm_f32_par`] splits by columns rather than rows. Measured
 /// (e5-small-v2-shape, batch 1, 2 threads, whole forward, medians of 20, two
