@@ -180,6 +180,36 @@ fn par_gemm(a: &[f32], m: usize, w: &PackedMatrix, c: &mut [f32], epi: Epi<'_>) 
     Ok(())
 }
 
+/// A skinny `c[m, n]` computed as two column halves (whole panels of `nr`) on two threads,
+/// each streaming half the weights into its own block (`gemm(cols, block)` fills
+/// `block: [m, cols.len()]`), then copied into place: bitwise equal to one call, since the
+/// kernels' results do not depend on the column range.
+fn split_columns(
+    m: usize,
+    n: usize,
+    nr: usize,
+    c: &mut [f32],
+    gemm: impl Fn(
+            std::ops::Range<usize>,
+            &mut [f32],
+        ) -> std::result::Result<(), e5embed_kernels::KernelError>
+        + Sync,
+) -> Result<()> {
+    let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
+    let half = |cols: std::ops::Range<usize>| -> Result<Vec<f32>> {
+        let mut block = vec![0.0; m * cols.len()];
+        gemm(cols, &mut block)?;
+        Ok(block)
+    };
+    let (left, right) = rayon::join(|| half(0..split), || half(split..n));
+    let (left, right) = (left?, right?);
+    for (r, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
+        row[..split].copy_from_slice(&left[r * split..(r + 1) * split]);
+        row[split..].copy_from_slice(&right[r * (n - split)..(r + 1) * (n - split)]);
+    }
+    Ok(())
+}
+
 /// Rows at or below which an int8 GEMM is split by output columns across threads.
 const SKINNY_MAX_M: usize = e5embed_kernels::gemm::SKINNY_MAX_M;
 
@@ -207,27 +237,10 @@ fn par_linear(
         let (qa, qs) = (&mut q.bytes[..m * kp], &mut q.scales[..m]);
         w.quantize_input(&a[..m * k], m, qa, qs)?;
         let (qa, qs): (&[u8], &[f32]) = (qa, qs);
-        let nr = w.panel_width();
-        let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
         let epi = epi.rows(0, m, n);
-        let (left, right) = rayon::join(
-            || -> Result<Vec<f32>> {
-                let mut block = vec![0.0; m * split];
-                qgemm::gemm_u8s8_cols(qa, qs, m, w, 0..split, &mut block, epi)?;
-                Ok(block)
-            },
-            || -> Result<Vec<f32>> {
-                let mut block = vec![0.0; m * (n - split)];
-                qgemm::gemm_u8s8_cols(qa, qs, m, w, split..n, &mut block, epi)?;
-                Ok(block)
-            },
-        );
-        let (left, right) = (left?, right?);
-        for (r, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
-            row[..split].copy_from_slice(&left[r * split..(r + 1) * split]);
-            row[split..].copy_from_slice(&right[r * (n - split)..(r + 1) * (n - split)]);
-        }
-        return Ok(());
+        return split_columns(m, n, w.panel_width(), c, |cols, block| {
+            qgemm::gemm_u8s8_cols(qa, qs, m, w, cols, block, epi)
+        });
     }
     let per = rows_per_task(m, threads, mr);
     c[..m * n]
@@ -252,28 +265,11 @@ fn par_bf16(a: &[f32], m: usize, w: &Bf16Matrix, c: &mut [f32], epi: Epi<'_>) ->
     let (n, k) = (w.n(), w.k());
     let threads = rayon::current_num_threads();
     if m <= SKINNY_MAX_M && threads > 1 {
-        let nr = w.panel_width();
-        let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
         let epi = epi.rows(0, m, n);
         let a = &a[..m * k];
-        let (left, right) = rayon::join(
-            || -> Result<Vec<f32>> {
-                let mut block = vec![0.0; m * split];
-                bgemm::gemm_bf16_cols(a, m, w, 0..split, &mut block, epi)?;
-                Ok(block)
-            },
-            || -> Result<Vec<f32>> {
-                let mut block = vec![0.0; m * (n - split)];
-                bgemm::gemm_bf16_cols(a, m, w, split..n, &mut block, epi)?;
-                Ok(block)
-            },
-        );
-        let (left, right) = (left?, right?);
-        for (r, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
-            row[..split].copy_from_slice(&left[r * split..(r + 1) * split]);
-            row[split..].copy_from_slice(&right[r * (n - split)..(r + 1) * (n - split)]);
-        }
-        return Ok(());
+        return split_columns(m, n, w.panel_width(), c, |cols, block| {
+            bgemm::gemm_bf16_cols(a, m, w, cols, block, epi)
+        });
     }
     let (mr, _) = w.isa().tile();
     let per = rows_per_task(m, threads, mr);
