@@ -88,7 +88,13 @@ pub fn int8_gemms(qisa: QIsa) -> Vec<String> {
         qgemm::QIsaKind::Avx2 => DEFAULT_INT8_GEMMS_AVX2,
         _ => DEFAULT_INT8_GEMMS,
     };
-    std::env::var("E5EMBED_INT8_GEMMS")
+    gemm_list("E5EMBED_INT8_GEMMS", default)
+}
+
+/// A comma list of GEMM names (`qkv,out,up,down`) from the environment variable `var` if set
+/// and non-empty, else from `default`.
+pub(crate) fn gemm_list(var: &str, default: &str) -> Vec<String> {
+    std::env::var(var)
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| default.into())

@@ -181,13 +181,7 @@ pub fn smoothed_gemms(qisa: QIsa) -> Vec<String> {
         QIsaKind::Avx2 => "none",
         _ => DEFAULT_SMOOTH,
     };
-    std::env::var("E5EMBED_SMOOTH")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.into())
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .collect()
+    super::fast::gemm_list("E5EMBED_SMOOTH", default)
 }
 
 /// GEMMs smoothed by default: the two whose input is a LayerNorm output (measured on
