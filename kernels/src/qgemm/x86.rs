@@ -134,7 +134,8 @@ pub(crate) trait QDot {
     unsafe fn store_i32_n(p: *mut i32, v: Self::V, n: usize);
     /// Runs the row tile at `i0` of `r` (`1..=MR`) rows over panels `p0..p1`,
     /// choosing wider tiles for small `r` (the remainder-row jump table).
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize);
+    /// `pf`: software-prefetch distance along each weight panel in bytes (0: none).
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize);
 }
 
 /// AVX-512 VNNI: `vpdpbusd zmm`.
@@ -189,22 +190,22 @@ impl QDot for Vnni512 {
         _mm512_mask_storeu_epi32(p, mask, v)
     }
     #[inline(always)]
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize) {
         // Remainder rows: 1-2 rows x 4 panels (8-16 acc + 8 B), 3 x 3 (18 acc + 6 B:
         // 3 x 4 would need 24 + 8 + 1 > 32 zmm), 4-6 x 2 (16-24), 7+ x 1.
         match r {
-            1 => panels::<Self, 1, 8>(g, i0, p0, p1),
-            2 => panels::<Self, 2, 8>(g, i0, p0, p1),
-            3 => panels::<Self, 3, 6>(g, i0, p0, p1),
-            4 => panels::<Self, 4, 4>(g, i0, p0, p1),
-            5 => panels::<Self, 5, 4>(g, i0, p0, p1),
-            6 => panels::<Self, 6, 4>(g, i0, p0, p1),
-            7 => panels::<Self, 7, 2>(g, i0, p0, p1),
-            8 => panels::<Self, 8, 2>(g, i0, p0, p1),
-            9 => panels::<Self, 9, 2>(g, i0, p0, p1),
-            10 => panels::<Self, 10, 2>(g, i0, p0, p1),
-            11 => panels::<Self, 11, 2>(g, i0, p0, p1),
-            _ => panels::<Self, 12, 2>(g, i0, p0, p1),
+            1 => panels::<Self, 1, 8>(g, i0, p0, p1, pf),
+            2 => panels::<Self, 2, 8>(g, i0, p0, p1, pf),
+            3 => panels::<Self, 3, 6>(g, i0, p0, p1, pf),
+            4 => panels::<Self, 4, 4>(g, i0, p0, p1, pf),
+            5 => panels::<Self, 5, 4>(g, i0, p0, p1, pf),
+            6 => panels::<Self, 6, 4>(g, i0, p0, p1, pf),
+            7 => panels::<Self, 7, 2>(g, i0, p0, p1, pf),
+            8 => panels::<Self, 8, 2>(g, i0, p0, p1, pf),
+            9 => panels::<Self, 9, 2>(g, i0, p0, p1, pf),
+            10 => panels::<Self, 10, 2>(g, i0, p0, p1, pf),
+            11 => panels::<Self, 11, 2>(g, i0, p0, p1, pf),
+            _ => panels::<Self, 12, 2>(g, i0, p0, p1, pf),
         }
     }
 }
@@ -249,15 +250,15 @@ impl QDot for Vnni256 {
         store_i32_n_256(p, v, n)
     }
     #[inline(always)]
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize) {
         // 1 row x 4 panels (8 acc), 2-3 x 2 (8-12), 4-6 x 1 (8-12).
         match r {
-            1 => panels::<Self, 1, 8>(g, i0, p0, p1),
-            2 => panels::<Self, 2, 4>(g, i0, p0, p1),
-            3 => panels::<Self, 3, 4>(g, i0, p0, p1),
-            4 => panels::<Self, 4, 2>(g, i0, p0, p1),
-            5 => panels::<Self, 5, 2>(g, i0, p0, p1),
-            _ => panels::<Self, 6, 2>(g, i0, p0, p1),
+            1 => panels::<Self, 1, 8>(g, i0, p0, p1, pf),
+            2 => panels::<Self, 2, 4>(g, i0, p0, p1, pf),
+            3 => panels::<Self, 3, 4>(g, i0, p0, p1, pf),
+            4 => panels::<Self, 4, 2>(g, i0, p0, p1, pf),
+            5 => panels::<Self, 5, 2>(g, i0, p0, p1, pf),
+            _ => panels::<Self, 6, 2>(g, i0, p0, p1, pf),
         }
     }
 }
@@ -307,13 +308,13 @@ impl QDot for Maddubs256 {
         store_i32_n_256(p, v, n)
     }
     #[inline(always)]
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize) {
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize) {
         // 1 row x 4 panels (8 acc), 2 x 2 (8), 3-4 x 1 (6-8).
         match r {
-            1 => panels::<Self, 1, 8>(g, i0, p0, p1),
-            2 => panels::<Self, 2, 4>(g, i0, p0, p1),
-            3 => panels::<Self, 3, 2>(g, i0, p0, p1),
-            _ => panels::<Self, 4, 2>(g, i0, p0, p1),
+            1 => panels::<Self, 1, 8>(g, i0, p0, p1, pf),
+            2 => panels::<Self, 2, 4>(g, i0, p0, p1, pf),
+            3 => panels::<Self, 3, 2>(g, i0, p0, p1, pf),
+            _ => panels::<Self, 4, 2>(g, i0, p0, p1, pf),
         }
     }
 }
@@ -339,15 +340,16 @@ unsafe fn panels<D: QDot, const R: usize, const V: usize>(
     i0: usize,
     p0: usize,
     p1: usize,
+    pf: usize,
 ) {
     let pw = V / 2;
     let mut p = p0;
     while p + pw <= p1 {
-        tile::<D, R, V>(g, i0, p);
+        tile::<D, R, V>(g, i0, p, pf);
         p += pw;
     }
     while p < p1 {
-        tile::<D, R, 2>(g, i0, p);
+        tile::<D, R, 2>(g, i0, p, pf);
         p += 1;
     }
 }
@@ -356,7 +358,7 @@ unsafe fn panels<D: QDot, const R: usize, const V: usize>(
 /// `p·NR .. p·NR + V·LANES`, clipped to n at the store), all of K, then the
 /// epilogue from registers.
 #[inline(always)]
-unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: usize) {
+unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: usize, pf: usize) {
     let (kp, nr, lanes) = (g.kp, D::NR, D::LANES);
     let pstride = kp * nr; // bytes per panel
     let a0 = g.a.add(i0 * kp);
@@ -366,6 +368,15 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: u
     let mut q = 0;
     while q < kp {
         // Vector v: panel v/2, half v%2 of its NR·4-byte k-group row.
+        if pf > 0 {
+            // One hint per 64-byte line of this k-group row of each panel, `pf` ahead.
+            for v in 0..V {
+                let off = (v / 2) * pstride + q * nr + (v % 2) * lanes * 4 + pf;
+                if (v % 2) * lanes * 4 % 64 == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(off).cast());
+                }
+            }
+        }
         let mut bv = [D::zero(); V];
         for v in 0..V {
             bv[v] = D::load_b(b0.add((v / 2) * pstride + q * nr + (v % 2) * lanes * 4));
@@ -433,6 +444,17 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: u
     }
 }
 
+/// Software prefetch distance along each weight panel, in bytes (32 k-groups of a
+/// 32-column zmm panel), issued by the first row tile to read a panel. Measured with
+/// `examples/qgemm_probe.rs` (`COLD=1`: weights from DRAM, as a forward at batch 1
+/// sees them): without it a call took about compute + streaming time (T=32 FFN down
+/// 108 us = 52 us hot + 41 us stream), the VNNI loop being too fast for the hardware
+/// prefetcher's lead.
+const PF_BYTES: usize = 4096;
+/// Tiles of fewer rows do not prefetch: at 1-3 rows the loads alone keep up with the
+/// stream (T=1 runs at the DRAM floor), and the hints cost load-port slots.
+const PF_MIN_ROWS: usize = 4;
+
 /// The loops around the microkernel: row blocks of MC (A block in L2) → panels
 /// (one `kp x NR` weight panel, ≤ 48 KB, reused by every row tile of the block) →
 /// full MR-row tiles; then the remainder rows of the last block with the wide tiles.
@@ -445,13 +467,18 @@ unsafe fn driver<D: QDot>(g: &Job) {
         let full = mb / D::MR;
         for p in 0..np {
             for t in 0..full {
-                // r = MR: the jump table's full `MR x 2` tile on this one panel.
-                D::row_tile(g, ib + t * D::MR, D::MR, p, p + 1);
+                // r = MR: the jump table's full `MR x 2` tile on this one panel. The
+                // first tile over a panel streams it from memory: prefetch ahead.
+                let pf = if ib == 0 && t == 0 { PF_BYTES } else { 0 };
+                D::row_tile(g, ib + t * D::MR, D::MR, p, p + 1, pf);
             }
         }
         let rem = mb - full * D::MR;
         if rem > 0 {
-            D::row_tile(g, ib + full * D::MR, rem, 0, np);
+            // First pass over the weights only when there was no full tile.
+            let first = ib == 0 && full == 0 && rem >= PF_MIN_ROWS;
+            let pf = if first { PF_BYTES } else { 0 };
+            D::row_tile(g, ib + full * D::MR, rem, 0, np, pf);
         }
         ib += mb;
     }
