@@ -377,6 +377,52 @@ fn par_attention_heads(
     Ok(())
 }
 
+/// Runs `f` on the current thread while the pool's other workers spin, taking its parallel
+/// work the moment it is queued, and go back to rayon's sleep when `f` returns.
+///
+/// Why: a forward is ~7 parallel regions per layer with short serial gaps between them.
+/// Left alone, rayon's idle worker falls asleep in those gaps and the next region waits for
+/// it to be woken; on this KVM guest that wake-up took about as long as a skinny GEMM half
+/// itself (measured at batch 1 x 16 tokens, int8: the two column halves of a split GEMM
+/// summed to the call's wall time, i.e. they did not overlap, and 2 threads were slower
+/// than 1). The spin lasts only while a forward runs (no spinning while idle), costs
+/// nothing when the pool has one thread, and cannot change results (every parallel split
+/// is bitwise equal to one thread).
+fn with_workers_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let threads = rayon::current_num_threads();
+    let me = rayon::current_thread_index();
+    if threads < 2 || me.is_none() {
+        return f();
+    }
+    /// Sets the flag when dropped: the spinners stop even if `f` panics.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| {
+                // Popped back by the forward's own thread (it was not stolen in time):
+                // nothing to keep awake.
+                if rayon::current_thread_index() == me {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let _done = Done(&done);
+        f()
+    })
+}
+
 /// LayerNorm over the rows of `x: [m, cols]`, split across the current rayon pool.
 fn par_layernorm(
     isa: Isa,
@@ -531,6 +577,15 @@ impl FastModel {
     /// should do the work. On return `scratch.hidden(t)` holds the last hidden state of all
     /// texts packed in input order, `[sum of lengths, hidden]`.
     pub fn forward(
+        &self,
+        seqs: &[&[u32]],
+        scratch: &mut Scratch,
+        timing: &mut OpTimes,
+    ) -> Result<()> {
+        with_workers_awake(|| self.forward_inner(seqs, scratch, timing))
+    }
+
+    fn forward_inner(
         &self,
         seqs: &[&[u32]],
         scratch: &mut Scratch,
@@ -715,5 +770,44 @@ impl Scratch {
     pub fn bytes(&self) -> usize {
         4 * (self.x.len() + self.x1.len() + self.work.len() + self.q.scales.len())
             + self.q.bytes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_workers_awake;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn workers_awake_runs_parallel_work_and_returns() {
+        for threads in [1, 2, 3] {
+            let sum = pool(threads).install(|| {
+                with_workers_awake(|| {
+                    use rayon::prelude::*;
+                    (0..10_000u64).into_par_iter().map(|x| x * x).sum::<u64>()
+                })
+            });
+            assert_eq!(sum, (0..10_000u64).map(|x| x * x).sum::<u64>());
+        }
+        // Outside any pool: just runs.
+        assert_eq!(with_workers_awake(|| 7), 7);
+    }
+
+    #[test]
+    fn workers_awake_stops_spinning_when_the_forward_panics() {
+        // A panic inside must reach the caller, not leave the spinner waiting forever.
+        let p = pool(2);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.install(|| with_workers_awake(|| panic!("forward failed")))
+        }));
+        assert!(r.is_err());
+        // The pool is still usable afterwards.
+        assert_eq!(p.install(|| with_workers_awake(|| 1 + 1)), 2);
     }
 }
