@@ -58,7 +58,7 @@ mod buf;
 mod math;
 mod simd;
 
-pub use attention::{attention_f32, attention_f32_heads, attention_reference};
+pub use attention::{attention_f32, attention_f32_heads, attention_f32_par, attention_reference};
 pub use ew::{
     gelu_erf, gelu_erf_reference, layernorm, layernorm_reference, softmax, softmax_reference,
 };

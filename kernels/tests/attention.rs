@@ -230,3 +230,37 @@ fn head_range_error_paths() {
     assert!(attention_f32_heads(isa, &qkv, 4, 2, 32, 1..2, &mut [0.0; 128]).is_ok());
     assert!(attention_f32_heads(isa, &qkv, 4, 2, 32, 1..1, &mut []).is_ok());
 }
+
+/// `attention_f32_par` (heads split across a rayon pool, written in place) is bitwise
+/// equal to `attention_f32` for any thread count, on every ISA path, at awkward lengths.
+#[test]
+fn parallel_heads_bitwise_equal_whole() {
+    use e5embed_kernels::attention_f32_par;
+    let (heads, d) = (12, 32);
+    let h_all = heads * d;
+    for (i, seq) in [1usize, 7, 17, 130, 383].into_iter().enumerate() {
+        let qkv = uniform(&mut rng(60 + i as u64), seq * 3 * h_all, -2.0, 2.0);
+        for isa in Isa::available() {
+            let mut whole = vec![f32::NAN; seq * h_all];
+            attention_f32(isa, &qkv, seq, heads, d, &mut whole).unwrap();
+            for threads in [1usize, 2, 3, 5, 12, 16] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads.min(4))
+                    .build()
+                    .unwrap();
+                let mut out = vec![f32::NAN; seq * h_all];
+                pool.install(|| attention_f32_par(isa, &qkv, seq, heads, d, &mut out, threads))
+                    .unwrap();
+                assert!(
+                    out.iter()
+                        .zip(&whole)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} seq={seq} threads={threads}"
+                );
+            }
+            // Shape errors are reported, not panics.
+            let mut short = vec![0.0; seq * h_all - 1];
+            assert!(attention_f32_par(isa, &qkv, seq, heads, d, &mut short, 2).is_err());
+        }
+    }
+}

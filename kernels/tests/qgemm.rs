@@ -648,6 +648,59 @@ fn column_ranges_equal_the_full_call() {
     }
 }
 
+/// `gemm_u8s8_par` (columns split for skinny m, rows otherwise, on a rayon pool, written
+/// in place) is bitwise equal to `gemm_u8s8` on every path, for any thread count.
+#[test]
+fn parallel_call_equals_the_single_threaded_call() {
+    let mut r = rng(21);
+    for isa in isas() {
+        for &(m, n, k) in &[
+            (1usize, 100usize, 40usize),
+            (7, 384, 64),
+            (17, 1152, 384),
+            (32, 33, 9),
+            (33, 384, 96),
+            (130, 200, 17),
+        ] {
+            let kp = padded_k(k);
+            let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, n * k), n, k).unwrap();
+            let a = bytes(&mut r, m * kp);
+            let sa: Vec<f32> = (0..m).map(|_| r.gen_range(0.0..0.05)).collect();
+            let bias = uni(&mut r, n, 1.0);
+            let res = uni(&mut r, m * n, 1.0);
+            for e in [
+                Epilogue::Bias(&bias),
+                Epilogue::BiasGelu(&bias),
+                Epilogue::BiasResidual {
+                    bias: &bias,
+                    residual: &res,
+                },
+            ] {
+                let mut want = vec![f32::NAN; m * n];
+                gemm_u8s8(&a, &sa, m, &b, &mut want, e).unwrap();
+                for threads in [1usize, 2, 3, 7] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads.min(4))
+                        .build()
+                        .unwrap();
+                    let mut got = vec![f32::NAN; m * n];
+                    pool.install(|| qgemm::gemm_u8s8_par(&a, &sa, m, &b, &mut got, e, threads))
+                        .unwrap();
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa} m={m} n={n} k={k} threads={threads} {e:?}"
+                    );
+                }
+            }
+            let mut short = vec![0f32; m * n - 1];
+            let e = Epilogue::None;
+            assert!(qgemm::gemm_u8s8_par(&a, &sa, m, &b, &mut short, e, 2).is_err());
+        }
+    }
+}
+
 /// Power-of-two and arbitrary positive multipliers (SmoothQuant factors' inverses).
 fn muls(r: &mut StdRng, k: usize) -> Vec<f32> {
     (0..k)

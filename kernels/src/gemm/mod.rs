@@ -437,7 +437,7 @@ pub fn gemm_f32_par(
             c.len()
         );
     }
-    let (mr, nr) = (kernel_info(b.isa).mr, b.nr);
+    let nr = b.nr;
     // Disjoint rectangles of C, one per task.
     let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
     if threads <= 1 || m == 0 || n == 0 {
@@ -452,7 +452,8 @@ pub fn gemm_f32_par(
             p = end;
         }
     } else {
-        let per = m.div_ceil(threads).div_ceil(mr) * mr;
+        // Even shares (not whole MR tiles): 128 rows on MR = 12 went 72 + 56 before.
+        let per = m.div_ceil(threads);
         let mut r = 0;
         while r < m {
             let end = (r + per).min(m);

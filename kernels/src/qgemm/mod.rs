@@ -854,6 +854,111 @@ pub fn gemm_u8s8(
     Ok(())
 }
 
+/// Rows at or below which [`gemm_u8s8_par`] splits the output columns across threads
+/// (each streams its share of the weights) instead of the rows (each would stream all
+/// of them). Measured on the engine at batch 1 (int8, 2 threads, e5-small-v2-shape):
+/// see `COLUMN_SPLIT_MAX_M`'s notes in kernels/PERF.md.
+pub const INT8_COLUMN_SPLIT_MAX_M: usize = 32;
+
+/// [`gemm_u8s8`] on the current rayon pool with `threads` tasks, written in place: for
+/// `m <= INT8_COLUMN_SPLIT_MAX_M` each task computes a range of whole weight panels
+/// (a query streams its weights once, split between the threads), else a range of
+/// whole MR-row tiles. Bitwise equal to [`gemm_u8s8`] (no result depends on the
+/// column or row range a tile is computed in). Same operand contract.
+pub fn gemm_u8s8_par(
+    a: &[u8],
+    scales: &[f32],
+    m: usize,
+    b: &QuantizedMatrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+    threads: usize,
+) -> Result<(), KernelError> {
+    validate_gemm(
+        "gemm_u8s8_par",
+        a,
+        Some(scales),
+        m,
+        b,
+        Some(c.len()),
+        &epilogue,
+    )?;
+    let (n, nr, kp) = (b.n, b.nr, b.kp);
+    if threads <= 1 || m == 0 || n == 0 || b.isa.kind() == QIsaKind::Scalar {
+        return gemm_u8s8(a, scales, m, b, c, epilogue);
+    }
+    // Disjoint rectangles of C (rows, columns), one per task.
+    let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    if m <= INT8_COLUMN_SPLIT_MAX_M {
+        let panels = n.div_ceil(nr);
+        let per = panels.div_ceil(threads);
+        let mut p = 0;
+        while p < panels {
+            let end = (p + per).min(panels);
+            parts.push((0..m, p * nr..(end * nr).min(n)));
+            p = end;
+        }
+    } else {
+        // Even shares (not whole MR tiles): 128 rows on MR = 12 went 72 + 56 before.
+        let per = m.div_ceil(threads);
+        let mut r = 0;
+        while r < m {
+            let end = (r + per).min(m);
+            parts.push((r..end, 0..n));
+            r = end;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        struct SendPtr(*mut f32);
+        // SAFETY: only used for disjoint writes, joined before the borrow of C ends.
+        unsafe impl Send for SendPtr {}
+        unsafe impl Sync for SendPtr {}
+        let cp = SendPtr(c.as_mut_ptr());
+        let run_part = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
+            let cp = &cp;
+            let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
+            let epi = match epilogue {
+                Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
+                    bias,
+                    residual: &residual[r0 * n..(r0 + rn) * n],
+                },
+                e => e,
+            };
+            let out = x86::Out::F32(
+                // In bounds: r0 < m, j0 < n (parts are non-empty rectangles of C).
+                cp.0.wrapping_add(r0 * n + j0),
+                scales[r0..].as_ptr(),
+            );
+            let job = x86::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
+            // SAFETY: a, scales, epilogue validated for (m, n, kp) and sliced to this
+            // part's rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at
+            // ldc = n and columns `cols` lie inside c (m*n floats, exclusively borrowed
+            // for this call), and the parts are disjoint rectangles, so no two tasks
+            // write the same element; the token in `b` proves the ISA.
+            unsafe { x86::run(b.isa.kind(), &job) }
+        };
+        if parts.len() == 1 {
+            run_part(parts.pop().expect("one part"));
+            return Ok(());
+        }
+        rayon::scope(|s| {
+            let mut it = parts.into_iter();
+            let mine = it.next().expect("at least two parts");
+            for part in it {
+                s.spawn(move |_| run_part(part));
+            }
+            run_part(mine);
+        });
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (parts, kp);
+        unreachable!("only Scalar tokens exist off x86-64")
+    }
+}
+
 /// Output columns `cols` only: `c_block[m, cols.len()]` (its own row stride
 /// `cols.len()`) `= ` those columns of [`gemm_u8s8`], bitwise. `cols.start` must be
 /// a multiple of the panel width ([`QuantizedMatrix::panel_width`]) (or `n`) and
