@@ -134,8 +134,8 @@ pub(crate) trait QDot {
     unsafe fn store_i32_n(p: *mut i32, v: Self::V, n: usize);
     /// Runs the row tile at `i0` of `r` (`1..=MR`) rows over panels `p0..p1`,
     /// choosing wider tiles for small `r` (the remainder-row jump table).
-    /// `pf`: software-prefetch distance along each weight panel in bytes (0: none).
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize);
+    /// `pf`: software prefetch along the weight panels (see [`Prefetch`]).
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: Prefetch);
 }
 
 /// AVX-512 VNNI: `vpdpbusd zmm`.
@@ -190,7 +190,7 @@ impl QDot for Vnni512 {
         _mm512_mask_storeu_epi32(p, mask, v)
     }
     #[inline(always)]
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize) {
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: Prefetch) {
         // Remainder rows: 1-2 rows x 4 panels (8-16 acc + 8 B), 3 x 3 (18 acc + 6 B:
         // 3 x 4 would need 24 + 8 + 1 > 32 zmm), 4-6 x 2 (16-24), 7+ x 1.
         match r {
@@ -250,7 +250,7 @@ impl QDot for Vnni256 {
         store_i32_n_256(p, v, n)
     }
     #[inline(always)]
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize) {
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: Prefetch) {
         // 1 row x 4 panels (8 acc), 2-3 x 2 (8-12), 4-6 x 1 (8-12).
         match r {
             1 => panels::<Self, 1, 8>(g, i0, p0, p1, pf),
@@ -308,7 +308,7 @@ impl QDot for Maddubs256 {
         store_i32_n_256(p, v, n)
     }
     #[inline(always)]
-    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: usize) {
+    unsafe fn row_tile(g: &Job, i0: usize, r: usize, p0: usize, p1: usize, pf: Prefetch) {
         // 1 row x 4 panels (8 acc), 2 x 2 (8), 3-4 x 1 (6-8).
         match r {
             1 => panels::<Self, 1, 8>(g, i0, p0, p1, pf),
@@ -340,7 +340,7 @@ unsafe fn panels<D: QDot, const R: usize, const V: usize>(
     i0: usize,
     p0: usize,
     p1: usize,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let pw = V / 2;
     let mut p = p0;
@@ -358,7 +358,12 @@ unsafe fn panels<D: QDot, const R: usize, const V: usize>(
 /// `p·NR .. p·NR + V·LANES`, clipped to n at the store), all of K, then the
 /// epilogue from registers.
 #[inline(always)]
-unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: usize, pf: usize) {
+unsafe fn tile<D: QDot, const R: usize, const V: usize>(
+    g: &Job,
+    i0: usize,
+    p: usize,
+    pf: Prefetch,
+) {
     let (kp, nr, lanes) = (g.kp, D::NR, D::LANES);
     let pstride = kp * nr; // bytes per panel
     let a0 = g.a.add(i0 * kp);
@@ -368,12 +373,21 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: u
     let mut q = 0;
     while q < kp {
         // Vector v: panel v/2, half v%2 of its NR·4-byte k-group row.
-        if pf > 0 {
-            // One hint per 64-byte line of this k-group row of each panel, `pf` ahead.
+        if pf.l1 > 0 {
+            // One hint per 64-byte line of this k-group row of each panel, `pf.l1` ahead.
             for v in 0..V {
-                let off = (v / 2) * pstride + q * nr + (v % 2) * lanes * 4 + pf;
+                let off = (v / 2) * pstride + q * nr + (v % 2) * lanes * 4 + pf.l1;
                 if (v % 2) * lanes * 4 % 64 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(off).cast());
+                }
+            }
+        }
+        if pf.l2 > 0 {
+            // The same k-group row `pf.l2` bytes on (the next panel), into L2.
+            for v in 0..V {
+                let off = (v / 2) * pstride + q * nr + (v % 2) * lanes * 4 + pf.l2;
+                if (v % 2) * lanes * 4 % 64 == 0 {
+                    _mm_prefetch::<_MM_HINT_T1>(b0.wrapping_add(off).cast());
                 }
             }
         }
@@ -451,6 +465,18 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(g: &Job, i0: usize, p: u
 /// 108 us = 52 us hot + 41 us stream), the VNNI loop being too fast for the hardware
 /// prefetcher's lead.
 const PF_BYTES: usize = 4096;
+/// Software prefetch of a tile's weight stream, distances in bytes (0: none): `l1` ahead
+/// along the panels it reads (into L1), `l2` on from them (into L2: the next panel).
+#[derive(Clone, Copy)]
+pub(crate) struct Prefetch {
+    l1: usize,
+    l2: usize,
+}
+
+impl Prefetch {
+    const NONE: Prefetch = Prefetch { l1: 0, l2: 0 };
+}
+
 /// Tiles of fewer rows do not prefetch: at 1-3 rows the loads alone keep up with the
 /// stream (T=1 runs at the DRAM floor), and the hints cost load-port slots.
 const PF_MIN_ROWS: usize = 4;
@@ -469,7 +495,17 @@ unsafe fn driver<D: QDot>(g: &Job) {
             for t in 0..full {
                 // r = MR: the jump table's full `MR x 2` tile on this one panel. The
                 // first tile over a panel streams it from memory: prefetch ahead.
-                let pf = if ib == 0 && t == 0 { PF_BYTES } else { 0 };
+                // The second tile over it fetches the next panel into L2 meanwhile, so
+                // the next first tile computes instead of waiting on memory.
+                let pstride = g.kp * D::NR;
+                let pf = match (ib, t) {
+                    (0, 0) => Prefetch {
+                        l1: PF_BYTES,
+                        l2: 0,
+                    },
+                    (0, 1) if p + 1 < np => Prefetch { l1: 0, l2: pstride },
+                    _ => Prefetch::NONE,
+                };
                 D::row_tile(g, ib + t * D::MR, D::MR, p, p + 1, pf);
             }
         }
@@ -477,7 +513,14 @@ unsafe fn driver<D: QDot>(g: &Job) {
         if rem > 0 {
             // First pass over the weights only when there was no full tile.
             let first = ib == 0 && full == 0 && rem >= PF_MIN_ROWS;
-            let pf = if first { PF_BYTES } else { 0 };
+            let pf = if first {
+                Prefetch {
+                    l1: PF_BYTES,
+                    l2: 0,
+                }
+            } else {
+                Prefetch::NONE
+            };
             D::row_tile(g, ib + full * D::MR, rem, 0, np, pf);
         }
         ib += mb;
