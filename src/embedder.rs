@@ -76,7 +76,10 @@ pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
             "auto: no AMX; AVX512-BF16 (vdpbf16ps) is half the f32 FMA rate here, so bf16 \
              would be slower"
         }
-        BIsaKind::Avx512Widen => "auto: no AMX or AVX512-BF16 on this CPU",
+        BIsaKind::Avx512Widen => {
+            "auto: no AMX; bf16 weights widened to f32 FMAs (the fastest bf16 path here) \
+             run at about f32 speed, not faster, so f32 (exact) is kept"
+        }
         BIsaKind::Scalar => "auto: no bf16 SIMD path on this CPU / ISA",
     };
     (Precision::F32, why.into())

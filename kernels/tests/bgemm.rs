@@ -666,7 +666,7 @@ fn widen_equals_f32_gemm_on_rounded_weights() {
         (384, 1536),
         (100, 1535),
     ] {
-        for &m in &[0usize, 1, 2, 7, 13, 17, 33, 128, 385] {
+        for &m in &[0usize, 1, 2, 7, 9, 13, 17, 19, 33, 61, 128, 385] {
             if m * n * k > 128 * 1536 * 384 {
                 continue;
             }
@@ -691,5 +691,63 @@ fn widen_equals_f32_gemm_on_rounded_weights() {
                 );
             }
         }
+    }
+}
+
+/// `gemm_bf16_par` (column ranges for skinny m, row shares otherwise, on a rayon pool,
+/// written in place) is bitwise equal to `gemm_bf16` on every path, any thread count.
+#[test]
+fn parallel_call_equals_the_single_threaded_call() {
+    use e5embed_kernels::bgemm::gemm_bf16_par;
+    for isa in BIsa::available() {
+        let scalar = isa.kind() == BIsaKind::Scalar;
+        for &(m, n, k) in &[
+            (1usize, 100usize, 40usize),
+            (7, 384, 64),
+            (17, 1152, 384),
+            (32, 33, 9),
+            (33, 384, 96),
+            (130, 200, 17),
+        ] {
+            if scalar && m * n * k > 7 * 384 * 64 {
+                continue;
+            }
+            let mut r = rng((m * 5 + n + k) as u64);
+            let a = uniform(&mut r, m * k, -1.0, 1.0);
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let bias = uniform(&mut r, n, -1.0, 1.0);
+            let res = uniform(&mut r, m * n, -1.0, 1.0);
+            let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+            for (name, epi) in epilogues(&bias, &res) {
+                let mut want = vec![f32::NAN; m * n];
+                gemm_bf16(&a, m, &b, &mut want, epi).unwrap();
+                for threads in [1usize, 2, 3, 7] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads.min(4))
+                        .build()
+                        .unwrap();
+                    let mut got = vec![f32::NAN; m * n];
+                    pool.install(|| gemm_bf16_par(&a, m, &b, &mut got, epi, threads))
+                        .unwrap();
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa:?} m={m} n={n} k={k} threads={threads} {name}"
+                    );
+                }
+            }
+            let mut short = vec![0f32; m * n - 1];
+            assert!(gemm_bf16_par(&a, m, &b, &mut short, Epilogue::None, 2).is_err());
+        }
+    }
+}
+
+/// Where AVX-512 F is present the default bf16 path is the widening one (measured
+/// faster than `vdpbf16ps` on this machine class, see `BIsa::best`).
+#[test]
+fn best_is_the_widening_path_on_avx512() {
+    if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
+        assert_eq!(BIsa::best(), w);
     }
 }

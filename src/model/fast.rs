@@ -187,39 +187,6 @@ fn par_gemm(a: &[f32], m: usize, w: &PackedMatrix, c: &mut [f32], epi: Epi<'_>) 
     Ok(())
 }
 
-/// A skinny `c[m, n]` computed as two column halves (whole panels of `nr`) on two threads,
-/// each streaming half the weights into its own block (`gemm(cols, block)` fills
-/// `block: [m, cols.len()]`), then copied into place: bitwise equal to one call, since the
-/// kernels' results do not depend on the column range.
-fn split_columns(
-    m: usize,
-    n: usize,
-    nr: usize,
-    c: &mut [f32],
-    gemm: impl Fn(
-            std::ops::Range<usize>,
-            &mut [f32],
-        ) -> std::result::Result<(), e5embed_kernels::KernelError>
-        + Sync,
-) -> Result<()> {
-    let split = (n.div_ceil(nr).div_ceil(2) * nr).min(n);
-    let half = |cols: std::ops::Range<usize>| -> Result<Vec<f32>> {
-        let mut block = vec![0.0; m * cols.len()];
-        gemm(cols, &mut block)?;
-        Ok(block)
-    };
-    let (left, right) = rayon::join(|| half(0..split), || half(split..n));
-    let (left, right) = (left?, right?);
-    for (r, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
-        row[..split].copy_from_slice(&left[r * split..(r + 1) * split]);
-        row[split..].copy_from_slice(&right[r * (n - split)..(r + 1) * (n - split)]);
-    }
-    Ok(())
-}
-
-/// Rows at or below which an int8 GEMM is split by output columns across threads.
-const SKINNY_MAX_M: usize = e5embed_kernels::gemm::SKINNY_MAX_M;
-
 /// `c[m, n] = a[m, k] · Wᵀ` + epilogue for either weight format. For int8, each task
 /// quantizes its own rows of `a` (per token) into `q` and runs the u8 x s8 GEMM on them.
 fn par_linear(
@@ -261,35 +228,21 @@ fn par_linear(
     Ok(())
 }
 
-/// `c[m, n] = bf16(a[m, k]) · Wᵀ` + epilogue (f32 accumulation): row blocks of whole tiles
-/// across the pool, or for a skinny `m` (a query) two column halves, each thread streaming
-/// half the weights. Bitwise equal to one single-threaded call either way (the bf16 kernels'
+/// `c[m, n] = a[m, k] · bf16(W)ᵀ` + epilogue (f32 accumulation): even row shares across
+/// the pool, or for a skinny `m` (a query) column ranges in place, each thread streaming
+/// its share of the weights. Bitwise equal to one single-threaded call either way (the bf16 kernels'
 /// accumulation order depends on neither rows nor columns, see `kernels/src/bgemm/mod.rs`).
 fn par_bf16(a: &[f32], m: usize, w: &Bf16Matrix, c: &mut [f32], epi: Epi<'_>) -> Result<()> {
     let (n, k) = (w.n(), w.k());
     let threads = rayon::current_num_threads();
-    if m <= SKINNY_MAX_M && threads > 1 {
-        let epi = epi.rows(0, m, n);
-        let a = &a[..m * k];
-        return split_columns(m, n, w.panel_width(), c, |cols, block| {
-            bgemm::gemm_bf16_cols(a, m, w, cols, block, epi)
-        });
-    }
-    let per = rows_per_task(m, threads);
-    c[..m * n]
-        .par_chunks_mut(per * n)
-        .enumerate()
-        .try_for_each(|(i, cc)| {
-            let r0 = i * per;
-            let rows = cc.len() / n;
-            bgemm::gemm_bf16(
-                &a[r0 * k..(r0 + rows) * k],
-                rows,
-                w,
-                cc,
-                epi.rows(r0, rows, n),
-            )
-        })?;
+    bgemm::gemm_bf16_par(
+        &a[..m * k],
+        m,
+        w,
+        &mut c[..m * n],
+        epi.rows(0, m, n),
+        threads,
+    )?;
     Ok(())
 }
 

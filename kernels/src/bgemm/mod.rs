@@ -81,7 +81,7 @@
 //! |-------------|-------------------------------|---------|--------|----|
 //! | scalar      | `gemm_bf16_scalar`            | 1 x 1   | all    | -  |
 //! | avx512bf16  | `gemm_bf16_avx512bf16_12x32`  | 12 x 32 | 384    | 48 |
-//! | avx512widen | `gemm_bf16w_avx512_12x32`     | 12 x 32 | 384    | 48 |
+//! | avx512widen | `gemm_bf16w_avx512_10x32`     | 10 x 32 | all    | 60 |
 //!
 //! **Avx512Widen** uses the same packed weights but no BF16 instruction: each
 //! 64-byte load of 16 pairs becomes two f32 vectors by bit moves (`vpslld 16` gives
@@ -90,13 +90,17 @@
 //! conversion) by f32 FMAs in K order. It is exactly the f32 GEMM's FMA chain with
 //! the weights rounded to bf16 (tested bitwise against `gemm_f32` on the rounded
 //! weights), so only W carries bf16 error. It is the path for AVX-512 CPUs without
-//! BF16, and the candidate to beat `vdpbf16ps` here (below): per 16 pairs it costs
-//! 2 bit ops + 2 FMAs per row on the FMA ports instead of one ~2-cycle
-//! `vdpbf16ps`, so a 12-row tile should approach f32 GEMM speed. **Not there yet**:
-//! LLVM keeps its accumulators in memory (a `vmovaps` spill store after every FMA of
-//! the K loop, the `vdpbf16ps` loop has none), so it measures 65-85 GFLOP/s, about
-//! the `vdpbf16ps` kernel's speed; fixing that codegen (or an `asm!` K loop) is
-//! the next step.
+//! BF16, and **the default bf16 path on AVX-512** ([`BIsa::best`]): per 16 pairs it
+//! costs 2 bit ops + 2 FMAs per row on the FMA ports instead of one ~2-cycle
+//! `vdpbf16ps`, so it runs at nearly the f32 GEMM's speed with half its weight bytes.
+//! Its own tile is **10 x 32** over **all of K** (no K slices: A is f32 in place, the
+//! `kp x 32` panel stays in L2) in row blocks of 60: at 12 rows (24 accumulators + 4
+//! widened weight vectors + mask + broadcast = 31 zmm) LLVM kept a spill store after
+//! every FMA. Whole e5-small-v2-shape forward, 32 x 128, one thread (`e5embed bench
+//! --precision bf16 --isa avx512widen --threads 1`): 2783 ms (12 rows, broadcasts as
+//! FMA memory operands: load-port bound) -> 1996 (one broadcast per row and
+//! even/odd) -> 1450 (8-row tile: no spills) -> 1387 (no K slices) -> 1347 ms (10
+//! rows, blocks of 60); f32 1245 ms, `vdpbf16ps` 2356 ms.
 //!
 //! **Tile 12 x 32** (Sapphire Rapids class, measured here with a dependent chain and
 //! 12 independent chains): `vdpbf16ps zmm` has a latency of ~9 cycles and a
@@ -261,11 +265,17 @@ impl BIsa {
         BIsaKind::ALL.iter().filter_map(|&k| BIsa::new(k)).collect()
     }
 
-    /// The best path this CPU has.
+    /// The fastest path this CPU has: Avx512Widen where AVX-512 F is present (f32 FMAs
+    /// on widened weights: the f32 FMA rate), even where AVX512-BF16 is: `vdpbf16ps`
+    /// issues at half that rate on Sapphire Rapids (whole e5-small-v2-shape forward,
+    /// 32 x 128, one thread: Widen 1347 ms, `vdpbf16ps` 2356 ms, f32 1245 ms). The
+    /// `vdpbf16ps` path stays selectable by name.
     pub fn best() -> BIsa {
-        *BIsa::available()
-            .last()
-            .expect("scalar is always available")
+        BIsa::new(BIsaKind::Avx512Widen).unwrap_or_else(|| {
+            *BIsa::available()
+                .last()
+                .expect("scalar is always available")
+        })
     }
 
     /// `""` -> [`BIsa::best`]; otherwise the named path, or `UnknownIsa` /
@@ -302,7 +312,7 @@ impl BIsa {
         match self.0 {
             BIsaKind::Scalar => "gemm_bf16_scalar",
             BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
-            BIsaKind::Avx512Widen => "gemm_bf16w_avx512_12x32",
+            BIsaKind::Avx512Widen => "gemm_bf16w_avx512_10x32",
         }
     }
 
@@ -311,7 +321,8 @@ impl BIsa {
     pub fn tile(self) -> (usize, usize) {
         match self.0 {
             BIsaKind::Scalar => (1, 1),
-            BIsaKind::Avx512Bf16 | BIsaKind::Avx512Widen => (12, 32),
+            BIsaKind::Avx512Bf16 => (12, 32),
+            BIsaKind::Avx512Widen => (10, 32),
         }
     }
 }
@@ -580,6 +591,98 @@ pub fn gemm_bf16_cols(
     }
     // SAFETY: validated as above; c_block holds m rows of w at ldc = w.
     unsafe { call(a, m, b, cols, c_block.as_mut_ptr(), w, epilogue) };
+    Ok(())
+}
+
+/// Rows at or below which [`gemm_bf16_par`] splits the output columns across threads
+/// (a query: each thread streams its share of the weights) rather than the rows.
+pub const BF16_COLUMN_SPLIT_MAX_M: usize = 32;
+
+/// [`gemm_bf16`] on the current rayon pool with `threads` tasks, written in place:
+/// whole weight panels per task for `m <= BF16_COLUMN_SPLIT_MAX_M`, else even row
+/// shares. Bitwise equal to [`gemm_bf16`] (no result depends on the column or row
+/// range it is computed in; see the accumulation-order docs above).
+pub fn gemm_bf16_par(
+    a: &[f32],
+    m: usize,
+    b: &Bf16Matrix,
+    c: &mut [f32],
+    epilogue: Epilogue,
+    threads: usize,
+) -> Result<(), KernelError> {
+    validate_call("gemm_bf16_par", a, m, b, &epilogue)?;
+    let (n, nr, k) = (b.n, b.nr, b.k);
+    if c.len() != crate::checked_len("gemm_bf16_par c", &[m, n])? {
+        return shape_err!(
+            "gemm_bf16_par ({}): c has {} floats, expected m*n = {m}*{n}",
+            b.kernel_name(),
+            c.len()
+        );
+    }
+    let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    if threads <= 1 || m == 0 || n == 0 {
+        parts.push((0..m, 0..n));
+    } else if m <= BF16_COLUMN_SPLIT_MAX_M {
+        let panels = n.div_ceil(nr);
+        let per = panels.div_ceil(threads);
+        let mut p = 0;
+        while p < panels {
+            let end = (p + per).min(panels);
+            parts.push((0..m, p * nr..(end * nr).min(n)));
+            p = end;
+        }
+    } else {
+        let per = m.div_ceil(threads);
+        let mut r = 0;
+        while r < m {
+            let end = (r + per).min(m);
+            parts.push((r..end, 0..n));
+            r = end;
+        }
+    }
+    struct SendPtr(*mut f32);
+    // SAFETY: only used for disjoint writes, joined before the borrow of C ends.
+    unsafe impl Send for SendPtr {}
+    unsafe impl Sync for SendPtr {}
+    let cp = SendPtr(c.as_mut_ptr());
+    let run_part = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
+        let cp = &cp;
+        let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
+        let epi = match epilogue {
+            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
+                bias,
+                residual: &residual[r0 * n..(r0 + rn) * n],
+            },
+            e => e,
+        };
+        // SAFETY: a and the epilogue validated for (m, n, k) and sliced to this part's
+        // rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at ldc = n,
+        // columns `cols`, lie inside c (m*n floats, exclusively borrowed for this call)
+        // and the parts are disjoint rectangles, so no two tasks write the same element.
+        unsafe {
+            call(
+                &a[r0 * k..(r0 + rn) * k],
+                rn,
+                b,
+                cols,
+                cp.0.wrapping_add(r0 * n + j0),
+                n,
+                epi,
+            )
+        }
+    };
+    if parts.len() == 1 {
+        run_part(parts.pop().expect("one part"));
+        return Ok(());
+    }
+    rayon::scope(|s| {
+        let mut it = parts.into_iter();
+        let mine = it.next().expect("at least two parts");
+        for part in it {
+            s.spawn(move |_| run_part(part));
+        }
+        run_part(mine);
+    });
     Ok(())
 }
 

@@ -15,6 +15,14 @@ use std::cell::RefCell;
 
 /// Rows per full register tile.
 const MR: usize = 12;
+/// Rows per full register tile of the `Avx512Widen` kernel: 8 x 32 = 16 accumulators,
+/// plus the widened even/odd weight vectors (4), the mask and the broadcasts. At 12
+/// rows (31 live zmm) LLVM spilled an accumulator after every FMA of the K loop:
+/// whole model, one thread, 32 x 128: 12 rows 1996 ms, 8 rows see `MR_WIDEN` notes in
+/// bgemm/mod.rs.
+const MR_WIDEN: usize = 10;
+/// The `Avx512Widen` row block: whole `MR_WIDEN` tiles (A is read in place, f32).
+const MC_WIDEN: usize = 60;
 /// Columns per weight panel (2 zmm of f32 accumulators).
 const NR: usize = 32;
 /// f32 lanes per zmm.
@@ -163,16 +171,17 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
     let kq = g.kq;
     let np = g.n.div_ceil(NR);
     // Balanced slices: K = 1536 -> 4 x 192 pairs; K = 384 -> one.
-    let nslices = kq.div_ceil(KCQ);
+    let nslices = if W { 1 } else { kq.div_ceil(KCQ) };
     let kcq = kq.div_ceil(nslices);
     let mut ib = 0;
     while ib < g.m {
-        let mb = (g.m - ib).min(MC);
+        let mb = (g.m - ib).min(if W { MC_WIDEN } else { MC });
         if !W {
             convert_rows(g.a.add(ib * g.k), mb, g.k, abuf.cast::<u16>());
         }
-        let full = mb / MR;
-        let rem = mb - full * MR;
+        let mr = if W { MR_WIDEN } else { MR };
+        let full = mb / mr;
+        let rem = mb - full * mr;
         let mut q0 = 0;
         while q0 < kq {
             let qn = kcq.min(kq - q0);
@@ -184,11 +193,19 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
             };
             for p in 0..np {
                 for t in 0..full {
-                    tile::<W, MR, 2>(g, abuf, ib, t * MR, p, s);
+                    if W {
+                        tile::<W, MR_WIDEN, 2>(g, abuf, ib, t * mr, p, s);
+                    } else {
+                        tile::<W, MR, 2>(g, abuf, ib, t * mr, p, s);
+                    }
                 }
             }
             if rem > 0 {
-                row_tile::<W>(g, abuf, ib, full * MR, rem, np, s);
+                if W {
+                    row_tile_widen(g, ib, full * mr, rem, np, s);
+                } else {
+                    row_tile::<W>(g, abuf, ib, full * mr, rem, np, s);
+                }
             }
             q0 += qn;
         }
@@ -222,6 +239,25 @@ unsafe fn row_tile<const W: bool>(
         9 => panels::<W, 9, 2>(g, abuf, ib, r0, np, s),
         10 => panels::<W, 10, 2>(g, abuf, ib, r0, np, s),
         _ => panels::<W, 11, 2>(g, abuf, ib, r0, np, s),
+    }
+}
+
+/// The `Avx512Widen` remainder rows (`r < MR_WIDEN`): its tiles hold twice the weight
+/// vectors (even and odd), so narrower than [`row_tile`]'s: 1-4 rows x 2 panels
+/// (8-16 acc + 8 weight vectors), 5-7 x 1 (10-14 + 4).
+#[inline(always)]
+unsafe fn row_tile_widen(g: &Job, ib: usize, r0: usize, r: usize, np: usize, s: Slice) {
+    let abuf = std::ptr::null();
+    match r {
+        1 => panels::<true, 1, 4>(g, abuf, ib, r0, np, s),
+        2 => panels::<true, 2, 4>(g, abuf, ib, r0, np, s),
+        3 => panels::<true, 3, 4>(g, abuf, ib, r0, np, s),
+        4 => panels::<true, 4, 4>(g, abuf, ib, r0, np, s),
+        5 => panels::<true, 5, 2>(g, abuf, ib, r0, np, s),
+        6 => panels::<true, 6, 2>(g, abuf, ib, r0, np, s),
+        7 => panels::<true, 7, 2>(g, abuf, ib, r0, np, s),
+        8 => panels::<true, 8, 2>(g, abuf, ib, r0, np, s),
+        _ => panels::<true, 9, 2>(g, abuf, ib, r0, np, s),
     }
 }
 
@@ -312,18 +348,23 @@ unsafe fn tile<const W: bool, const R: usize, const V: usize>(
                         .cast(),
                 );
             }
+            let mut even = [_mm512_setzero_ps(); V];
+            let mut odd = [_mm512_setzero_ps(); V];
             for v in 0..V {
-                let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bv[v]));
-                for r in 0..R {
-                    let ae = _mm512_set1_ps(*a0.add(r * g.k + 2 * q));
-                    acc[r][v] = _mm512_fmadd_ps(ae, even, acc[r][v]);
-                }
+                even[v] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bv[v]));
+                odd[v] = _mm512_castsi512_ps(_mm512_and_si512(bv[v], hi));
             }
-            for v in 0..V {
-                let odd = _mm512_castsi512_ps(_mm512_and_si512(bv[v], hi));
-                for r in 0..R {
-                    let ao = _mm512_set1_ps(*a0.add(r * g.k + 2 * q + 1));
-                    acc[r][v] = _mm512_fmadd_ps(ao, odd, acc[r][v]);
+            // Row-major order: each activation is broadcast once into a register and
+            // used by all V vectors (a memory-operand broadcast per FMA made the loop
+            // load-port bound); per element still even, then odd.
+            for r in 0..R {
+                let ae = _mm512_set1_ps(*a0.add(r * g.k + 2 * q));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(ae, even[v], acc[r][v]);
+                }
+                let ao = _mm512_set1_ps(*a0.add(r * g.k + 2 * q + 1));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(ao, odd[v], acc[r][v]);
                 }
             }
             q += 1;
