@@ -14,7 +14,7 @@
 //! vector width only affects which lanes are computed together, never the order).
 
 use crate::math;
-use crate::simd::{prefetch_l1, Simd};
+use crate::simd::{prefetch_l1, prefetch_l2, Simd};
 
 /// Epilogue with raw pointers, already offset to the tile's first row/column.
 #[derive(Clone, Copy)]
@@ -89,6 +89,7 @@ unsafe fn k_step<S: Simd, const M: usize, const W: usize, const NV: usize>(
         for p in 0..W / NV {
             for l in 0..(NV * S::LANES * 4).div_ceil(64) {
                 prefetch_l1(b.wrapping_add(p * pstride + pf_b + l * 16));
+                prefetch_l2(b.wrapping_add(p * pstride + SKINNY_PF_L2_FACTOR * pf_b + l * 16));
             }
         }
     }
@@ -498,6 +499,14 @@ const SKINNY_GROUP: usize = 4;
 /// on top of 8 loads made the hot (L2-resident) case 2x slower, hence the row floor.
 const SKINNY_PF_STEPS: usize = 32;
 const SKINNY_PF_MIN_ROWS: usize = 4;
+/// With each L1 hint, a second into L2 this many times further ahead (8 KB): L1 software
+/// prefetches hold a fill buffer each (about 16 per core), which caps what they alone can
+/// keep in flight; the L2 hints run ahead of them. Cold weights (`gemm_probe`, `COLD=1`),
+/// AVX-512: T=8 1.25-1.28x -> 1.07-1.12x the streaming floor, T=16 1.53-1.71x ->
+/// 1.40-1.49x; AVX2 T=8 1.51-1.57x -> 1.35-1.37x; hot unchanged. 4x and 8x (16, 32 KB)
+/// were no better, and an L2 prefetch of the next column group by the second row tile
+/// made T=16 slower (171 vs 157 us, QKV).
+const SKINNY_PF_L2_FACTOR: usize = 2;
 
 /// The skinny loop nest (small M): no K slicing and no A packing.
 ///

@@ -379,6 +379,7 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(
                 let off = (v / 2) * pstride + q * nr + (v % 2) * lanes * 4 + pf.l1;
                 if (v % 2) * lanes * 4 % 64 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(off).cast());
+                    _mm_prefetch::<_MM_HINT_T1>(b0.wrapping_add(off + pf.l1).cast());
                 }
             }
         }

@@ -16,6 +16,20 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+/// Hints the CPU to bring the cache line holding `p` into L2 (`prefetcht1`; no fault,
+/// no effect on results, never dereferenced).
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT1 (SSE, baseline on x86-64) never faults and reads nothing
+    // architecturally.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Hints the CPU to bring the cache line holding `p` into L1 (no fault, no effect on
 /// results; `p` may point anywhere, it is never dereferenced).
 #[inline(always)]
