@@ -574,76 +574,101 @@ pub(crate) unsafe fn quantize_rows_avx512(
     out: &mut [u8],
     scales: &mut [f32],
 ) {
+    // One loop per mode (smoothing multipliers or not, unsigned or not), so the mode
+    // tests leave the per-element loops.
+    match (mode.mul.is_some(), mode.offset.is_some()) {
+        (false, false) => q_rows_512::<false, false>(a, m, k, mode, out, scales),
+        (true, false) => q_rows_512::<true, false>(a, m, k, mode, out, scales),
+        (false, true) => q_rows_512::<false, true>(a, m, k, mode, out, scales),
+        (true, true) => q_rows_512::<true, true>(a, m, k, mode, out, scales),
+    }
+}
+
+/// [`quantize_rows_avx512`] for one mode: `SMOOTH` = `mode.mul` is present, `UNSIGNED`
+/// = `mode.offset` is. Pass 1 keeps four max accumulators (one `vmaxps` chain capped it
+/// at one vector per 4 cycles); pass 2 stores whole vectors unmasked, the tail masked.
+/// Same arithmetic per element as before (max is exact and order-independent), so
+/// bitwise equal to the reference.
+#[inline(always)]
+unsafe fn q_rows_512<const SMOOTH: bool, const UNSIGNED: bool>(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    mode: InputMode,
+    out: &mut [u8],
+    scales: &mut [f32],
+) {
     // `mode.mul: [k]` when present (checked by the caller): t = x · mul, then in the
     // unsigned mode max(t + offset, 0), as the reference.
-    let c = mode.mul.map(|c| c.as_ptr());
-    let (unsigned, offset) = (mode.offset.is_some(), mode.offset.unwrap_or(0.0));
+    let c = mode.mul.map(|c| c.as_ptr()).unwrap_or(std::ptr::null());
+    let offset = _mm512_set1_ps(mode.offset.unwrap_or(0.0));
     // Clamp range and the stored offset: signed [-127, 127] + 128, unsigned [0, 255].
-    let (qlo, qhi, qoff) = if unsigned {
+    let (qlo, qhi, qoff) = if UNSIGNED {
         (0, 255, 0)
     } else {
         (-127, 127, 128)
     };
     let kp = padded_k(k);
     let absmask = _mm512_set1_epi32(0x7fff_ffff);
+    // t(x) of 16 elements at column q (masked lanes load 0).
+    let t = |x: *const f32, q: usize, mask: __mmask16| -> __m512 {
+        let mut v = _mm512_maskz_loadu_ps(mask, x.add(q));
+        if SMOOTH {
+            v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, c.add(q)));
+        }
+        if UNSIGNED {
+            v = _mm512_max_ps(_mm512_add_ps(v, offset), _mm512_setzero_ps());
+        }
+        v
+    };
+    let abs = |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), absmask));
     for i in 0..m {
         let x = a.as_ptr().add(i * k);
         let o = out.as_mut_ptr().add(i * kp);
-        // Pass 1: max |x| (max is exact and order-independent).
-        let mut mx = _mm512_setzero_ps();
+        // Pass 1: max |t(x)|.
+        let mut mx = [_mm512_setzero_ps(); 4];
         let mut q = 0;
+        while q + 64 <= k {
+            for (u, acc) in mx.iter_mut().enumerate() {
+                *acc = _mm512_max_ps(*acc, abs(t(x, q + 16 * u, 0xffff)));
+            }
+            q += 64;
+        }
         while q + 16 <= k {
-            let mut v = _mm512_loadu_ps(x.add(q));
-            if let Some(c) = c {
-                v = _mm512_mul_ps(v, _mm512_loadu_ps(c.add(q)));
-            }
-            if unsigned {
-                v = _mm512_max_ps(
-                    _mm512_add_ps(v, _mm512_set1_ps(offset)),
-                    _mm512_setzero_ps(),
-                );
-            }
-            let v = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), absmask));
-            mx = _mm512_max_ps(mx, v);
+            mx[0] = _mm512_max_ps(mx[0], abs(t(x, q, 0xffff)));
             q += 16;
         }
-        let mut amax = _mm512_reduce_max_ps(mx);
+        let m01 = _mm512_max_ps(mx[0], mx[1]);
+        let m23 = _mm512_max_ps(mx[2], mx[3]);
+        let mut amax = _mm512_reduce_max_ps(_mm512_max_ps(m01, m23));
         for t in q..k {
             amax = amax.max(mode.t(*x.add(t), t).abs());
         }
         let (scale, inv) = super::reference::row_scale_q(amax, mode.qmax());
         *scales.get_unchecked_mut(i) = scale;
-        // Pass 2: clamp(round_ties_even(x·inv), ±127) + 128 -> u8.
+        // Pass 2: clamp(round_ties_even(t·inv), lo, hi) + off -> u8.
         let vinv = _mm512_set1_ps(inv);
         let (lo, hi, off) = (
             _mm512_set1_epi32(qlo),
             _mm512_set1_epi32(qhi),
             _mm512_set1_epi32(qoff),
         );
-        let mut q = 0;
-        while q < k {
-            let nv = (k - q).min(16);
-            let mask = if nv == 16 {
-                0xffff
-            } else {
-                ((1u32 << nv) - 1) as u16
-            };
-            let mut v = _mm512_maskz_loadu_ps(mask, x.add(q));
-            if let Some(c) = c {
-                v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, c.add(q)));
-            }
-            if unsigned {
-                v = _mm512_max_ps(
-                    _mm512_add_ps(v, _mm512_set1_ps(offset)),
-                    _mm512_setzero_ps(),
-                );
-            }
+        let quant = |v: __m512| -> __m512i {
             // cvtps2dq rounds to nearest even (default MXCSR), as round_ties_even.
             let r = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
-            let r = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), off);
+            _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi), off)
+        };
+        let mut q = 0;
+        while q + 16 <= k {
             // vpmovdb: the low byte of each i32 (values are in [0, 255]).
-            _mm512_mask_cvtepi32_storeu_epi8(o.add(q).cast(), mask, r);
+            let r = quant(t(x, q, 0xffff));
+            _mm_storeu_si128(o.add(q).cast(), _mm512_cvtepi32_epi8(r));
             q += 16;
+        }
+        if q < k {
+            let mask = ((1u32 << (k - q)) - 1) as __mmask16;
+            let r = quant(t(x, q, mask));
+            _mm512_mask_cvtepi32_storeu_epi8(o.add(q).cast(), mask, r);
         }
         for t in k..kp {
             *o.add(t) = mode.pad();
