@@ -56,6 +56,7 @@ pub mod qgemm;
 
 mod buf;
 mod math;
+mod par;
 mod simd;
 
 pub use attention::{attention_f32, attention_f32_heads, attention_f32_par, attention_reference};

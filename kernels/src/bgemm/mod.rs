@@ -619,42 +619,12 @@ pub fn gemm_bf16_par(
             c.len()
         );
     }
-    let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
-    if threads <= 1 || m == 0 || n == 0 {
-        parts.push((0..m, 0..n));
-    } else if m <= BF16_COLUMN_SPLIT_MAX_M {
-        let panels = n.div_ceil(nr);
-        let per = panels.div_ceil(threads);
-        let mut p = 0;
-        while p < panels {
-            let end = (p + per).min(panels);
-            parts.push((0..m, p * nr..(end * nr).min(n)));
-            p = end;
-        }
-    } else {
-        let per = m.div_ceil(threads);
-        let mut r = 0;
-        while r < m {
-            let end = (r + per).min(m);
-            parts.push((r..end, 0..n));
-            r = end;
-        }
-    }
-    struct SendPtr(*mut f32);
-    // SAFETY: only used for disjoint writes, joined before the borrow of C ends.
-    unsafe impl Send for SendPtr {}
-    unsafe impl Sync for SendPtr {}
-    let cp = SendPtr(c.as_mut_ptr());
-    let run_part = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
+    let parts = crate::par::parts(m, n, nr, threads, BF16_COLUMN_SPLIT_MAX_M);
+    let cp = crate::par::SendPtr(c.as_mut_ptr());
+    let run_part = |(rows, cols): crate::par::Part| {
         let cp = &cp;
         let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
-        let epi = match epilogue {
-            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
-                bias,
-                residual: &residual[r0 * n..(r0 + rn) * n],
-            },
-            e => e,
-        };
+        let epi = epilogue.for_rows(r0, rn, n);
         // SAFETY: a and the epilogue validated for (m, n, k) and sliced to this part's
         // rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at ldc = n,
         // columns `cols`, lie inside c (m*n floats, exclusively borrowed for this call)
@@ -671,18 +641,7 @@ pub fn gemm_bf16_par(
             )
         }
     };
-    if parts.len() == 1 {
-        run_part(parts.pop().expect("one part"));
-        return Ok(());
-    }
-    rayon::scope(|s| {
-        let mut it = parts.into_iter();
-        let mine = it.next().expect("at least two parts");
-        for part in it {
-            s.spawn(move |_| run_part(part));
-        }
-        run_part(mine);
-    });
+    crate::par::run_parts(parts, run_part);
     Ok(())
 }
 

@@ -279,6 +279,21 @@ pub enum Epilogue<'a> {
     },
 }
 
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for output rows `r0 .. r0 + rows` of an `n`-column call (the
+    /// residual sliced to those rows; bias and the rest unchanged). Panics if the residual
+    /// is shorter: callers pass a validated epilogue and rows inside it.
+    pub(crate) fn for_rows(self, r0: usize, rows: usize, n: usize) -> Epilogue<'a> {
+        match self {
+            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
+                bias,
+                residual: &residual[r0 * n..(r0 + rows) * n],
+            },
+            e => e,
+        }
+    }
+}
+
 pub(crate) fn validate_epilogue(e: &Epilogue, m: usize, n: usize) -> Result<(), KernelError> {
     let check_bias = |b: &[f32]| {
         if b.len() != n {
@@ -437,41 +452,12 @@ pub fn gemm_f32_par(
             c.len()
         );
     }
-    let nr = b.nr;
-    // Disjoint rectangles of C, one per task.
-    let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
-    if threads <= 1 || m == 0 || n == 0 {
-        parts.push((0..m, 0..n));
-    } else if m <= COLUMN_SPLIT_MAX_M {
-        let panels = n.div_ceil(nr);
-        let per = panels.div_ceil(threads);
-        let mut p = 0;
-        while p < panels {
-            let end = (p + per).min(panels);
-            parts.push((0..m, p * nr..(end * nr).min(n)));
-            p = end;
-        }
-    } else {
-        // Even shares (not whole MR tiles): 128 rows on MR = 12 went 72 + 56 before.
-        let per = m.div_ceil(threads);
-        let mut r = 0;
-        while r < m {
-            let end = (r + per).min(m);
-            parts.push((r..end, 0..n));
-            r = end;
-        }
-    }
-    let cp = SendPtr(c.as_mut_ptr());
-    let run_part = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
+    let parts = crate::par::parts(m, n, b.nr, threads, COLUMN_SPLIT_MAX_M);
+    let cp = crate::par::SendPtr(c.as_mut_ptr());
+    let run_part = |(rows, cols): crate::par::Part| {
         let cp = &cp;
         let (r0, mr, j0) = (rows.start, rows.len(), cols.start);
-        let epi = match epilogue {
-            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
-                bias,
-                residual: &residual[r0 * n..(r0 + mr) * n],
-            },
-            e => e,
-        };
+        let epi = epilogue.for_rows(r0, mr, n);
         // SAFETY: a/b/epilogue validated for (m, n, k); the rows r0..r0+mr of a and
         // of the residual are in bounds; C rows r0.. at ldc = n, columns `cols`, lie
         // inside c (m*n floats, exclusively borrowed for this call), and the parts
@@ -489,27 +475,9 @@ pub fn gemm_f32_par(
             )
         }
     };
-    if parts.len() == 1 {
-        run_part(parts.pop().expect("one part"));
-        return Ok(());
-    }
-    rayon::scope(|s| {
-        let mut it = parts.into_iter();
-        let mine = it.next().expect("at least two parts");
-        for part in it {
-            s.spawn(move |_| run_part(part));
-        }
-        run_part(mine);
-    });
+    crate::par::run_parts(parts, run_part);
     Ok(())
 }
-
-/// A C pointer shared by the tasks of [`gemm_f32_par`] (each writes a disjoint
-/// rectangle).
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint writes, joined before the borrow of C ends.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Checks `a: [m, k]` and the epilogue operands against `b`'s `(n, k)`.
 fn validate_call(

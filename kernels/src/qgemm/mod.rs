@@ -887,44 +887,14 @@ pub fn gemm_u8s8_par(
     if threads <= 1 || m == 0 || n == 0 || b.isa.kind() == QIsaKind::Scalar {
         return gemm_u8s8(a, scales, m, b, c, epilogue);
     }
-    // Disjoint rectangles of C (rows, columns), one per task.
-    let mut parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
-    if m <= INT8_COLUMN_SPLIT_MAX_M {
-        let panels = n.div_ceil(nr);
-        let per = panels.div_ceil(threads);
-        let mut p = 0;
-        while p < panels {
-            let end = (p + per).min(panels);
-            parts.push((0..m, p * nr..(end * nr).min(n)));
-            p = end;
-        }
-    } else {
-        // Even shares (not whole MR tiles): 128 rows on MR = 12 went 72 + 56 before.
-        let per = m.div_ceil(threads);
-        let mut r = 0;
-        while r < m {
-            let end = (r + per).min(m);
-            parts.push((r..end, 0..n));
-            r = end;
-        }
-    }
+    let parts = crate::par::parts(m, n, nr, threads, INT8_COLUMN_SPLIT_MAX_M);
     #[cfg(target_arch = "x86_64")]
     {
-        struct SendPtr(*mut f32);
-        // SAFETY: only used for disjoint writes, joined before the borrow of C ends.
-        unsafe impl Send for SendPtr {}
-        unsafe impl Sync for SendPtr {}
-        let cp = SendPtr(c.as_mut_ptr());
-        let run_part = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
+        let cp = crate::par::SendPtr(c.as_mut_ptr());
+        let run_part = |(rows, cols): crate::par::Part| {
             let cp = &cp;
             let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
-            let epi = match epilogue {
-                Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
-                    bias,
-                    residual: &residual[r0 * n..(r0 + rn) * n],
-                },
-                e => e,
-            };
+            let epi = epilogue.for_rows(r0, rn, n);
             let out = x86::Out::F32(
                 // In bounds: r0 < m, j0 < n (parts are non-empty rectangles of C).
                 cp.0.wrapping_add(r0 * n + j0),
@@ -938,18 +908,7 @@ pub fn gemm_u8s8_par(
             // write the same element; the token in `b` proves the ISA.
             unsafe { x86::run(b.isa.kind(), &job) }
         };
-        if parts.len() == 1 {
-            run_part(parts.pop().expect("one part"));
-            return Ok(());
-        }
-        rayon::scope(|s| {
-            let mut it = parts.into_iter();
-            let mine = it.next().expect("at least two parts");
-            for part in it {
-                s.spawn(move |_| run_part(part));
-            }
-            run_part(mine);
-        });
+        crate::par::run_parts(parts, run_part);
         Ok(())
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -1162,13 +1121,7 @@ fn gemm_u8s8_quantized_impl(
         while lo < m {
             let hi = (lo + chunk).min(m);
             let r = hi - lo;
-            let epi = match epilogue {
-                Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
-                    bias,
-                    residual: &residual[lo * n..hi * n],
-                },
-                e => e,
-            };
+            let epi = epilogue.for_rows(lo, r, n);
             let c = &mut rows[..r * n];
             gemm_u8s8(&a[lo * b.kp..hi * b.kp], &scales[lo..hi], r, b, c, epi)?;
             quantize_rows_impl(
