@@ -244,19 +244,11 @@ fn parallel_heads_bitwise_equal_whole() {
             let mut whole = vec![f32::NAN; seq * h_all];
             attention_f32(isa, &qkv, seq, heads, d, &mut whole).unwrap();
             for threads in [1usize, 2, 3, 5, 12, 16] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads.min(4))
-                    .build()
-                    .unwrap();
                 let mut out = vec![f32::NAN; seq * h_all];
-                pool.install(|| attention_f32_par(isa, &qkv, seq, heads, d, &mut out, threads))
+                pool(threads)
+                    .install(|| attention_f32_par(isa, &qkv, seq, heads, d, &mut out, threads))
                     .unwrap();
-                assert!(
-                    out.iter()
-                        .zip(&whole)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa} seq={seq} threads={threads}"
-                );
+                assert_bitwise(&format!("{isa} seq={seq} threads={threads}"), &out, &whole);
             }
             // Shape errors are reported, not panics.
             let mut short = vec![0.0; seq * h_all - 1];

@@ -722,19 +722,12 @@ fn parallel_call_equals_the_single_threaded_call() {
                 let mut want = vec![f32::NAN; m * n];
                 gemm_bf16(&a, m, &b, &mut want, epi).unwrap();
                 for threads in [1usize, 2, 3, 7] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads.min(4))
-                        .build()
-                        .unwrap();
                     let mut got = vec![f32::NAN; m * n];
-                    pool.install(|| gemm_bf16_par(&a, m, &b, &mut got, epi, threads))
+                    common::pool(threads)
+                        .install(|| gemm_bf16_par(&a, m, &b, &mut got, epi, threads))
                         .unwrap();
-                    assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(x, y)| x.to_bits() == y.to_bits()),
-                        "{isa:?} m={m} n={n} k={k} threads={threads} {name}"
-                    );
+                    let what = format!("{isa:?} m={m} n={n} k={k} threads={threads} {name}");
+                    common::assert_bitwise(&what, &got, &want);
                 }
             }
             let mut short = vec![0f32; m * n - 1];

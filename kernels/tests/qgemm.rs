@@ -679,19 +679,12 @@ fn parallel_call_equals_the_single_threaded_call() {
                 let mut want = vec![f32::NAN; m * n];
                 gemm_u8s8(&a, &sa, m, &b, &mut want, e).unwrap();
                 for threads in [1usize, 2, 3, 7] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads.min(4))
-                        .build()
-                        .unwrap();
                     let mut got = vec![f32::NAN; m * n];
-                    pool.install(|| qgemm::gemm_u8s8_par(&a, &sa, m, &b, &mut got, e, threads))
+                    common::pool(threads)
+                        .install(|| qgemm::gemm_u8s8_par(&a, &sa, m, &b, &mut got, e, threads))
                         .unwrap();
-                    assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(x, y)| x.to_bits() == y.to_bits()),
-                        "{isa} m={m} n={n} k={k} threads={threads} {e:?}"
-                    );
+                    let what = format!("{isa} m={m} n={n} k={k} threads={threads} {e:?}");
+                    common::assert_bitwise(&what, &got, &want);
                 }
             }
             let mut short = vec![0f32; m * n - 1];

@@ -558,8 +558,8 @@ pub fn gemm_bf16(
 /// `cols.len()`) `=` those columns of [`gemm_bf16`], bitwise. `cols.start` must be a
 /// multiple of the panel width ([`Bf16Matrix::panel_width`]) or `n`, `cols.end` one
 /// too or `n`; the epilogue takes the **full** operands (`bias: [n]`, `residual:
-/// [m, n]`). The N-split for skinny calls (batch-1 queries stream the weights: two
-/// threads each stream half).
+/// [m, n]`). A column range into its own block; [`gemm_bf16_par`] is the engine's
+/// N-split, writing the ranges in place.
 pub fn gemm_bf16_cols(
     a: &[f32],
     m: usize,

@@ -131,10 +131,10 @@ pub fn tile(isa: Isa) -> (usize, usize) {
 }
 
 /// The query-sized M the skinny path was written for (batch-1 queries: the weight
-/// stream is the limit); the engine's int8 and bf16 GEMMs split calls up to this M
-/// by columns. The f32 [`GemmPath::Auto`] now takes the skinny path up to
+/// stream is the limit). The f32 [`GemmPath::Auto`] now takes the skinny path up to
 /// [`AUTO_SKINNY_MAX_M`] (measured, see there) and [`gemm_f32_par`] splits by
-/// columns up to [`COLUMN_SPLIT_MAX_M`].
+/// columns up to [`COLUMN_SPLIT_MAX_M`] (the int8 and bf16 `*_par` calls have their own
+/// thresholds).
 pub const SKINNY_MAX_M: usize = 32;
 
 /// The cache blocking `(MC, KC, NC)` the blocked path uses for an `m x n x k` call

@@ -7,8 +7,9 @@
 //! - [`QuantizedMatrix::quantize`] / [`QuantizedMatrix::from_quantized`]: weights,
 //!   once at load, packed for one QIsa;
 //! - [`quantize_rows`]: f32 rows `[m, k]` -> u8 `[m, padded_k(k)]` + `s_a: [m]`;
-//! - [`gemm_u8s8`]: -> f32 C with a fused [`Epilogue`]; [`gemm_u8s8_cols`]: a column
-//!   range (N-split); [`gemm_u8s8_quantized`]: -> the next GEMM's u8 rows;
+//! - [`gemm_u8s8`]: -> f32 C with a fused [`Epilogue`]; [`gemm_u8s8_par`]: the same
+//!   split across rayon tasks in place; [`gemm_u8s8_cols`]: a column range into its own
+//!   block; [`gemm_u8s8_quantized`]: -> the next GEMM's u8 rows;
 //!   [`gemm_u8s8_i32`]: raw integer sums;
 //! - references: [`quantize_rows_reference`], [`gemm_u8s8_reference`],
 //!   [`gemm_u8s8_i32_reference`] (integer-exact, same epilogue arithmetic).
@@ -857,13 +858,14 @@ pub fn gemm_u8s8(
 /// Rows at or below which [`gemm_u8s8_par`] splits the output columns across threads
 /// (each streams its share of the weights) instead of the rows (each would stream all
 /// of them). Measured on the engine at batch 1 (int8, 2 threads, e5-small-v2-shape):
-/// see `COLUMN_SPLIT_MAX_M`'s notes in kernels/PERF.md.
+/// 32 beat 64 and 128 at every length from 48 to 128 tokens (kernels/PERF.md, "A query
+/// on two threads").
 pub const INT8_COLUMN_SPLIT_MAX_M: usize = 32;
 
 /// [`gemm_u8s8`] on the current rayon pool with `threads` tasks, written in place: for
 /// `m <= INT8_COLUMN_SPLIT_MAX_M` each task computes a range of whole weight panels
-/// (a query streams its weights once, split between the threads), else a range of
-/// whole MR-row tiles. Bitwise equal to [`gemm_u8s8`] (no result depends on the
+/// (a query streams its weights once, split between the threads), else an even share
+/// of the rows. Bitwise equal to [`gemm_u8s8`] (no result depends on the
 /// column or row range a tile is computed in). Same operand contract.
 pub fn gemm_u8s8_par(
     a: &[u8],
@@ -922,8 +924,8 @@ pub fn gemm_u8s8_par(
 /// `cols.len()`) `= ` those columns of [`gemm_u8s8`], bitwise. `cols.start` must be
 /// a multiple of the panel width ([`QuantizedMatrix::panel_width`]) (or `n`) and
 /// `cols.end` one too or `n`; the epilogue takes the **full** operands (`bias: [n]`,
-/// `residual: [m, n]`). The N-split for skinny calls (a batch-1 query is
-/// weight-bandwidth bound: two threads each stream half the weights).
+/// `residual: [m, n]`). A column range into its own block; [`gemm_u8s8_par`] is the
+/// engine's N-split, writing the ranges in place.
 pub fn gemm_u8s8_cols(
     a: &[u8],
     scales: &[f32],

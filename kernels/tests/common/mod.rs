@@ -35,6 +35,23 @@ pub fn uniform(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..len).map(|_| rng.gen_range(lo..hi)).collect()
 }
 
+/// A rayon pool of `threads` workers (capped at 4: the `*_par` calls may ask for more
+/// tasks than the pool has threads).
+pub fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.min(4))
+        .build()
+        .unwrap()
+}
+
+/// Asserts `got` and `want` are bitwise equal element by element.
+pub fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        panic!("{what}: element {i}: {} vs {}", got[i], want[i]);
+    }
+}
+
 /// Asserts `|got - want| <= tol(i)` for every element; reports the worst.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
