@@ -81,7 +81,7 @@ fn bench_gemm(c: &mut Criterion) {
             for &t in &ts {
                 let a = fill(t * k, 7 + t as u64);
                 let res = fill(t * n, 9 + t as u64);
-                let mut out = vec![0.0f32; t * n];
+                let mut out = e5embed_kernels::hugepage::filled_vec(t * n, 0.0f32);
                 let flops = 2 * (t * n * k) as u64;
                 let secs =
                     bench_median(&mut g, BenchmarkId::new(p.kernel_name(), t), flops, || {

@@ -118,14 +118,16 @@ pub fn bench_median<M: criterion::measurement::Measurement<Value = Duration>>(
 }
 
 /// Deterministic pseudo-random values in [-0.5, 0.5) (no RNG dependency needed).
+/// Big buffers are advised onto transparent huge pages, as the engine's scratch is
+/// (`e5embed_kernels::hugepage`).
 pub fn fill(len: usize, seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    let mut v = e5embed_kernels::hugepage::filled_vec(len, 0.0f32);
+    for y in v.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *y = (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+    }
+    v
 }

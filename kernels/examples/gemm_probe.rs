@@ -2,7 +2,7 @@
 //! of repetitions, GFLOP/s and % of the measured FMA peak.
 //! `cargo run --release -p e5embed-kernels --example gemm_probe -- [T,T,..] [isa]`
 
-use e5embed_kernels::{gemm_f32, peak, Epilogue, Isa, PackedMatrix};
+use e5embed_kernels::{gemm_f32, hugepage, peak, Epilogue, Isa, PackedMatrix};
 use std::time::Instant;
 
 fn main() {
@@ -48,11 +48,13 @@ fn main() {
         let pool: Vec<PackedMatrix> = (0..copies).map(|_| p.clone()).collect();
         let mut pi = 0;
         for &t in &ts {
-            let a: Vec<f32> = (0..t * k)
-                .map(|i| ((i * 31) % 97) as f32 * 1e-2 - 0.5)
-                .collect();
-            let res: Vec<f32> = vec![0.25; t * n];
-            let mut c = vec![0.0f32; t * n];
+            // Activations on huge pages where big, as the engine's scratch.
+            let mut a = hugepage::filled_vec(t * k, 0.0f32);
+            for (i, x) in a.iter_mut().enumerate() {
+                *x = ((i * 31) % 97) as f32 * 1e-2 - 0.5;
+            }
+            let res = hugepage::filled_vec(t * n, 0.25f32);
+            let mut c = hugepage::filled_vec(t * n, 0.0f32);
             let epi = match name {
                 "qkv" => Epilogue::Bias(&bias),
                 "ffn_up" => Epilogue::BiasGelu(&bias),

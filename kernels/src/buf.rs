@@ -33,8 +33,8 @@ impl AlignedBuf {
     /// Sets the length to `len` and zero-fills the whole buffer.
     pub(crate) fn resize_zeroed(&mut self, len: usize) {
         let lines = len.div_ceil(16);
-        self.lines.clear();
-        self.lines.resize(lines, Line([0.0; 16]));
+        // A fresh allocation (huge pages for big ones: packed weights, large scratch).
+        self.lines = crate::hugepage::filled_vec(lines, Line([0.0; 16]));
         self.len = len;
     }
 

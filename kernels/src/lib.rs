@@ -14,6 +14,7 @@
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
 //! - [`peak`]: measured FMA peak and memory bandwidth (speed-of-light probes).
 //! - [`amx`]: AMX detection (CPUID, XCR0) and Linux's tile-data permission, once.
+//! - [`hugepage`]: big buffers advised onto transparent huge pages (Linux).
 //!
 //! Internals: `simd` (one small trait implemented per ISA: every fast kernel is written
 //! once, generically, and instantiated inside `#[target_feature]` wrappers), `math`
@@ -50,6 +51,7 @@ pub mod bgemm;
 pub mod cache;
 pub mod ew;
 pub mod gemm;
+pub mod hugepage;
 pub mod isa;
 pub mod peak;
 pub mod qgemm;

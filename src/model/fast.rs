@@ -660,7 +660,7 @@ pub struct Scratch {
 /// larger batches first reach them. Filled with NaN, a poison value: every op writes its
 /// output before anything reads it, and a bug that read stale scratch would show as NaN.
 fn resident(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
+    e5embed_kernels::hugepage::filled_vec(len, f32::NAN)
 }
 
 /// Quantized activations of one GEMM input (int8 precision only): `[tokens, padded k]` u8
@@ -675,7 +675,7 @@ impl QScratch {
     fn ensure(&mut self, tokens: usize, row_bytes: usize) {
         if self.bytes.len() < tokens * row_bytes {
             // Non-zero fill: touches every page now (see `resident`).
-            self.bytes = vec![0x5a; tokens * row_bytes];
+            self.bytes = e5embed_kernels::hugepage::filled_vec(tokens * row_bytes, 0x5au8);
         }
         if self.scales.len() < tokens {
             self.scales = resident(tokens);
