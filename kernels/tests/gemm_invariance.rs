@@ -101,20 +101,26 @@ fn rows_alone_equal_rows_in_batch_on_every_path() {
     }
 }
 
-/// Larger M (several MC blocks on the blocked path) vs the skinny path.
+/// Larger M (several MC blocks on the blocked path; on a 2 MB L2 also several row
+/// blocks of the skinny path: 372 rows at K = 700, 672 at K = 384) vs the skinny path,
+/// and single rows (one row block) against the whole call.
 #[test]
 fn large_m_blocked_equals_skinny() {
     for isa in Isa::available() {
-        let d = GemmOperands::new(700, 96, 700, 11);
-        let p = PackedMatrix::pack(isa, &d.w, d.n, d.k).unwrap();
-        let want = d.full(&p, 3, GemmPath::Skinny);
-        assert_bitwise(
-            &format!("{isa} 700x96x700"),
-            &d.full(&p, 3, GemmPath::Blocked),
-            &want,
-        );
-        let row = d.rows(&p, 3, 517, 1, GemmPath::Auto);
-        assert_bitwise(&format!("{isa} row 517"), &row, &want[517 * 96..518 * 96]);
+        for (m, n, k, e) in [(700, 96, 700, 3), (1500, 40, 384, 2)] {
+            let d = GemmOperands::new(m, n, k, 11);
+            let p = PackedMatrix::pack(isa, &d.w, d.n, d.k).unwrap();
+            let want = d.full(&p, e, GemmPath::Skinny);
+            assert_bitwise(
+                &format!("{isa} {m}x{n}x{k}"),
+                &d.full(&p, e, GemmPath::Blocked),
+                &want,
+            );
+            for r in [517, m - 1] {
+                let row = d.rows(&p, e, r, 1, GemmPath::Auto);
+                assert_bitwise(&format!("{isa} row {r}"), &row, &want[r * n..(r + 1) * n]);
+            }
+        }
     }
 }
 

@@ -523,6 +523,49 @@ const SKINNY_PF_L2_FACTOR: usize = 2;
 /// As [`blocked`].
 #[inline(always)]
 pub(crate) unsafe fn skinny<K: Kernel, const MR: usize>(g: &Raw) {
+    let rows = skinny_row_block(g.m, g.k, MR);
+    let mut r0 = 0;
+    while r0 < g.m {
+        let m = rows.min(g.m - r0);
+        let block = Raw {
+            a: g.a.add(r0 * g.lda),
+            m,
+            c: g.c.add(r0 * g.ldc),
+            epi: g.epi.at(r0, 0),
+            ..*g
+        };
+        skinny_rows::<K, MR>(&block);
+        r0 += m;
+    }
+}
+
+/// Rows per block of the skinny path: all `m` unless A's rows are many and short. Each
+/// column group re-reads the whole of A, so at large M (A beyond L2) every group
+/// streamed A from L3; row blocks of half the L2 keep A in L2 for all the groups while
+/// the weights are re-read once per block (cheap only when a block holds many rows:
+/// at least `SKINNY_ROW_BLOCK_MIN` rows, i.e. short K: the K = 384 shapes get blocks of
+/// up to 672 rows on a 2 MB L2, FFN down (K = 1536) none). Measured (`gemm_probe
+/// 1024,2048,4096`, two binaries interleaved, three rounds, GFLOP/s): FFN up T = 1024
+/// 148.6-148.9 -> 151.2-157.6, T = 2048 148.0-151.1 -> 152.4-156.8, QKV T = 2048
+/// 152.3-154.7 -> 158.7-167.8; T = 4096 within noise. Engine f32 32 x 128, one thread:
+/// 1235-1252 -> 1194-1219 ms. (Session 3 tried blocks of 256 KB of A, which gave FFN
+/// down 42-row blocks and made it 5% slower: hence the row floor.) Measured (`gemm_probe 4096`,
+/// ...).
+fn skinny_row_block(m: usize, k: usize, mr: usize) -> usize {
+    let cap = crate::cache::cache_sizes().l2 / 2 / (k.max(1) * 4) / mr * mr;
+    if !SKINNY_ROW_BLOCKS || cap < SKINNY_ROW_BLOCK_MIN || m <= cap {
+        return m.max(1);
+    }
+    let blocks = m.div_ceil(cap);
+    m.div_ceil(blocks).div_ceil(mr) * mr
+}
+
+const SKINNY_ROW_BLOCKS: bool = true;
+const SKINNY_ROW_BLOCK_MIN: usize = 256;
+
+/// One row block of [`skinny`].
+#[inline(always)]
+unsafe fn skinny_rows<K: Kernel, const MR: usize>(g: &Raw) {
     let ldb = g.k * K::NR;
     let panels = g.n.div_ceil(K::NR);
     let mut pg = 0;
