@@ -13,7 +13,7 @@ fn main() {
     println!("{} peak {pk:.1}", attention::kernel_name(isa));
     let (heads, d) = (12, 32);
     let h = heads * d;
-    for seq in [16usize, 128, 512] {
+    for seq in [8usize, 16, 40, 48, 128, 512] {
         let qkv: Vec<f32> = (0..seq * 3 * h)
             .map(|i| ((i * 37) % 101) as f32 * 0.02 - 1.0)
             .collect();

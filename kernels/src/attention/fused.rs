@@ -118,6 +118,40 @@ unsafe fn qk_tile<S: Simd, const KR: usize, const D: usize>(
     }
 }
 
+/// [`qk_tile`] for a query block of at most `LANES` queries: one vector of queries
+/// (the second half of `Qᵀ` is zero padding and is neither read nor multiplied). Each
+/// lane runs the same FMA chain and max as in [`qk_tile`], so the scores are bitwise
+/// those of the full-width tile.
+#[inline(always)]
+unsafe fn qk_tile_half<S: Simd, const KR: usize, const D: usize>(
+    k: *const f32,
+    d_rt: usize,
+    qt: *const f32,
+    st: *mut f32,
+    valid: usize,
+    mx: &mut S::V,
+) {
+    let d = if D > 0 { D } else { d_rt };
+    let qb = 2 * S::LANES;
+    let mut acc = [S::zero(); KR];
+    let mut q = qt;
+    let mut kc = k;
+    for _ in 0..d {
+        let q0 = S::load(q);
+        for r in 0..KR {
+            acc[r] = S::fma(S::splat(*kc.add(r * d)), q0, acc[r]);
+        }
+        q = q.add(qb);
+        kc = kc.add(1);
+    }
+    for r in 0..KR {
+        S::store(st.add(r * qb), acc[r]);
+        if r < valid {
+            *mx = S::max(*mx, acc[r]);
+        }
+    }
+}
+
 /// `O[R][2·LANES] = Pᵀ[0..seq][R]ᵀ · V[0..seq][2·LANES]`, row `r` scaled by
 /// `inv[r]`, the first `ncols` columns stored at `out + r·ldo`.
 #[inline(always)]
@@ -252,25 +286,41 @@ pub(crate) unsafe fn head<S: Simd, const KR: usize, const PR: usize, const D: us
                 }
             }
         }
-        // 3. Sᵀ = K Qᵀ and the per-query max over the real keys.
+        // 3. Sᵀ = K Qᵀ and the per-query max over the real keys. A block of at most
+        // LANES queries (a short text, or the tail of one) computes one vector of
+        // queries, not two (seq 16 on AVX-512 spent half its QKᵀ and exp on padding).
+        let half = nq <= l;
         let mut mx = [S::splat(f32::NEG_INFINITY); 2];
         let mut j0 = 0;
         while j0 < tk {
-            qk_tile::<S, KR, D>(
-                b.k.add(j0 * d),
-                d,
-                b.qt,
-                b.st.add(j0 * qb),
-                seq - j0,
-                &mut mx,
-            );
+            if half {
+                qk_tile_half::<S, KR, D>(
+                    b.k.add(j0 * d),
+                    d,
+                    b.qt,
+                    b.st.add(j0 * qb),
+                    seq - j0,
+                    &mut mx[0],
+                );
+            } else {
+                qk_tile::<S, KR, D>(
+                    b.k.add(j0 * d),
+                    d,
+                    b.qt,
+                    b.st.add(j0 * qb),
+                    seq - j0,
+                    &mut mx,
+                );
+            }
             j0 += KR;
         }
         // 4. P = 2^(S - max), per-query sums.
-        let mut sum = [S::zero(); 2];
+        let nv = if half { 1 } else { 2 };
+        // (A half block's second sum stays 1: its `1 / sum` lanes are never used.)
+        let mut sum = [S::zero(), if half { S::splat(1.0) } else { S::zero() }];
         let mut p = b.st;
         for _ in 0..seq {
-            for v in 0..2 {
+            for v in 0..nv {
                 let e = math::exp2_nonpos::<S>(S::sub(S::load(p.add(v * l)), mx[v]));
                 S::store(p.add(v * l), e);
                 sum[v] = S::add(sum[v], e);
