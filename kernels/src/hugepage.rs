@@ -1,13 +1,16 @@
 //! Large buffers on transparent huge pages (Linux), best effort.
 //!
-//! The engine's big arrays (packed weights: 85 MB at e5-small-v2's shapes; activations:
-//! up to 12 MB per buffer at a 2048-token budget) are read in long sweeps. On 4 KiB pages
+//! The engine's big arrays (activations: up to 12 MB per buffer at a 2048-token budget;
+//! e5-small-v2's packed weight matrices are 0.6-2.4 MB each, below the threshold) are
+//! read in long sweeps. On 4 KiB pages
 //! each sweep misses the TLB once per page, and under a hypervisor each miss is a
 //! two-level page walk. With `transparent_hugepage` in `madvise` mode (the common default)
 //! a process only gets 2 MiB pages where it asks for them, before the pages are first
 //! touched. [`filled_vec`] does that for buffers of at least [`MIN_BYTES`]. Measured
-//! (`examples/gemm_probe.rs`, `HUGE=1`, T = 4096, one thread, two interleaved rounds):
-//! QKV 85.6-86.1% -> 87.5-87.8% of the FMA peak, FFN up 81.2-81.5% -> 82.8-83.3%.
+//! (`examples/gemm_probe.rs` with its operands advised or not, T = 4096, one thread, two
+//! interleaved rounds): QKV 85.6-86.1% -> 87.5-87.8% of the FMA peak, FFN up 81.2-81.5% ->
+//! 82.8-83.3%; attention output and FFN down unchanged. `thp_fault_alloc` in
+//! `/proc/vmstat` shows the huge pages being used.
 //!
 //! Nothing depends on it: where the kernel refuses (THP `never`, not Linux, memory
 //! already touched by the allocator) the buffer is an ordinary one.

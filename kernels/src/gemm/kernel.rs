@@ -549,8 +549,7 @@ pub(crate) unsafe fn skinny<K: Kernel, const MR: usize>(g: &Raw) {
 /// 148.6-148.9 -> 151.2-157.6, T = 2048 148.0-151.1 -> 152.4-156.8, QKV T = 2048
 /// 152.3-154.7 -> 158.7-167.8; T = 4096 within noise. Engine f32 32 x 128, one thread:
 /// 1235-1252 -> 1194-1219 ms. (Session 3 tried blocks of 256 KB of A, which gave FFN
-/// down 42-row blocks and made it 5% slower: hence the row floor.) Measured (`gemm_probe 4096`,
-/// ...).
+/// down 42-row blocks and made it 5% slower: hence the row floor.)
 fn skinny_row_block(m: usize, k: usize, mr: usize) -> usize {
     let cap = crate::cache::cache_sizes().l2 / 2 / (k.max(1) * 4) / mr * mr;
     if !SKINNY_ROW_BLOCKS || cap < SKINNY_ROW_BLOCK_MIN || m <= cap {
@@ -560,6 +559,7 @@ fn skinny_row_block(m: usize, k: usize, mr: usize) -> usize {
     m.div_ceil(blocks).div_ceil(mr) * mr
 }
 
+/// `false`: one block whatever M (the switch behind the A/B runs above).
 const SKINNY_ROW_BLOCKS: bool = true;
 const SKINNY_ROW_BLOCK_MIN: usize = 256;
 
