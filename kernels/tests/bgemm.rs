@@ -701,14 +701,7 @@ fn parallel_call_equals_the_single_threaded_call() {
     use e5embed_kernels::bgemm::gemm_bf16_par;
     for isa in BIsa::available() {
         let scalar = isa.kind() == BIsaKind::Scalar;
-        for &(m, n, k) in &[
-            (1usize, 100usize, 40usize),
-            (7, 384, 64),
-            (17, 1152, 384),
-            (32, 33, 9),
-            (33, 384, 96),
-            (130, 200, 17),
-        ] {
+        for &(m, n, k) in &common::PAR_SHAPES {
             if scalar && m * n * k > 7 * 384 * 64 {
                 continue;
             }

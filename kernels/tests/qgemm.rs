@@ -654,14 +654,7 @@ fn column_ranges_equal_the_full_call() {
 fn parallel_call_equals_the_single_threaded_call() {
     let mut r = rng(21);
     for isa in isas() {
-        for &(m, n, k) in &[
-            (1usize, 100usize, 40usize),
-            (7, 384, 64),
-            (17, 1152, 384),
-            (32, 33, 9),
-            (33, 384, 96),
-            (130, 200, 17),
-        ] {
+        for &(m, n, k) in &common::PAR_SHAPES {
             let kp = padded_k(k);
             let b = QuantizedMatrix::quantize(isa, &gauss(&mut r, n * k), n, k).unwrap();
             let a = bytes(&mut r, m * kp);

@@ -44,6 +44,18 @@ pub fn pool(threads: usize) -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// `(m, n, k)` of the parallel-equals-serial tests of the `*_par` GEMMs: one row, tile
+/// edges, a model shape, the column/row split threshold (32 | 33), a row split with an
+/// odd K.
+pub const PAR_SHAPES: [(usize, usize, usize); 6] = [
+    (1, 100, 40),
+    (7, 384, 64),
+    (17, 1152, 384),
+    (32, 33, 9),
+    (33, 384, 96),
+    (130, 200, 17),
+];
+
 /// Asserts `got` and `want` are bitwise equal element by element.
 pub fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
