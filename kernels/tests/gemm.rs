@@ -74,7 +74,7 @@ impl GemmOperands {
     }
 }
 
-const MS: [usize; 11] = [0, 1, 2, 7, 17, 31, 32, 33, 128, 383, 385];
+const MS: [usize; 14] = [0, 1, 2, 7, 13, 15, 16, 17, 31, 32, 33, 128, 383, 385];
 
 #[test]
 fn small_shapes_all_m_all_epilogues_all_isas() {
@@ -103,7 +103,7 @@ fn model_shapes_all_isas() {
         let ms: &[usize] = if n * k <= 384 * 384 {
             &[0, 1, 2, 7, 13, 17, 33, 128, 383, 385]
         } else {
-            &[1, 7, 13, 25, 33]
+            &[1, 7, 13, 16, 25, 33]
         };
         for (mi, &m) in ms.iter().enumerate() {
             let case = GemmOperands::new(m, n, k, 1000 + (si * 100 + mi) as u64);

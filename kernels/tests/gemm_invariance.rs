@@ -85,8 +85,19 @@ fn rows_alone_equal_rows_in_batch_on_every_path() {
                         &want,
                     );
                 }
-                // Single rows at the start, middle, end; blocks straddling tiles.
-                for (r0, rows) in [(0, 1), (m / 2, 1), (m - 1, 1), (3, 14), (1, 40), (20, 49)] {
+                // Single rows at the start, middle, end; blocks straddling tiles; 13-16 rows
+                // (AVX-512's one-pass tall tile).
+                for (r0, rows) in [
+                    (0, 1),
+                    (m / 2, 1),
+                    (m - 1, 1),
+                    (3, 14),
+                    (2, 13),
+                    (30, 15),
+                    (5, 16),
+                    (1, 40),
+                    (20, 49),
+                ] {
                     for path in PATHS {
                         let got = d.rows(&p, e, r0, rows, path);
                         assert_bitwise(

@@ -190,28 +190,50 @@ pub(crate) unsafe fn ukernel<
     // Epilogue on the hot tile: bias / GELU / residual, then (masked at the right
     // edge) store.
     for r in 0..M {
-        let crow = t.c.add(r * t.ldc);
         for v in 0..W {
             let col = v * S::LANES;
             if col >= t.nr {
                 break;
             }
-            let n = (t.nr - col).min(S::LANES);
-            let mut x = acc[r][v];
-            match t.epi {
-                Epi::None => {}
-                Epi::Bias(bias) => x = S::add(x, S::load_n(bias.add(col), n)),
-                Epi::BiasGelu(bias) => {
-                    x = math::gelu::<S>(S::add(x, S::load_n(bias.add(col), n)));
-                }
-                Epi::BiasResidual(bias, res, ldr) => {
-                    x = S::add(x, S::load_n(bias.add(col), n));
-                    x = S::add(x, S::load_n(res.add(r * ldr + col), n));
-                }
-            }
-            S::store_n(crow.add(col), x, n);
+            finish::<S>(
+                acc[r][v],
+                t.epi,
+                r,
+                col,
+                (t.nr - col).min(S::LANES),
+                t.c,
+                t.ldc,
+            );
         }
     }
+}
+
+/// The epilogue of one vector of finished sums: row `r`, columns `col..col + n` of the
+/// tile at `c` (row stride `ldc`, `epi` at the tile origin): `+bias`, then GELU or
+/// `+residual`, then a store masked to `n` lanes. Every tile shape ends through here,
+/// so the epilogue's operations (and so its bits) are the same on every path.
+#[inline(always)]
+pub(crate) unsafe fn finish<S: Simd>(
+    mut x: S::V,
+    epi: Epi,
+    r: usize,
+    col: usize,
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    match epi {
+        Epi::None => {}
+        Epi::Bias(bias) => x = S::add(x, S::load_n(bias.add(col), n)),
+        Epi::BiasGelu(bias) => {
+            x = math::gelu::<S>(S::add(x, S::load_n(bias.add(col), n)));
+        }
+        Epi::BiasResidual(bias, res, ldr) => {
+            x = S::add(x, S::load_n(bias.add(col), n));
+            x = S::add(x, S::load_n(res.add(r * ldr + col), n));
+        }
+    }
+    S::store_n(c.add(r * ldc + col), x, n);
 }
 
 /// K steps per iteration of the microkernel's main loop.

@@ -42,7 +42,7 @@
 //! |--------|-------------------------|---------|----------------|------------------------------|
 //! | scalar | `gemm_f32_scalar_4x8`   | 4 x 8   | 32 f32         | 1 x 2                        |
 //! | avx2   | `gemm_f32_avx2_6x16`    | 6 x 16  | 12 ymm (of 16) | 1 x 4, 2 x 2                 |
-//! | avx512 | `gemm_f32_avx512_12x32` | 12 x 32 | 24 zmm (of 32) | 1-2 x 4, 3-6 x 2             |
+//! | avx512 | `gemm_f32_avx512_12x32` | 12 x 32 | 24 zmm (of 32) | 1-2 x 4, 3-6 x 2; 13-16 x 1 (tall) |
 //!
 //! - **MR x NR**: FMA latency 4 x 2 FMA ports needs >= 8 independent accumulators;
 //!   more amortizes the loads. AVX2: 12 acc + 2 B + 1 broadcast = 15 of 16 ymm (the
@@ -51,6 +51,13 @@
 //!   under the 2 loads/cycle limit. NR = 32 (2 zmm) keeps the B panel row at two
 //!   cache lines and divides every model N (384, 1152, 1536). Skinny tiles span 2-4
 //!   panels so that 1-6 rows still have >= 8 accumulators.
+//! - **Tall tile** (AVX-512, a whole call of 13-16 rows, `avx512::tall`): one pass per
+//!   panel for all rows, so each weight is read once while it streams; rows 12-15 keep
+//!   their 8 accumulators in L1 (load, two K steps of FMAs, store), as 16 x 32 needs 32
+//!   accumulators. Hand-written (`asm!`): the generic 16-row tile (LLVM's spills) ran at
+//!   78% of peak hot, an intrinsics version of this one at ~40%; the `asm!` tile at 92%.
+//!   The 12 + remainder tiles read each panel twice, the second time from L2 with
+//!   nothing streaming (kernels/PERF.md, session 5).
 //! - **Blocking** (`kernel::Blocking`, from the detected caches, `crate::cache`):
 //!   KC = L1D/2 / (NR·4) (B micro-panel in half the L1D; 192 on a 48 KB L1D with
 //!   NR = 32), balanced over K; NC: B block `KC x NC` in half the L2; MC: A block +
