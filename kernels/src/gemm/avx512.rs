@@ -51,7 +51,7 @@ pub(crate) unsafe fn gemm(g: &Raw, path: GemmPath, bl: Blocking) {
 }
 
 /// Rows of the tall skinny tile: one pass over the weights for 13-16 rows.
-pub(crate) const TALL_ROWS: std::ops::RangeInclusive<usize> = 13..=16;
+const TALL_ROWS: std::ops::RangeInclusive<usize> = 13..=16;
 
 /// Software prefetch distances of the tall tile, in bytes along the panel (the panels are
 /// contiguous, so hints run on into the next panel): into L1 4 KB ahead, into L2 16 KB
