@@ -125,6 +125,24 @@ macro_rules! mem_row_x1 {
     };
 }
 
+/// The 16 rows of the tall tile for one step macro pair (`$reg` for rows 0-11 into
+/// zmm0-23, `$mem` for rows 12-15 into L1): the pair loop and the odd-K tail share it.
+#[rustfmt::skip]
+macro_rules! tile_rows {
+    ($reg:ident, $mem:ident) => {
+        concat!(
+            $reg!("{a0}", 0, 1), $reg!("{a0} + {lda}", 2, 3),
+            $reg!("{a0} + {lda}*2", 4, 5), $reg!("{a0} + {lda3}", 6, 7),
+            $reg!("{a4}", 8, 9), $reg!("{a4} + {lda}", 10, 11),
+            $reg!("{a4} + {lda}*2", 12, 13), $reg!("{a4} + {lda3}", 14, 15),
+            $reg!("{a8}", 16, 17), $reg!("{a8} + {lda}", 18, 19),
+            $reg!("{a8} + {lda}*2", 20, 21), $reg!("{a8} + {lda3}", 22, 23),
+            $mem!("{a12}", 0), $mem!("{a12} + {lda}", 128),
+            $mem!("{a12} + {lda}*2", 256), $mem!("{a12} + {lda3}", 384),
+        )
+    };
+}
+
 /// The sums of a 16-row x 32-column tile over all of K (one packed panel `b`, `[k][32]`),
 /// written to `out` as `[16][32]`. Rows 0-11 come from `a` (row stride `lda` floats) and
 /// accumulate in zmm0-23; rows 12-15 come from `a_hi` (same stride) and accumulate in
@@ -165,14 +183,7 @@ unsafe fn tall_sums(
         "prefetcht1 [{b} + {pf2} + 128]", "prefetcht1 [{b} + {pf2} + 192]",
         "vmovups zmm28, [{b}]", "vmovups zmm29, [{b} + 64]",
         "vmovups zmm30, [{b} + 128]", "vmovups zmm31, [{b} + 192]",
-        reg_row_x2!("{a0}", 0, 1), reg_row_x2!("{a0} + {lda}", 2, 3),
-        reg_row_x2!("{a0} + {lda}*2", 4, 5), reg_row_x2!("{a0} + {lda3}", 6, 7),
-        reg_row_x2!("{a4}", 8, 9), reg_row_x2!("{a4} + {lda}", 10, 11),
-        reg_row_x2!("{a4} + {lda}*2", 12, 13), reg_row_x2!("{a4} + {lda3}", 14, 15),
-        reg_row_x2!("{a8}", 16, 17), reg_row_x2!("{a8} + {lda}", 18, 19),
-        reg_row_x2!("{a8} + {lda}*2", 20, 21), reg_row_x2!("{a8} + {lda3}", 22, 23),
-        mem_row_x2!("{a12}", 0), mem_row_x2!("{a12} + {lda}", 128),
-        mem_row_x2!("{a12} + {lda}*2", 256), mem_row_x2!("{a12} + {lda3}", 384),
+        tile_rows!(reg_row_x2, mem_row_x2),
         "add {a0}, 8", "add {a4}, 8", "add {a8}, 8", "add {a12}, 8",
         "add {b}, 256",
         "dec {pairs}",
@@ -181,14 +192,7 @@ unsafe fn tall_sums(
         "test {odd}, {odd}",
         "jz 4f",
         "vmovups zmm28, [{b}]", "vmovups zmm29, [{b} + 64]",
-        reg_row_x1!("{a0}", 0, 1), reg_row_x1!("{a0} + {lda}", 2, 3),
-        reg_row_x1!("{a0} + {lda}*2", 4, 5), reg_row_x1!("{a0} + {lda3}", 6, 7),
-        reg_row_x1!("{a4}", 8, 9), reg_row_x1!("{a4} + {lda}", 10, 11),
-        reg_row_x1!("{a4} + {lda}*2", 12, 13), reg_row_x1!("{a4} + {lda3}", 14, 15),
-        reg_row_x1!("{a8}", 16, 17), reg_row_x1!("{a8} + {lda}", 18, 19),
-        reg_row_x1!("{a8} + {lda}*2", 20, 21), reg_row_x1!("{a8} + {lda3}", 22, 23),
-        mem_row_x1!("{a12}", 0), mem_row_x1!("{a12} + {lda}", 128),
-        mem_row_x1!("{a12} + {lda}*2", 256), mem_row_x1!("{a12} + {lda3}", 384),
+        tile_rows!(reg_row_x1, mem_row_x1),
         "4:",
         "vmovaps [{out}], zmm0", "vmovaps [{out} + 64], zmm1",
         "vmovaps [{out} + 128], zmm2", "vmovaps [{out} + 192], zmm3",
