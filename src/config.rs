@@ -47,6 +47,10 @@ pub struct ModelConfig {
     pub pooling: Pooling,
     /// Whether the vectors are L2-normalized after pooling.
     pub normalize: bool,
+    /// Whether pooling and normalization came from a `modules.json`. Without one, the model
+    /// is run as sentence-transformers runs a plain transformers checkpoint: mean pooling
+    /// and no normalization (`e5embed info` says so).
+    pub has_modules_json: bool,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +207,15 @@ impl BertConfig {
                 return Err(unsupported(format!("{name} = {v} exceeds {max}")));
             }
         }
+        if cfg.max_position_embeddings < 2 {
+            return Err(Error::Config {
+                path: path.to_owned(),
+                msg: format!(
+                    "max_position_embeddings {} leaves no room for [CLS] and [SEP] (at least 2)",
+                    cfg.max_position_embeddings
+                ),
+            });
+        }
         if !(cfg.layer_norm_eps.is_finite() && cfg.layer_norm_eps > 0.0) {
             return Err(Error::Config {
                 path: path.to_owned(),
@@ -243,11 +256,14 @@ impl ModelConfig {
             }
         }
 
+        // Without modules.json, sentence-transformers builds Transformer + mean Pooling and
+        // no Normalize ("Creating a new one with mean pooling"): the same here.
         let mut pooling = Pooling::Mean;
-        let mut normalize = true;
+        let mut normalize = false;
         let modules_path = dir.join("modules.json");
+        let has_modules_json = modules_path.is_file();
         let mut pooling_dir: Option<PathBuf> = None;
-        if modules_path.is_file() {
+        if has_modules_json {
             let modules: Vec<RawModule> = read_json(&modules_path)?;
             normalize = modules.iter().any(|m| m.kind.ends_with("Normalize"));
             if let Some(p) = modules.iter().find(|m| m.kind.ends_with("Pooling")) {
@@ -305,7 +321,29 @@ impl ModelConfig {
             max_seq_length,
             pooling,
             normalize,
+            has_modules_json,
         })
+    }
+
+    /// How token vectors become the text's vector, in words (for `info`).
+    pub fn pipeline_description(&self) -> String {
+        let pooling = match self.pooling {
+            Pooling::Mean => "mean pooling",
+            Pooling::Cls => "CLS pooling",
+        };
+        let norm = if self.normalize {
+            "L2-normalized"
+        } else {
+            "not normalized"
+        };
+        if self.has_modules_json {
+            format!("{pooling}, {norm} (modules.json)")
+        } else {
+            format!(
+                "{pooling}, {norm}: no modules.json, so as sentence-transformers runs a plain \
+                 transformers checkpoint"
+            )
+        }
     }
 }
 

@@ -11,10 +11,11 @@ use e5embed_kernels::{Isa, IsaKind};
 use crate::config::{ModelConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::model::fast::{Paths, Scratch};
-use crate::model::{FastModel, Precision};
+use crate::model::{FastModel, Int8Recipe, Precision};
 use crate::pool::{l2_normalize, pool};
 use crate::timing::OpTimes;
 use crate::tokenize::{TextTokenizer, Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
+use crate::turns::Turns;
 use crate::weights::BertWeights;
 
 /// Tokens per forward pass when a call holds many texts, at f32 precision. It bounds scratch
@@ -37,22 +38,49 @@ pub fn default_max_batch_tokens(precision: Precision) -> usize {
     }
 }
 
-/// Knobs for [`Embedder::load_with`]. API values win over the environment.
+/// The most worker threads an embedder takes (far above any useful count: each thread is a
+/// stack and a rayon worker, and more threads than cores only add contention).
+pub const MAX_THREADS: usize = 1024;
+
+/// The largest token budget per forward (128 texts of 512 tokens; far above where larger
+/// forwards stop being faster).
+pub const MAX_BATCH_TOKENS: usize = 65_536;
+
+/// The most memory one forward's scratch may take (it is allocated up front, from the token
+/// budget: a budget whose scratch would exceed this is refused at load, not aborted on).
+pub const MAX_SCRATCH_BYTES: usize = 4 << 30;
+
+/// Texts tokenized on the caller's own thread (no pool, no turn): a query is tokenized at
+/// once even while another caller's forward holds the pool.
+const INLINE_TOKENIZE: usize = 4;
+
+/// Texts tokenized per turn on the pool when a call has many.
+const TOKENIZE_CHUNK: usize = 128;
+
+/// Knobs for [`Embedder::load_with`]. The library reads none of them from the environment.
 #[derive(Debug, Clone, Default)]
 pub struct EmbedderOptions {
     /// Worker threads; default: the number of physical cores available to the process.
     pub threads: Option<usize>,
-    /// Force a kernel path; default: `E5EMBED_ISA` if set, else the best this CPU has.
+    /// Force a kernel path; default: the best this CPU has.
     pub isa: Option<IsaKind>,
     /// Tokens per forward pass; default [`default_max_batch_tokens`] of the precision (2048
     /// at f32, 1024 at int8).
     pub max_batch_tokens: Option<usize>,
     /// GEMM precision; default (`None`, the CLI's `auto`): see [`auto_precision`].
     pub precision: Option<Precision>,
-    /// Force the int8 kernel path; default: derived from `isa` / `E5EMBED_ISA`, else the best.
+    /// Force the int8 kernel path; default: derived from `isa`, else the best.
     pub qisa: Option<QIsaKind>,
-    /// Force the bf16 kernel path; default: derived from `isa` / `E5EMBED_ISA`, else the best.
+    /// Force the bf16 kernel path; default: derived from `isa`, else the best.
     pub bisa: Option<BIsaKind>,
+    /// L2-normalize the vectors; default: what the model's `modules.json` says (no
+    /// `modules.json`: no, as sentence-transformers).
+    pub normalize: Option<bool>,
+    /// Pooling; default: the model's `1_Pooling/config.json`, else mean.
+    pub pooling: Option<Pooling>,
+    /// An experiment: a different int8 recipe than the measured default
+    /// ([`Int8Recipe::default_for`]); used at int8 precision only.
+    pub int8_recipe: Option<Int8Recipe>,
 }
 
 /// The precision `auto` picks, and why (printed by `e5embed info`).
@@ -109,6 +137,8 @@ pub struct Embedder {
     precision_reason: String,
     /// Forward buffers, one per concurrent call, reused across calls (flat memory).
     scratch: std::sync::Mutex<Vec<Scratch>>,
+    /// Whose work is on the pool (see `turns.rs`).
+    turns: Turns,
     /// Per-op timings accumulated when `E5EMBED_TIMING` is set.
     timings: std::sync::Mutex<OpTimes>,
 }
@@ -132,11 +162,10 @@ pub struct IsaRequest {
     pub bisa: Option<BIsaKind>,
 }
 
-/// Picks the f32, int8 and bf16 kernel paths. API choices win; otherwise `E5EMBED_ISA`:
-/// `scalar` | `avx2` | `avx512` force the f32 path (and the matching int8 / bf16 paths:
-/// scalar, the AVX2 non-VNNI int8 path with the scalar bf16 one, the best AVX-512 ones),
-/// `avxvnni` | `vnni` force an int8 path and `avx512bf16` | `avx512widen` a bf16 path (with
-/// the AVX2 / AVX-512 f32 path); unset: the best of each this CPU has.
+/// Picks the f32, int8 and bf16 kernel paths: the requested ones (see [`parse_isa_spec`]:
+/// a forced f32 path also picks the matching int8 / bf16 paths: scalar, the AVX2 non-VNNI
+/// int8 path with the scalar bf16 one, the best AVX-512 ones), else the best of each this CPU
+/// has. Nothing is read from the environment (the CLI maps `E5EMBED_ISA` to `--isa`).
 pub fn resolve_paths(
     isa: Option<IsaKind>,
     qisa: Option<QIsaKind>,
@@ -147,16 +176,6 @@ pub fn resolve_paths(
             "{what} was requested but this CPU does not support it"
         )))
     };
-    let (mut isa, mut qisa, mut bisa) = (isa, qisa, bisa);
-    if isa.is_none() && qisa.is_none() && bisa.is_none() {
-        if let Some(v) = std::env::var("E5EMBED_ISA")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        {
-            let r = parse_isa_spec(&v)?;
-            (isa, qisa, bisa) = (r.isa, r.qisa, r.bisa);
-        }
-    }
     let f32_path = match isa {
         Some(k) => Isa::new(k).ok_or_else(|| unsupported(format!("{k:?}")))?,
         None => Isa::best(),
@@ -183,7 +202,7 @@ pub fn resolve_paths(
     })
 }
 
-/// Parses an `E5EMBED_ISA` / `--isa` value into kernel path requests.
+/// Parses an `--isa` value into kernel path requests.
 pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
     let s = spec.trim().to_ascii_lowercase();
     let req = |isa, qisa, bisa| {
@@ -227,35 +246,49 @@ impl Embedder {
     /// tokenizer.json, and the sentence-transformers files when present).
     pub fn load_with(dir: impl AsRef<Path>, opts: &EmbedderOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = ModelConfig::from_dir(dir)?;
+        let threads = match opts.threads {
+            Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),
+            Some(t) if t > MAX_THREADS => {
+                return Err(Error::Limit {
+                    what: "threads".into(),
+                    value: t,
+                    max: MAX_THREADS,
+                    why: String::new(),
+                })
+            }
+            Some(t) => t,
+            None => physical_cores(),
+        };
+        if let Some(b) = opts.max_batch_tokens.filter(|&b| b > MAX_BATCH_TOKENS) {
+            return Err(Error::Limit {
+                what: "max_batch_tokens".into(),
+                value: b,
+                max: MAX_BATCH_TOKENS,
+                why: String::new(),
+            });
+        }
+        let mut config = ModelConfig::from_dir(dir)?;
+        if let Some(n) = opts.normalize {
+            config.normalize = n;
+        }
+        if let Some(p) = opts.pooling {
+            config.pooling = p;
+        }
         let tokenizer =
             TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
+        validate_tokenizer(&tokenizer, &config)?;
+        // Before the weights are read: the largest budget this load can end up with.
+        check_scratch_bytes(
+            &config,
+            opts.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
+        )?;
         let paths = resolve_paths(opts.isa, opts.qisa, opts.bisa)?;
         let mut weights = BertWeights::load(dir, &config.bert)?;
-        let prequantized = weights.layers.iter().any(|l| {
-            [&l.qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w]
-                .iter()
-                .any(|m| matches!(m, crate::weights::Matrix::Int8 { .. }))
-        });
+        let prequantized = crate::model::is_prequantized(&weights);
         let (precision, precision_reason) = match opts.precision {
             Some(p) => (p, "requested".to_owned()),
             None => auto_precision(prequantized, paths.bisa),
         };
-        if precision == Precision::Int8 {
-            let gemms = crate::model::fast::int8_gemms(paths.qisa);
-            crate::model::smooth::calibrate(&mut weights, &tokenizer, paths.qisa, &gemms)?;
-        }
-        let model = FastModel::new(weights, paths, precision)?;
-        let threads = match opts.threads {
-            Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),
-            Some(t) => t,
-            None => physical_cores(),
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("e5embed-{i}"))
-            .build()
-            .map_err(|e| Error::ThreadPool(e.to_string()))?;
         let max_batch_tokens = opts
             .max_batch_tokens
             .unwrap_or_else(|| default_max_batch_tokens(precision));
@@ -265,6 +298,19 @@ impl Embedder {
                 config.max_seq_length
             )));
         }
+        let recipe = opts
+            .int8_recipe
+            .clone()
+            .unwrap_or_else(|| Int8Recipe::default_for(paths.qisa));
+        if precision == Precision::Int8 {
+            crate::model::smooth::calibrate(&mut weights, &tokenizer, paths.qisa, &recipe)?;
+        }
+        let model = FastModel::new(weights, paths, precision, &recipe)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("e5embed-{i}"))
+            .build()
+            .map_err(|e| Error::ThreadPool(e.to_string()))?;
         Ok(Embedder {
             dir: dir.to_owned(),
             config,
@@ -275,6 +321,7 @@ impl Embedder {
             max_batch_tokens,
             precision_reason,
             scratch: std::sync::Mutex::new(Vec::new()),
+            turns: Turns::default(),
             timings: std::sync::Mutex::new(OpTimes::from_env()),
         })
     }
@@ -336,15 +383,40 @@ impl Embedder {
     /// Embeds texts exactly as given (no prefix).
     pub fn embed<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
         let tokens = self.tokenize(texts)?;
-        self.embed_tokens(&tokens)
+        self.embed_tokens(&tokens).map_err(|e| match e {
+            Error::NonFiniteOutput { index, .. } => Error::NonFiniteOutput {
+                index,
+                text: preview(texts[index].as_ref()),
+            },
+            e => e,
+        })
     }
 
-    /// Tokenizes texts as `embed` does (in this embedder's thread pool, no oversubscription).
+    /// Tokenizes texts as `embed` does: a few on the calling thread, many in chunks on this
+    /// embedder's pool (no oversubscription), taking turns with other callers.
     pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Tokens>> {
         if texts.is_empty() {
             return Err(Error::EmptyInput);
         }
-        self.pool.install(|| self.tokenizer.encode_batch(texts))
+        if texts.len() <= INLINE_TOKENIZE {
+            return texts
+                .iter()
+                .map(|t| self.tokenizer.encode(t.as_ref()))
+                .collect();
+        }
+        // Priority among callers: the bytes still to tokenize, about 4 per token.
+        let mut left: usize = texts.iter().map(|t| t.as_ref().len() / 4 + 2).sum();
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(TOKENIZE_CHUNK) {
+            let turn = self.turns.take(left);
+            out.extend(self.pool.install(|| self.tokenizer.encode_batch(chunk))?);
+            drop(turn);
+            left -= chunk
+                .iter()
+                .map(|t| t.as_ref().len() / 4 + 2)
+                .sum::<usize>();
+        }
+        Ok(out)
     }
 
     /// Embeds E5 queries: each text gets the `query: ` prefix.
@@ -392,12 +464,13 @@ impl Embedder {
             .lock()
             .map(|t| t.empty_like())
             .unwrap_or_default();
+        let mut left: usize = tokens.iter().map(|t| t.ids.len()).sum();
         let mut run = || -> Result<()> {
             for batch in budget_batches(&order, |i| tokens[i].ids.len(), self.max_batch_tokens) {
                 let seqs: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].ids.as_slice()).collect();
                 let total: usize = seqs.iter().map(|s| s.len()).sum();
-                self.pool
-                    .install(|| self.model.forward(&seqs, &mut scratch, &mut times))?;
+                self.run_forward(&seqs, left, &mut scratch, &mut times)?;
+                left -= total;
                 let hidden = scratch.hidden(total, dim);
                 let mut off = 0;
                 for (&i, ids) in batch.iter().zip(&seqs) {
@@ -406,6 +479,12 @@ impl Embedder {
                     pool(rows, dim, self.config.pooling, &mut v);
                     if self.config.normalize {
                         l2_normalize(&mut v);
+                    }
+                    if !v.iter().all(|x| x.is_finite()) {
+                        return Err(Error::NonFiniteOutput {
+                            index: i,
+                            text: format!("{} token ids", ids.len()),
+                        });
                     }
                     vectors[i] = v;
                     off += ids.len();
@@ -437,10 +516,16 @@ impl Embedder {
         }
         let dim = self.dim();
         let total: usize = seqs.iter().map(|s| s.len()).sum();
+        if total > self.max_batch_tokens {
+            return Err(Error::InvalidInput(format!(
+                "{total} tokens in one forward; this embedder's budget is {} \
+                 (max_batch_tokens)",
+                self.max_batch_tokens
+            )));
+        }
         let mut scratch = Scratch::default();
         let mut times = OpTimes::default();
-        self.pool
-            .install(|| self.model.forward(seqs, &mut scratch, &mut times))?;
+        self.run_forward(seqs, total, &mut scratch, &mut times)?;
         let hidden = scratch.hidden(total, dim);
         let mut out = Vec::with_capacity(seqs.len());
         let mut off = 0;
@@ -449,6 +534,32 @@ impl Embedder {
             off += s.len();
         }
         Ok(out)
+    }
+
+    /// One forward of `seqs` into `scratch` on the pool, in turns with other callers: it
+    /// pauses between steps when `Turn::should_yield` says so (a smaller call waits, or this
+    /// call's quantum is over) and carries on when it has the turn again. `left`: the tokens
+    /// this call still has to run, this forward's included (its priority).
+    fn run_forward(
+        &self,
+        seqs: &[&[u32]],
+        left: usize,
+        scratch: &mut Scratch,
+        times: &mut OpTimes,
+    ) -> Result<()> {
+        let mut from = 0;
+        loop {
+            let turn = self.turns.take(left);
+            let next = self.pool.install(|| {
+                let pause = || turn.should_yield();
+                self.model.forward_steps(seqs, scratch, times, from, &pause)
+            })?;
+            drop(turn);
+            match next {
+                None => return Ok(()),
+                Some(step) => from = step,
+            }
+        }
     }
 
     /// A scratch arena for one call: reused from an earlier call when one is free, else new
@@ -494,6 +605,82 @@ impl Embedder {
     /// Pooling mode in use.
     pub fn pooling(&self) -> Pooling {
         self.config.pooling
+    }
+}
+
+/// A short form of a text for error messages: its first 60 characters, quoted.
+fn preview(text: &str) -> String {
+    let mut p: String = text.chars().take(60).collect();
+    if p.len() < text.len() {
+        p.push('…');
+    }
+    format!("{p:?}")
+}
+
+/// Refuses a tokenizer that can produce ids the embedding table has no row for, or whose
+/// special tokens ([CLS], [SEP]) are missing, out of range or longer than the text limit.
+fn validate_tokenizer(tok: &TextTokenizer, config: &ModelConfig) -> Result<()> {
+    let vocab = config.bert.vocab_size;
+    let err = |msg: String| Error::Tokenizer {
+        path: tok.path().to_owned(),
+        msg,
+    };
+    if let Some(max) = tok.max_vocab_id().filter(|&m| m as usize >= vocab) {
+        return Err(err(format!(
+            "it has token id {max}, but the model's embedding table (vocab_size in \
+             config.json) has {vocab} rows: tokenizer and model do not match"
+        )));
+    }
+    let specials = tok.encode("")?.ids;
+    if specials.is_empty() {
+        return Err(err(
+            "it adds no special tokens ([CLS] ... [SEP]) to a text: a BERT tokenizer's \
+             post-processor is missing"
+                .into(),
+        ));
+    }
+    if let Some(&bad) = specials.iter().find(|&&id| id as usize >= vocab) {
+        return Err(err(format!(
+            "its special token id {bad} is outside the model's vocabulary of {vocab}"
+        )));
+    }
+    if specials.len() >= config.max_seq_length {
+        return Err(err(format!(
+            "its {} special tokens leave no room for text within max_seq_length {}",
+            specials.len(),
+            config.max_seq_length
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a token budget whose forward scratch (allocated up front) would exceed
+/// [`MAX_SCRATCH_BYTES`], with checked products (a corrupt config cannot overflow them).
+fn check_scratch_bytes(config: &ModelConfig, tokens: usize) -> Result<()> {
+    let c = &config.bert;
+    // x and x1 [t, h], the work area [t, max(4h, inter)] (f32), and the int8 activations
+    // (one byte per input column of the two quantized GEMM inputs, plus padding; counted at
+    // every precision).
+    let per_token = c
+        .hidden_size
+        .checked_mul(2)
+        .and_then(|v| v.checked_add(c.intermediate_size.max(c.hidden_size.checked_mul(4)?)))
+        .and_then(|f| f.checked_mul(4))
+        .and_then(|b| b.checked_add(c.hidden_size.max(c.intermediate_size)))
+        .and_then(|b| b.checked_add(c.intermediate_size + 256));
+    let bytes = per_token.and_then(|b| b.checked_mul(tokens));
+    match bytes {
+        Some(b) if b <= MAX_SCRATCH_BYTES => Ok(()),
+        _ => Err(Error::Limit {
+            what: "forward scratch bytes".into(),
+            value: bytes.unwrap_or(usize::MAX),
+            max: MAX_SCRATCH_BYTES,
+            why: format!(
+                " (max_batch_tokens {tokens} at hidden_size {}, intermediate_size {}): \
+                 lower max_batch_tokens",
+                c.hidden_size, c.intermediate_size
+            ),
+        }),
     }
 }
 

@@ -67,6 +67,18 @@ pub enum Error {
     /// A kernel refused its arguments (a bug in the engine if it ever shows) or the ISA request.
     #[error("kernel: {0}")]
     Kernel(#[from] e5embed_kernels::KernelError),
+    /// A knob is above the engine's limit (threads, tokens per forward, scratch memory).
+    #[error("{what} = {value} is above the limit of {max}{why}")]
+    Limit {
+        what: String,
+        value: usize,
+        max: usize,
+        why: String,
+    },
+    /// A text's embedding came out NaN or infinite (the model's weights overflow f32 on it):
+    /// an error naming the text rather than a vector that silently poisons a search index.
+    #[error("the embedding of text {index} ({text}) is not finite (NaN or infinite): the model overflows f32 on it")]
+    NonFiniteOutput { index: usize, text: String },
     /// The thread pool could not be built.
     #[error("thread pool: {0}")]
     ThreadPool(String),

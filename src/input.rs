@@ -3,9 +3,14 @@
 //! number so errors (invalid UTF-8, bad JSON, missing field) name the line; nothing is read
 //! ahead beyond the caller's chunk, so input of any size runs in constant memory.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use crate::error::{Error, Result};
+
+/// The longest line accepted, in bytes (1 MiB: about 250,000 tokens, hundreds of times what any
+/// BERT reads before truncating). A longer line is an error naming it, and the reader never
+/// holds more than this much of it.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// The format of an input stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +70,9 @@ impl<R: BufRead> TextReader<R> {
     fn next_text(&mut self) -> Result<Option<String>> {
         loop {
             self.buf.clear();
-            let n = self
-                .inner
+            // At most the limit, its newline and one byte more (which shows the line is over).
+            let n = (&mut self.inner)
+                .take(MAX_LINE_BYTES as u64 + 2)
                 .read_until(b'\n', &mut self.buf)
                 .map_err(|source| Error::Io {
                     path: self.source.clone().into(),
@@ -77,6 +83,14 @@ impl<R: BufRead> TextReader<R> {
             }
             self.line += 1;
             self.bytes += n as u64;
+            let newline = usize::from(self.buf.last() == Some(&b'\n'));
+            if self.buf.len() - newline > MAX_LINE_BYTES {
+                return Err(Error::InvalidInput(format!(
+                    "{} line {} is longer than the limit of {MAX_LINE_BYTES} bytes (1 MiB); \
+                     split or shorten it (texts are cut at the model's max_seq_length anyway)",
+                    self.source, self.line
+                )));
+            }
             if self.buf.last() == Some(&b'\n') {
                 self.buf.pop();
                 if self.buf.last() == Some(&b'\r') {
@@ -138,6 +152,25 @@ mod tests {
     fn lines_keep_empty_texts_and_strip_crlf() {
         let t = read_all(b"a\r\n\nb c\nlast", Format::Lines).unwrap();
         assert_eq!(t, vec!["a", "", "b c", "last"]);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_names_its_number_and_keeps_the_lines_before() {
+        let mut data = b"one\ntwo\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES));
+        data.extend(b"\nthree\n");
+        // Exactly the limit is fine.
+        assert_eq!(read_all(&data, Format::Lines).unwrap().len(), 4);
+        data.insert(10, b'y');
+        let mut r = TextReader::new(&data[..], Format::Lines, "big.txt");
+        let mut chunk = Vec::new();
+        let err = r.read_chunk(10, &mut chunk).unwrap_err().to_string();
+        assert!(err.contains("big.txt line 3 is longer than"), "{err}");
+        assert_eq!(chunk, ["one", "two"], "the lines before are kept");
+        // Without a final newline too.
+        let long = vec![b'z'; MAX_LINE_BYTES + 1];
+        let err = read_all(&long, Format::Lines).unwrap_err().to_string();
+        assert!(err.contains("line 1 is longer than"), "{err}");
     }
 
     #[test]

@@ -21,13 +21,14 @@ pub mod pool;
 pub mod quantize;
 pub mod timing;
 pub mod tokenize;
+mod turns;
 pub mod weights;
 
 pub use config::{BertConfig, ModelConfig, Pooling};
 pub use e5embed_kernels::{Isa, IsaKind};
 pub use embedder::{Embedder, EmbedderOptions, Embeddings};
 pub use error::{Error, Result};
-pub use model::Precision;
+pub use model::{Int8Recipe, Precision};
 pub use tokenize::{Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
 
 /// Where test models live: `$E5EMBED_MODELS`, else `~/.cache/e5embed/models`

@@ -43,7 +43,7 @@ struct QuantizeArgs {
     out: PathBuf,
     /// The int8 path the file is for: vnni / avxvnni / avx512 (full 8-bit range) or avx2
     /// (7-bit range, no vpmaddubsw saturation). Default: the best this CPU has.
-    #[arg(long)]
+    #[arg(long, env = "E5EMBED_ISA")]
     isa: Option<String>,
 }
 
@@ -60,12 +60,17 @@ struct ModelArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Force a kernel path: scalar, avx2, avxvnni, avx512, vnni, avx512bf16 or avx512widen
-    /// (default: $E5EMBED_ISA, else the best this CPU has).
-    #[arg(long)]
+    /// (default: the best this CPU has).
+    #[arg(long, env = "E5EMBED_ISA")]
     isa: Option<String>,
-    /// Tokens per forward pass (texts are sorted by length and packed up to this budget).
+    /// Tokens per forward pass (texts are sorted by length and packed up to this budget; at
+    /// most 65536).
     #[arg(long)]
     max_batch_tokens: Option<usize>,
+    /// Developer experiment: the GEMMs that run in int8 at --precision int8 (comma list of
+    /// qkv, out, up, down; default: the measured recipe). Used by tools/accuracy.
+    #[arg(long, hide = true)]
+    int8_gemms: Option<String>,
     /// GEMM precision: f32, int8, bf16 or auto (default auto: int8 for a model saved by
     /// `e5embed quantize`, else f32 unless the CPU's bf16 path is faster; `info` says why).
     #[arg(long)]
@@ -195,6 +200,14 @@ fn load(m: &ModelArgs) -> Result<Embedder, Error> {
         Some(p) => Precision::parse_request(p)?,
         None => None,
     };
+    let paths = e5embed::embedder::resolve_paths(req.isa, req.qisa, req.bisa)?;
+    let int8_recipe = match &m.int8_gemms {
+        Some(list) => Some(e5embed::Int8Recipe {
+            gemms: e5embed::Int8Recipe::parse_gemms(list)?,
+            ..e5embed::Int8Recipe::default_for(paths.qisa)
+        }),
+        None => None,
+    };
     let opts = EmbedderOptions {
         threads: m.threads,
         isa: req.isa,
@@ -202,6 +215,8 @@ fn load(m: &ModelArgs) -> Result<Embedder, Error> {
         bisa: req.bisa,
         max_batch_tokens: m.max_batch_tokens,
         precision,
+        int8_recipe,
+        ..Default::default()
     };
     Embedder::load_with(dir, &opts)
 }
@@ -558,6 +573,19 @@ fn run_bench(a: BenchArgs) -> Result<(), Error> {
                     "--batch must be >= 1 and --seq between 2 and {max} (the model's max_seq_length)"
                 )));
             }
+            // Bounded: the synthetic ids are held in memory (4 bytes a token).
+            const MAX_BENCH_TOKENS: usize = 1 << 24;
+            if a.batch
+                .checked_mul(a.seq)
+                .is_none_or(|t| t > MAX_BENCH_TOKENS)
+            {
+                return Err(Error::Limit {
+                    what: "--batch x --seq".into(),
+                    value: a.batch.saturating_mul(a.seq),
+                    max: MAX_BENCH_TOKENS,
+                    why: " tokens".into(),
+                });
+            }
             (synthetic_tokens(&embedder, a.batch, a.seq), None, 0.0)
         }
     };
@@ -712,6 +740,7 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
             "max_seq_length": c.max_seq_length,
             "pooling": format!("{:?}", c.pooling).to_lowercase(),
             "normalize": c.normalize,
+            "pipeline": c.pipeline_description(),
             "cpu_paths": avail,
             "isa": embedder.isa().name(),
             "gemm_kernel": embedder.gemm_kernel_name(),
@@ -739,11 +768,7 @@ fn run_info(a: InfoArgs) -> Result<(), Error> {
         b.vocab_size
     );
     println!("max_seq_length   {}", c.max_seq_length);
-    println!(
-        "pooling          {:?}{}",
-        c.pooling,
-        if c.normalize { " + L2 normalize" } else { "" }
-    );
+    println!("pooling          {}", c.pipeline_description());
     println!("cpu paths        {}", avail.join(", "));
     println!("amx              {}", e5embed_kernels::amx::status());
     println!("isa              {}", embedder.isa().name());

@@ -11,14 +11,14 @@
 //! which must not saturate `vpmaddubsw`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use e5embed_kernels::qgemm::QIsa;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::smooth;
+use crate::model::smooth::{self, Int8Recipe};
 use crate::tokenize::TextTokenizer;
 use crate::weights::{BertWeights, Matrix, SCALE_SUFFIX, SMOOTH_SUFFIX};
 
@@ -41,14 +41,84 @@ const COPIED: [&str; 6] = [
     "1_Pooling/config.json",
 ];
 
+/// The absolute, symlink-free form of `p`, which need not exist yet: its longest existing
+/// ancestor is canonicalized and the rest appended.
+fn resolved(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|source| Error::Io {
+        path: p.to_owned(),
+        source,
+    })?;
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = base.canonicalize() {
+            let mut out = c;
+            out.extend(rest.iter().rev());
+            return Ok(out);
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                base = parent;
+            }
+            _ => return Ok(abs),
+        }
+    }
+}
+
+/// Refuses an output directory that is the source directory or inside it (the copies would
+/// overwrite, or truncate, the very files they are read from).
+fn check_out_dir(src: &Path, out: &Path) -> Result<()> {
+    let (s, o) = (resolved(src)?, resolved(out)?);
+    if o == s || o.starts_with(&s) {
+        return Err(Error::InvalidInput(format!(
+            "--out {} is {} the source model directory {}: choose a new directory outside it \
+             (nothing was written)",
+            out.display(),
+            if o == s { "the same as" } else { "inside" },
+            src.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` through a temporary name in `to`'s directory, renamed into place,
+/// so a failed copy never leaves a truncated file under the real name.
+fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let io = |path: &Path, source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let name = to.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = to.with_file_name(format!(".{name}.part"));
+    std::fs::copy(from, &tmp).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, to).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(to, e)
+    })
+}
+
 /// Quantizes the model in `src` for the int8 path `qisa` and writes it to `out`.
+///
+/// Refused, before anything is written: an `out` that is `src` or inside it, and a `src` that
+/// is itself an int8 model saved by this function (quantizing it again would quantize the
+/// already smoothed, already rounded weights a second time; quantize the original instead).
 pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeReport> {
+    check_out_dir(src, out)?;
     let config = ModelConfig::from_dir(src)?;
     let mut w = BertWeights::load(src, &config.bert)?;
-    let int8_set = crate::model::fast::int8_gemms(qisa);
+    if crate::model::is_prequantized(&w) {
+        return Err(Error::InvalidInput(format!(
+            "{} is already an int8 model saved by `e5embed quantize`; quantize the original \
+             f32/f16/bf16 model instead (this one loads at int8 as it is). Nothing was written.",
+            src.display()
+        )));
+    }
+    let recipe = Int8Recipe::default_for(qisa);
+    let int8_set = &recipe.gemms;
     // SmoothQuant factors, calibrated exactly as loading the original model at int8 does.
     let tokenizer = TextTokenizer::from_file(&src.join("tokenizer.json"), config.max_seq_length)?;
-    crate::model::smooth::calibrate(&mut w, &tokenizer, qisa, &int8_set)?;
+    crate::model::smooth::calibrate(&mut w, &tokenizer, qisa, &recipe)?;
     let (h, inter) = (config.bert.hidden_size, config.bert.intermediate_size);
     let io = |path: &Path, source| Error::Io {
         path: path.to_owned(),
@@ -62,7 +132,7 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
             }
-            std::fs::copy(&from, &to).map_err(|e| io(&to, e))?;
+            copy_atomic(&from, &to)?;
         }
     }
 

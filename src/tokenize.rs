@@ -102,6 +102,16 @@ impl TextTokenizer {
         texts.par_iter().map(|t| self.encode(t.as_ref())).collect()
     }
 
+    /// The largest token id the tokenizer can produce from its vocabulary and added tokens.
+    pub fn max_vocab_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
+    /// The file this tokenizer was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The id of a special token such as `[CLS]`, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

@@ -11,7 +11,7 @@ $E5EMBED_CACHE/accuracy/ and identified by sha256 in the report.
 Engines, per model, all embedding the same texts:
   * e5embed at every precision `e5embed info --json` lists (its "precisions"), via
     `e5embed embed --precision P --input texts.txt --output X.npy`; at int8 also with
-    E5EMBED_INT8_GEMMS=qkv,out,up,down ("all-int8": every GEMM in int8, not only the default set);
+    --int8-gemms qkv,out,up,down ("all-int8": every GEMM in int8, not only the default set);
   * ONNX Runtime fp32 on the tools/onnx_bert.py graph of the same weights, and ONNX Runtime int8
     on its quantize_dynamic version: both graphs come from tools/compare.py's onnx_graphs() (same
     cache, same quantization settings), run by tools/compare_engines.OrtPeer (sentence-transformers
@@ -124,22 +124,22 @@ def e5embed_info(binary: Path, model_dir: Path) -> dict:
 
 def e5embed_embed(binary: Path, model_dir: Path, precision: str, texts_file: Path, out: Path, threads: int,
                   gemms: str | None) -> dict:
-    """Run `e5embed embed` over a file into .npy; gemms sets E5EMBED_INT8_GEMMS (None: unset).
+    """Run `e5embed embed` over a file into .npy; gemms sets the hidden developer option
+    --int8-gemms (None: the engine's default set).
 
     The caller holds the bench lock."""
     env = dict(os.environ)
-    env.pop("E5EMBED_INT8_GEMMS", None)  # the default rows must get the engine's default set
-    if gemms is not None:
-        env["E5EMBED_INT8_GEMMS"] = gemms
     args = [str(binary), "embed", "--model", str(model_dir), "--precision", precision, "--threads", str(threads),
             "--input", str(texts_file), "--output", str(out), "--no-progress"]
+    if gemms is not None:
+        args += ["--int8-gemms", gemms]
     t0 = time.perf_counter()
     r = subprocess.run(args, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{shlex.join(args)} failed ({r.returncode}): {r.stderr.strip()[-800:]}")
     summary = [l for l in r.stderr.strip().splitlines() if l.strip()]
-    return {"command": (f"E5EMBED_INT8_GEMMS={gemms} " if gemms else "") + shlex.join(args),
+    return {"command": shlex.join(args),
             "stderr_last_line": summary[-1] if summary else "", "wall_s": round(wall, 2)}
 
 
@@ -185,7 +185,7 @@ def _run_engines(args, model_dir: Path, texts: dict, work: Path) -> tuple[list[d
     for p in precisions:
         variants.append((f"e5embed-{p}", f"e5embed {p}", p, None))
         if p == "int8":
-            variants.append(("e5embed-int8-all", f"e5embed int8, all GEMMs int8 (E5EMBED_INT8_GEMMS={ALL_INT8_GEMMS})",
+            variants.append(("e5embed-int8-all", f"e5embed int8, all GEMMs int8 (--int8-gemms {ALL_INT8_GEMMS})",
                              p, ALL_INT8_GEMMS))
     for key, label, p, gemms in variants:
         out = work / f"{model_dir.name}-{key}.npy"
@@ -358,7 +358,7 @@ def markdown(rep: dict) -> str:
         "",
         "Engines: e5embed via `e5embed embed --precision P --input … --output ….npy` for every precision "
         "`e5embed info --json` lists; the int8 row uses the engine's default int8 GEMM set, the all-GEMMs row "
-        f"sets E5EMBED_INT8_GEMMS={ALL_INT8_GEMMS}. ONNX Runtime {rep['onnxruntime']} (CPUExecutionProvider, "
+        f"passes --int8-gemms {ALL_INT8_GEMMS}. ONNX Runtime {rep['onnxruntime']} (CPUExecutionProvider, "
         "ORT_ENABLE_ALL) on the tools/onnx_bert.py graph of the same safetensors, sentence-transformers "
         "tokenization (tokenizer.json without its own padding/truncation, truncation at max_seq_length; ids "
         "checked against tools/make_reference.py) and batching (32, padded to the batch's longest), masked "

@@ -24,7 +24,7 @@ impl IsaKind {
     /// Every kind, in order of preference from lowest to highest.
     pub const ALL: [IsaKind; 3] = [IsaKind::Scalar, IsaKind::Avx2, IsaKind::Avx512];
 
-    /// The name used by `E5EMBED_ISA`, logs and kernel names.
+    /// The name used by `--isa`, logs and kernel names.
     pub fn name(self) -> &'static str {
         match self {
             IsaKind::Scalar => "scalar",
@@ -119,28 +119,14 @@ impl Isa {
         IsaKind::ALL.iter().filter_map(|&k| Isa::new(k)).collect()
     }
 
-    /// Resolves an `E5EMBED_ISA`-style value: empty -> [`Isa::best`], otherwise the
+    /// Resolves an ISA name (`--isa`): empty -> [`Isa::best`], otherwise the
     /// named ISA, with [`KernelError::UnknownIsa`] / [`KernelError::UnsupportedIsa`].
-    /// This is the whole logic of [`Isa::from_env`], testable without touching the
-    /// process environment.
     pub fn from_name(name: &str) -> Result<Isa, KernelError> {
         if name.trim().is_empty() {
             return Ok(Isa::best());
         }
         let kind: IsaKind = name.parse()?;
         Isa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
-    }
-
-    /// `E5EMBED_ISA=scalar|avx2|avx512` forces a path (error if unknown or unsupported
-    /// on this CPU); unset or empty -> [`Isa::best`].
-    pub fn from_env() -> Result<Isa, KernelError> {
-        match std::env::var("E5EMBED_ISA") {
-            Ok(v) => Isa::from_name(&v),
-            Err(std::env::VarError::NotPresent) => Ok(Isa::best()),
-            Err(std::env::VarError::NotUnicode(v)) => {
-                Err(KernelError::UnknownIsa(v.to_string_lossy().into_owned()))
-            }
-        }
     }
 
     /// Which path this token stands for.

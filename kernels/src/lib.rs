@@ -8,7 +8,7 @@
 //! to run.
 //!
 //! Layout:
-//! - [`isa`]: detect once, ISA tokens, `E5EMBED_ISA` override.
+//! - [`isa`]: detect once, ISA tokens, names for an explicit override.
 //! - [`gemm`]: packed-weight GEMM (`C = A·Wᵀ` + fused epilogue), reference, microkernels.
 //! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
@@ -76,7 +76,7 @@ pub use isa::{Isa, IsaKind};
 pub enum KernelError {
     /// A length or dimension does not match what the operation needs.
     Shape(String),
-    /// `E5EMBED_ISA` (or a parsed name) is not one of `scalar|avx2|avx512`.
+    /// An ISA name is not one of `scalar|avx2|avx512`.
     UnknownIsa(String),
     /// The requested ISA exists but this CPU does not support it.
     UnsupportedIsa(String),

@@ -74,35 +74,6 @@ impl Linear {
     }
 }
 
-/// The GEMMs that run in int8 at int8 precision by default (see `FastModel::new`).
-pub const DEFAULT_INT8_GEMMS: &str = "qkv,out,up,down";
-
-/// The default on the AVX2 (non-VNNI) int8 path, whose weights are 7-bit: QKV stays f32.
-pub const DEFAULT_INT8_GEMMS_AVX2: &str = "out,up,down";
-
-/// The GEMMs (`qkv`, `out`, `up`, `down`) that run in int8 at int8 precision on `qisa`:
-/// `E5EMBED_INT8_GEMMS` if set, else [`DEFAULT_INT8_GEMMS`] ([`DEFAULT_INT8_GEMMS_AVX2`] on
-/// the AVX2 path).
-pub fn int8_gemms(qisa: QIsa) -> Vec<String> {
-    let default = match qisa.kind() {
-        qgemm::QIsaKind::Avx2 => DEFAULT_INT8_GEMMS_AVX2,
-        _ => DEFAULT_INT8_GEMMS,
-    };
-    gemm_list("E5EMBED_INT8_GEMMS", default)
-}
-
-/// A comma list of GEMM names (`qkv,out,up,down`) from the environment variable `var` if set
-/// and non-empty, else from `default`.
-pub(crate) fn gemm_list(var: &str, default: &str) -> Vec<String> {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.into())
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .collect()
-}
-
 /// The kernel path of each precision: f32 GEMM / LayerNorm / attention, int8 GEMM, bf16 GEMM.
 #[derive(Debug, Clone, Copy)]
 pub struct Paths {
@@ -377,7 +348,13 @@ fn par_layernorm(
 impl FastModel {
     /// Packs the weights for the precision's path in `paths` (f32, int8 or bf16). Consumes
     /// the unpacked weights so their memory is freed.
-    pub fn new(w: BertWeights, paths: Paths, precision: Precision) -> Result<Self> {
+    /// `recipe`: which GEMMs run in int8 and how (used at int8 precision only).
+    pub fn new(
+        w: BertWeights,
+        paths: Paths,
+        precision: Precision,
+        recipe: &smooth::Int8Recipe,
+    ) -> Result<Self> {
         let Paths { isa, qisa, bisa } = paths;
         let c = w.config.clone();
         let (h, i) = (c.hidden_size, c.intermediate_size);
@@ -387,11 +364,10 @@ impl FastModel {
         // LayerNorm output with its outlier channels, hurts most); with SmoothQuant on the
         // QKV and FFN-up inputs (`smooth`): mean 0.99901, min 0.99544, so all four are int8.
         // The AVX2 path's 7-bit weights cannot take the difficulty SmoothQuant moves into
-        // them: there QKV stays f32 and nothing is smoothed (`smooth::smoothed_gemms`).
-        // E5EMBED_INT8_GEMMS=qkv,out,up,down overrides (an experiment knob).
-        let int8_set = int8_gemms(qisa);
+        // them: there QKV stays f32 and nothing is smoothed (`smooth::Int8Recipe::default_for`).
+        // `smooth::Int8Recipe` holds these choices (an experiment may ask for others).
         let lin = |m, s: &Option<Vec<f32>>, n, k, which: &str| {
-            let p = if precision == Precision::Int8 && !int8_set.iter().any(|s| s == which) {
+            let p = if precision == Precision::Int8 && !recipe.is_int8(which) {
                 Precision::F32
             } else {
                 precision
@@ -405,7 +381,8 @@ impl FastModel {
                 let s = &l.smooth;
                 // The down projection's GELU input is one-sided: unsigned int8 (`smooth`).
                 let down = lin(l.ffn_down_w, &s[3], h, i, "down")?;
-                let (ffn_down, ffn_down_b) = smooth::unsigned_gelu_input(down, l.ffn_down_b)?;
+                let (ffn_down, ffn_down_b) =
+                    smooth::unsigned_gelu_input(down, l.ffn_down_b, recipe.unsigned_down)?;
                 Ok(FastLayer {
                     qkv: lin(l.qkv_w, &s[0], 3 * h, h, "qkv")?,
                     qkv_b: l.qkv_b,
@@ -517,131 +494,184 @@ impl FastModel {
         scratch: &mut Scratch,
         timing: &mut OpTimes,
     ) -> Result<()> {
-        with_workers_awake(|| self.forward_inner(seqs, scratch, timing))
+        self.forward_steps(seqs, scratch, timing, 0, &|| false)
+            .map(|_| ())
     }
 
-    fn forward_inner(
+    /// Steps of a forward of this model: the embeddings, then [`LAYER_STEPS`] per layer.
+    pub fn steps(&self) -> usize {
+        1 + LAYER_STEPS * self.layers.len()
+    }
+
+    /// Runs the forward from step `from` (0: the start) until it ends (`Ok(None)`) or, at a
+    /// step boundary after at least one step, `pause()` says so: then `Ok(Some(next))`, and
+    /// calling again with `from = next` and the same `seqs` and `scratch` carries on. The
+    /// result does not depend on where it paused (each step reads only what earlier steps left
+    /// in `scratch`). Must be called inside the rayon pool that should do the work.
+    pub fn forward_steps(
         &self,
         seqs: &[&[u32]],
         scratch: &mut Scratch,
         timing: &mut OpTimes,
-    ) -> Result<()> {
+        from: usize,
+        pause: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<usize>> {
         let c = &self.config;
         for ids in seqs {
             super::validate_ids(c, ids)?;
         }
-        let (h, inter) = (c.hidden_size, c.intermediate_size);
-        let (heads, d, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
-        let isa = self.isa;
         let t: usize = seqs.iter().map(|s| s.len()).sum();
-        let work_width = self.work_width();
-        scratch.ensure(t, h, work_width);
+        scratch.ensure(t, c.hidden_size, self.work_width());
         if self.precision == Precision::Int8 {
+            let (h, inter) = (c.hidden_size, c.intermediate_size);
             scratch.q.ensure(t, qgemm::padded_k(h.max(inter)));
             scratch.q2.ensure(t, qgemm::padded_k(inter));
         }
+        with_workers_awake(|| {
+            for step in from..self.steps() {
+                if step > from && pause() {
+                    return Ok(Some(step));
+                }
+                self.step(step, seqs, t, scratch, timing)?;
+            }
+            Ok(None)
+        })
+    }
+
+    /// One step of the forward over the packed tokens (`t` rows); `scratch` is sized for them.
+    fn step(
+        &self,
+        step: usize,
+        seqs: &[&[u32]],
+        t: usize,
+        scratch: &mut Scratch,
+        timing: &mut OpTimes,
+    ) -> Result<()> {
+        let c = &self.config;
+        let (h, inter) = (c.hidden_size, c.intermediate_size);
+        let (heads, d, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
+        let isa = self.isa;
+        let work_width = self.work_width();
         let Scratch { x, x1, work, q, q2 } = scratch;
         let x = &mut x[..t * h]; // [t, h]: the residual stream, and the output
         let x1 = &mut x1[..t * h]; // [t, h]: after the attention block
         let work = &mut work[..t * work_width];
-
-        // Embeddings: word + position + token type 0, then LayerNorm.
         let mut clock = timing.start();
-        let mut rows = x.chunks_exact_mut(h);
-        for ids in seqs {
-            for (pos, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
-                let word = &self.word_emb[id as usize * h..][..h];
-                let position = &self.pos_emb[pos * h..][..h];
-                let token_type = &self.type_emb[..h];
-                for (((o, &a), &b), &tt) in row.iter_mut().zip(word).zip(position).zip(token_type) {
-                    *o = a + b + tt;
-                }
-            }
-        }
-        par_layernorm(isa, x, h, &self.emb_ln_g, &self.emb_ln_b, eps)?;
-        timing.lap(Op::Embeddings, &mut clock);
 
-        for l in &self.layers {
-            // The work area holds qkv [t, 3h] and ctx [t, h] during attention, and the FFN
-            // activations [t, inter] after: they are never live at the same time.
-            let (qkv, rest) = work.split_at_mut(t * 3 * h);
-            let ctx = &mut rest[..t * h];
-            par_linear(x, t, &l.qkv, qkv, Epi::Bias(&l.qkv_b), q)?;
-            timing.lap(Op::QkvGemm, &mut clock);
-            // Attention per text over its own rows.
-            let mut spans = Vec::with_capacity(seqs.len());
-            let mut rest: &mut [f32] = ctx;
-            let mut off = 0;
+        if step == 0 {
+            // Embeddings: word + position + token type 0, then LayerNorm.
+            let mut rows = x.chunks_exact_mut(h);
             for ids in seqs {
-                let (out, tail) = std::mem::take(&mut rest).split_at_mut(ids.len() * h);
-                spans.push((off, ids.len(), out));
-                rest = tail;
-                off += ids.len();
-            }
-            let qkv: &[f32] = qkv;
-            let threads = rayon::current_num_threads();
-            if seqs.len() < threads {
-                // Fewer texts than threads (a query): split each text's heads instead.
-                for (o, len, out) in spans {
-                    let q = &qkv[o * 3 * h..(o + len) * 3 * h];
-                    attention::attention_f32_par(isa, q, len, heads, d, out, threads)?;
+                for (pos, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
+                    let word = &self.word_emb[id as usize * h..][..h];
+                    let position = &self.pos_emb[pos * h..][..h];
+                    let token_type = &self.type_emb[..h];
+                    for (((o, &a), &b), &tt) in
+                        row.iter_mut().zip(word).zip(position).zip(token_type)
+                    {
+                        *o = a + b + tt;
+                    }
                 }
-            } else {
-                spans.into_par_iter().try_for_each(|(o, len, out)| {
-                    let q = &qkv[o * 3 * h..(o + len) * 3 * h];
-                    attention::attention_f32(isa, q, len, heads, d, out)
-                })?;
             }
-            timing.lap(Op::Attention, &mut clock);
-            // x1 = LN(ctx Woᵀ + bo + x)
-            let ctx: &[f32] = &work[t * 3 * h..t * 4 * h];
-            par_linear(
-                ctx,
-                t,
-                &l.attn_out,
-                x1,
-                Epi::BiasResidual(&l.attn_out_b, x),
-                q,
-            )?;
-            timing.lap(Op::AttnOutGemm, &mut clock);
-            par_layernorm(isa, x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
-            timing.lap(Op::LayerNorm, &mut clock);
-            // ffn = GELU(x1 W1ᵀ + b1); x = LN(ffn W2ᵀ + b2 + x1)
-            if let (Linear::Int8(up), Linear::Int8(down)) = (&l.ffn_up, &l.ffn_down) {
-                if t > qgemm::INT8_COLUMN_SPLIT_MAX_M || rayon::current_num_threads() == 1 {
-                    // int8 FFN fused per row block: quantize x1, up-projection + GELU written
-                    // straight as the down-projection's u8 rows, down-projection + residual.
-                    let ffn = FfnInt8 {
-                        up,
-                        up_b: &l.ffn_up_b,
-                        down,
-                        down_b: &l.ffn_down_b,
-                    };
+            par_layernorm(isa, x, h, &self.emb_ln_g, &self.emb_ln_b, eps)?;
+            timing.lap(Op::Embeddings, &mut clock);
+            return Ok(());
+        }
+        let l = &self.layers[(step - 1) / LAYER_STEPS];
+        // The int8 FFN runs fused per row block (one step: quantize x1, up-projection + GELU
+        // written straight as the down-projection's u8 rows, down-projection + residual).
+        let fused_ffn = match (&l.ffn_up, &l.ffn_down) {
+            (Linear::Int8(up), Linear::Int8(down))
+                if t > qgemm::INT8_COLUMN_SPLIT_MAX_M || rayon::current_num_threads() == 1 =>
+            {
+                Some(FfnInt8 {
+                    up,
+                    up_b: &l.ffn_up_b,
+                    down,
+                    down_b: &l.ffn_down_b,
+                })
+            }
+            _ => None,
+        };
+        // The work area holds qkv [t, 3h] and ctx [t, h] during attention, and the FFN
+        // activations [t, inter] after: they are never live at the same time.
+        match (step - 1) % LAYER_STEPS {
+            0 => {
+                let qkv = &mut work[..t * 3 * h];
+                par_linear(x, t, &l.qkv, qkv, Epi::Bias(&l.qkv_b), q)?;
+                timing.lap(Op::QkvGemm, &mut clock);
+            }
+            1 => {
+                // Attention per text over its own rows.
+                let (qkv, rest) = work.split_at_mut(t * 3 * h);
+                let ctx = &mut rest[..t * h];
+                let mut spans = Vec::with_capacity(seqs.len());
+                let mut rest: &mut [f32] = ctx;
+                let mut off = 0;
+                for ids in seqs {
+                    let (out, tail) = std::mem::take(&mut rest).split_at_mut(ids.len() * h);
+                    spans.push((off, ids.len(), out));
+                    rest = tail;
+                    off += ids.len();
+                }
+                let qkv: &[f32] = qkv;
+                let threads = rayon::current_num_threads();
+                if seqs.len() < threads {
+                    // Fewer texts than threads (a query): split each text's heads instead.
+                    for (o, len, out) in spans {
+                        let q = &qkv[o * 3 * h..(o + len) * 3 * h];
+                        attention::attention_f32_par(isa, q, len, heads, d, out, threads)?;
+                    }
+                } else {
+                    spans.into_par_iter().try_for_each(|(o, len, out)| {
+                        let q = &qkv[o * 3 * h..(o + len) * 3 * h];
+                        attention::attention_f32(isa, q, len, heads, d, out)
+                    })?;
+                }
+                timing.lap(Op::Attention, &mut clock);
+            }
+            2 => {
+                // x1 = LN(ctx Woᵀ + bo + x)
+                let ctx: &[f32] = &work[t * 3 * h..t * 4 * h];
+                let epi = Epi::BiasResidual(&l.attn_out_b, x);
+                par_linear(ctx, t, &l.attn_out, x1, epi, q)?;
+                timing.lap(Op::AttnOutGemm, &mut clock);
+            }
+            3 => {
+                par_layernorm(isa, x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
+                timing.lap(Op::LayerNorm, &mut clock);
+            }
+            4 => {
+                // ffn = GELU(x1 W1ᵀ + b1), or the whole int8 FFN fused.
+                if let Some(ffn) = fused_ffn {
                     par_ffn_int8(x1, t, &ffn, x, q, q2)?;
-                    timing.lap(Op::FfnUpGemm, &mut clock);
-                    par_layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
-                    timing.lap(Op::LayerNorm, &mut clock);
-                    continue;
+                } else {
+                    let ffn = &mut work[..t * inter];
+                    par_linear(x1, t, &l.ffn_up, ffn, Epi::BiasGelu(&l.ffn_up_b), q)?;
+                }
+                timing.lap(Op::FfnUpGemm, &mut clock);
+            }
+            5 => {
+                // x = ffn W2ᵀ + b2 + x1 (done by step 4 when fused)
+                if fused_ffn.is_none() {
+                    let ffn = &work[..t * inter];
+                    let epi = Epi::BiasResidual(&l.ffn_down_b, x1);
+                    par_linear(ffn, t, &l.ffn_down, x, epi, q)?;
+                    timing.lap(Op::FfnDownGemm, &mut clock);
                 }
             }
-            let ffn = &mut work[..t * inter];
-            par_linear(x1, t, &l.ffn_up, ffn, Epi::BiasGelu(&l.ffn_up_b), q)?;
-            timing.lap(Op::FfnUpGemm, &mut clock);
-            par_linear(
-                ffn,
-                t,
-                &l.ffn_down,
-                x,
-                Epi::BiasResidual(&l.ffn_down_b, x1),
-                q,
-            )?;
-            timing.lap(Op::FfnDownGemm, &mut clock);
-            par_layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
-            timing.lap(Op::LayerNorm, &mut clock);
+            _ => {
+                par_layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+                timing.lap(Op::LayerNorm, &mut clock);
+            }
         }
         Ok(())
     }
 }
+
+/// Steps per encoder layer in [`FastModel::forward_steps`]: QKV, attention, output
+/// projection, LayerNorm, FFN up, FFN down, LayerNorm.
+pub const LAYER_STEPS: usize = 7;
 
 /// Reusable forward buffers, sized once (from the token budget) and never shrunk, so memory
 /// stays flat whatever the mix of lengths: `2·hidden + max(4·hidden, intermediate)` floats per

@@ -8,6 +8,7 @@ pub mod reference;
 pub mod smooth;
 
 pub use fast::FastModel;
+pub use smooth::Int8Recipe;
 
 /// Numeric precision of the encoder's four GEMMs per layer (LayerNorm, softmax, attention,
 /// residual sums and pooling are f32 in every precision).
@@ -91,4 +92,13 @@ pub(crate) fn validate_ids(cfg: &BertConfig, ids: &[u32]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether any Linear weight of `w` is stored int8 (a model saved by `e5embed quantize`).
+pub(crate) fn is_prequantized(w: &crate::weights::BertWeights) -> bool {
+    w.layers.iter().any(|l| {
+        [&l.qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w]
+            .iter()
+            .any(|m| matches!(m, crate::weights::Matrix::Int8 { .. }))
+    })
 }

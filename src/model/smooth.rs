@@ -173,40 +173,102 @@ pub fn factors(act_absmax: &[f32], w: &[f32], k: usize, alpha: f32) -> Vec<f32> 
         .collect()
 }
 
-/// The GEMMs to smooth on `qisa`: `E5EMBED_SMOOTH` (comma list of qkv,out,up,down; `none`)
-/// if set, else [`DEFAULT_SMOOTH`], or nothing on the AVX2 path (its 7-bit weights lose more
-/// than the activations gain: measured, see `FastModel::new`).
-pub fn smoothed_gemms(qisa: QIsa) -> Vec<String> {
-    let default = match qisa.kind() {
-        QIsaKind::Avx2 => "none",
-        _ => DEFAULT_SMOOTH,
-    };
-    super::fast::gemm_list("E5EMBED_SMOOTH", default)
-}
-
 /// GEMMs smoothed by default: the two whose input is a LayerNorm output (measured on
 /// all-MiniLM-L6-v2, 3,000 sentences, every GEMM int8: smoothing qkv: mean 0.99751 ->
 /// 0.99861, up: -> 0.99783, down (the GELU output): -> 0.99711, worse).
-pub const DEFAULT_SMOOTH: &str = "qkv,up";
+pub const DEFAULT_SMOOTH: [&str; 2] = ["qkv", "up"];
 
-/// `E5EMBED_SMOOTH_ALPHA` or [`ALPHA`].
-fn alpha() -> f32 {
-    std::env::var("E5EMBED_SMOOTH_ALPHA")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(ALPHA)
+/// How the int8 precision quantizes a model. The library's numerics come from its options and
+/// the model files only: [`Int8Recipe::default_for`] is the measured recipe every user gets;
+/// anything else is an experiment, asked for explicitly (`EmbedderOptions::int8_recipe`, the
+/// CLI's hidden `--int8-gemms`), never read from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Recipe {
+    /// The GEMMs (`qkv`, `out`, `up`, `down`) that run in int8; the others stay f32.
+    pub gemms: Vec<String>,
+    /// The int8 GEMMs whose input channels get SmoothQuant factors.
+    pub smoothed: Vec<String>,
+    /// SmoothQuant's migration strength α.
+    pub alpha: f32,
+    /// Whether the FFN down projection quantizes its (GELU) input unsigned.
+    pub unsigned_down: bool,
 }
 
-/// Calibrates and sets `LayerWeights::smooth` for every GEMM that runs in int8 (`int8_gemms`),
-/// is smoothed and still has f32 weights (a saved int8 model carries its own factors).
+impl Int8Recipe {
+    /// The measured default for the int8 path `qisa`: every GEMM int8, QKV and FFN up
+    /// smoothed; on the AVX2 (7-bit weight) path QKV stays f32 and nothing is smoothed (its
+    /// 7-bit weights lose more than the activations gain: measured, see `FastModel::new`).
+    pub fn default_for(qisa: QIsa) -> Int8Recipe {
+        let avx2 = qisa.kind() == QIsaKind::Avx2;
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Int8Recipe {
+            gemms: if avx2 {
+                list(&["out", "up", "down"])
+            } else {
+                list(&GEMMS)
+            },
+            smoothed: if avx2 {
+                Vec::new()
+            } else {
+                list(&DEFAULT_SMOOTH)
+            },
+            alpha: ALPHA,
+            unsigned_down: true,
+        }
+    }
+
+    /// Parses a comma list of GEMM names (`qkv,out,up,down`, or `none`); unknown names are
+    /// errors, not ignored.
+    pub fn parse_gemms(list: &str) -> Result<Vec<String>> {
+        let list = list.trim();
+        if list.eq_ignore_ascii_case("none") {
+            return Ok(Vec::new());
+        }
+        list.split(',')
+            .map(|s| {
+                let s = s.trim().to_ascii_lowercase();
+                if GEMMS.contains(&s.as_str()) {
+                    Ok(s)
+                } else {
+                    Err(Error::InvalidInput(format!(
+                        "unknown GEMM `{s}` in `{list}`: use a comma list of qkv, out, up, down \
+                         (or none)"
+                    )))
+                }
+            })
+            .collect()
+    }
+
+    /// Checks the values (names, α in [0, 1]).
+    pub fn validate(&self) -> Result<()> {
+        for g in self.gemms.iter().chain(&self.smoothed) {
+            Self::parse_gemms(g)?;
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(Error::InvalidInput(format!(
+                "SmoothQuant alpha {} is outside [0, 1]",
+                self.alpha
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether GEMM `g` runs in int8.
+    pub fn is_int8(&self, g: &str) -> bool {
+        self.gemms.iter().any(|s| s == g)
+    }
+}
+
+/// Calibrates and sets `LayerWeights::smooth` for every GEMM that runs in int8, is smoothed
+/// by `recipe` and still has f32 weights (a saved int8 model carries its own factors).
 pub fn calibrate(
     w: &mut BertWeights,
     tokenizer: &TextTokenizer,
     qisa: QIsa,
-    int8_gemms: &[String],
+    recipe: &Int8Recipe,
 ) -> Result<()> {
-    let smooth = smoothed_gemms(qisa);
-    let wanted = |g: &str| int8_gemms.iter().any(|s| s == g) && smooth.iter().any(|s| s == g);
+    recipe.validate()?;
+    let wanted = |g: &str| recipe.is_int8(g) && recipe.smoothed.iter().any(|s| s == g);
     let todo: Vec<(usize, usize)> = (0..w.layers.len())
         .flat_map(|l| (0..4).map(move |g| (l, g)))
         .filter(|&(l, g)| wanted(GEMMS[g]) && matches!(w.layers[l].linear(g), Matrix::F32(_)))
@@ -220,7 +282,7 @@ pub fn calibrate(
         .map(|t| t.ids)
         .collect::<Vec<_>>();
     let stats = activation_absmax(w, &seqs, qisa)?;
-    let alpha = alpha();
+    let alpha = recipe.alpha;
     for (l, g) in todo {
         let k = stats[l][g].len();
         let s = factors(&stats[l][g], &w.layers[l].linear(g).to_f32(), k, alpha);
@@ -309,19 +371,17 @@ fn check_len(s: &[f32], k: usize) -> Result<()> {
 /// `-0.16997` (at `x ≈ -0.75`), so `GELU(x) + 0.17 >= 0`.
 pub const GELU_OFFSET: f32 = 0.17;
 
-/// Whether the FFN down projection quantizes its (GELU) input unsigned:
-/// `E5EMBED_INT8_UNSIGNED_DOWN=0|1`, default on.
-fn unsigned_down() -> bool {
-    std::env::var("E5EMBED_INT8_UNSIGNED_DOWN").map_or(true, |v| v.trim() != "0")
-}
-
 /// The FFN down projection as the int8 path runs it: its GELU input (`>= -0.17`, one-sided)
 /// quantized unsigned over the full u8 range (`QuantizedMatrix::with_unsigned_input`, twice
 /// the resolution of the signed range), and its bias corrected for the offset the GEMM then
-/// adds (`b - 0.17 · Σ_k Ŵ[n, k]`). An f32 layer is returned unchanged.
-pub fn unsigned_gelu_input(w: Linear, bias: Vec<f32>) -> Result<(Linear, Vec<f32>)> {
+/// adds (`b - 0.17 · Σ_k Ŵ[n, k]`). An f32 layer, or `unsigned: false`, returns it unchanged.
+pub fn unsigned_gelu_input(
+    w: Linear,
+    bias: Vec<f32>,
+    unsigned: bool,
+) -> Result<(Linear, Vec<f32>)> {
     match w {
-        Linear::Int8(q) if unsigned_down() => {
+        Linear::Int8(q) if unsigned => {
             let q = q.with_unsigned_input(GELU_OFFSET)?;
             let corr = q.offset_correction();
             let bias = bias.iter().zip(&corr).map(|(b, c)| b - c).collect();

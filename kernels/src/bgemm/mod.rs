@@ -288,17 +288,6 @@ impl BIsa {
         BIsa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
     }
 
-    /// `E5EMBED_BISA` (as [`BIsa::from_name`]); unset -> [`BIsa::best`].
-    pub fn from_env() -> Result<BIsa, KernelError> {
-        match std::env::var("E5EMBED_BISA") {
-            Ok(v) => BIsa::from_name(&v),
-            Err(std::env::VarError::NotPresent) => Ok(BIsa::best()),
-            Err(std::env::VarError::NotUnicode(v)) => {
-                Err(KernelError::UnknownIsa(v.to_string_lossy().into_owned()))
-            }
-        }
-    }
-
     pub fn kind(self) -> BIsaKind {
         self.0
     }

@@ -3,7 +3,7 @@
 //! `[n = out, k = in]`, C in f32.
 //!
 //! # API (all safe; lengths checked, `KernelError::Shape` on mismatch)
-//! - [`QIsa`] (token; [`QIsa::available`], [`QIsa::best`], `E5EMBED_QISA`);
+//! - [`QIsa`] (token; [`QIsa::available`], [`QIsa::best`], [`QIsa::from_name`]);
 //! - [`QuantizedMatrix::quantize`] / [`QuantizedMatrix::from_quantized`]: weights,
 //!   once at load, packed for one QIsa;
 //! - [`quantize_rows`]: f32 rows `[m, k]` -> u8 `[m, padded_k(k)]` + `s_a: [m]`;
@@ -271,17 +271,6 @@ impl QIsa {
         }
         let kind: QIsaKind = name.parse()?;
         QIsa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
-    }
-
-    /// `E5EMBED_QISA` (as [`QIsa::from_name`]); unset -> [`QIsa::best`].
-    pub fn from_env() -> Result<QIsa, KernelError> {
-        match std::env::var("E5EMBED_QISA") {
-            Ok(v) => QIsa::from_name(&v),
-            Err(std::env::VarError::NotPresent) => Ok(QIsa::best()),
-            Err(std::env::VarError::NotUnicode(v)) => {
-                Err(KernelError::UnknownIsa(v.to_string_lossy().into_owned()))
-            }
-        }
     }
 
     pub fn kind(self) -> QIsaKind {
