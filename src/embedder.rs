@@ -10,8 +10,8 @@ use e5embed_kernels::{Isa, IsaKind};
 
 use crate::config::{ModelConfig, Pooling};
 use crate::error::{Error, Result};
-use crate::model::fast::{Paths, Scratch};
 use crate::model::{FastModel, Int8Recipe, Precision};
+use crate::model::{Paths, Scratch};
 use crate::pool::{l2_normalize, pool};
 use crate::timing::OpTimes;
 use crate::tokenize::{TextTokenizer, Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
@@ -173,11 +173,11 @@ pub fn resolve_paths(
 ) -> Result<Paths> {
     let unsupported = |what: String| {
         Error::Kernel(e5embed_kernels::KernelError::UnsupportedIsa(format!(
-            "{what} was requested but this CPU does not support it"
+            "{what} (requested)"
         )))
     };
     let f32_path = match isa {
-        Some(k) => Isa::new(k).ok_or_else(|| unsupported(format!("{k:?}")))?,
+        Some(k) => Isa::new(k).ok_or_else(|| unsupported(k.name().to_string()))?,
         None => Isa::best(),
     };
     let q_path = match qisa {

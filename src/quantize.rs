@@ -18,7 +18,7 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::smooth::{self, Int8Recipe};
+use crate::model::smooth::Int8Recipe;
 use crate::tokenize::TextTokenizer;
 use crate::weights::{BertWeights, Matrix, SCALE_SUFFIX, SMOOTH_SUFFIX};
 
@@ -152,11 +152,12 @@ pub fn save_quantized(src: &Path, out: &Path, qisa: QIsa) -> Result<QuantizeRepo
                           k: usize|
      -> Result<()> {
         if !int8_set.iter().any(|s| s == which) {
-            // Kept f32, as the int8 precision runs it (see model::fast::DEFAULT_INT8_GEMMS).
+            // Kept f32, as the int8 precision runs it (see model::smooth::Int8Recipe::default_for).
             tensors.insert(name, (Dtype::F32, vec![n, k], f32_bytes(w)));
             return Ok(());
         }
-        let q = smooth::quantize(qisa, Matrix::F32(w.to_vec()), smooth.as_deref(), n, k)?;
+        let q =
+            crate::model::linear::quantize(qisa, Matrix::F32(w.to_vec()), smooth.as_deref(), n, k)?;
         if let Some(s) = smooth {
             tensors.insert(
                 format!("{name}{SMOOTH_SUFFIX}"),

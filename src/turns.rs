@@ -4,7 +4,7 @@
 //! forward) runs while the caller holds the pool's one [`Turn`]. The turn is taken on the
 //! caller's own thread, *outside* the pool, so at any moment the pool holds the work of one
 //! caller only. That is what makes the forward's spinning workers (`with_workers_awake` in
-//! `model/fast.rs`, which poll rayon's queues with `rayon::yield_now`) safe: there is no
+//! `model/parallel.rs`, which poll rayon's queues with `rayon::yield_now`) safe: there is no
 //! foreign work in the queues for them to pick up, so a short call can never end up waiting
 //! inside someone else's long forward.
 //!

@@ -1,13 +1,21 @@
 //! The BERT forward pass, twice: [`reference`] is the plain, readable one (one function per
-//! layer, scalar kernels, one text at a time) and [`fast`] is the one the engine runs (weights
-//! prepacked for the detected ISA, fused epilogues, all texts of a batch packed into one token
-//! matrix without padding). Tests hold the fast one to the reference and both to ONNX Runtime.
+//! layer, scalar kernels, one text at a time) and [`forward`] is the one the engine runs
+//! (weights prepacked for the detected ISA by [`linear`], fused epilogues, all texts of a
+//! batch packed into one token matrix without padding, ops split over the pool by
+//! [`parallel`] into buffers from [`scratch`]). Tests hold the fast one to the reference and
+//! both to ONNX Runtime. [`smooth`] holds the int8 recipe and its calibration, which runs
+//! the same forward at f32.
 
-pub mod fast;
+pub mod forward;
+pub mod linear;
+pub(crate) mod parallel;
 pub mod reference;
+pub mod scratch;
 pub mod smooth;
 
-pub use fast::FastModel;
+pub use forward::FastModel;
+pub use linear::Paths;
+pub use scratch::Scratch;
 pub use smooth::Int8Recipe;
 
 /// Numeric precision of the encoder's four GEMMs per layer (LayerNorm, softmax, attention,

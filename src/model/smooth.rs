@@ -12,14 +12,13 @@
 //! deterministic function of the model and the int8 path: `e5embed quantize` stores them
 //! (`<weight>_smooth`, `[in]` f32) and a saved model loads bitwise equal to quantizing at load.
 
-use e5embed_kernels::gemm::{gemm_f32, PackedMatrix};
-use std::borrow::Cow;
+use e5embed_kernels::qgemm::{QIsa, QIsaKind};
+use e5embed_kernels::{Isa, IsaKind};
 
-use e5embed_kernels::qgemm::{QIsa, QIsaKind, QuantizedMatrix};
-use e5embed_kernels::{attention, ew, Epilogue, Isa, IsaKind};
-
-use super::fast::Linear;
+use super::forward::{self, FastLayer};
+use super::scratch::Scratch;
 use crate::error::{Error, Result};
+use crate::timing::OpTimes;
 use crate::tokenize::TextTokenizer;
 use crate::weights::{BertWeights, Matrix};
 
@@ -63,7 +62,8 @@ fn calibration_isa(qisa: QIsa) -> Isa {
 }
 
 /// Per layer, per GEMM (qkv, out, up, down): `max|X_j|` of the GEMM's input over the
-/// calibration tokens (an f32 forward, single-threaded).
+/// calibration tokens: the engine's own forward steps at f32 on one thread
+/// (`forward::layer_step` with an observer), one layer packed at a time.
 pub fn activation_absmax(
     w: &BertWeights,
     seqs: &[Vec<u32>],
@@ -71,83 +71,60 @@ pub fn activation_absmax(
 ) -> Result<Vec<[Vec<f32>; 4]>> {
     let c = &w.config;
     let isa = calibration_isa(qisa);
-    let (h, inter) = (c.hidden_size, c.intermediate_size);
-    let (heads, d, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
     for ids in seqs {
         super::validate_ids(c, ids)?;
     }
+    let seqs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     let t: usize = seqs.iter().map(|s| s.len()).sum();
-    let mut x = vec![0f32; t * h];
-    let mut rows = x.chunks_exact_mut(h);
-    for ids in seqs {
-        for (pos, (&id, row)) in ids.iter().zip(rows.by_ref()).enumerate() {
-            let word = &w.word_emb[id as usize * h..][..h];
-            let position = &w.pos_emb[pos * h..][..h];
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = word[j] + position[j] + w.type_emb[j];
-            }
-        }
-    }
-    ew::layernorm(isa, &mut x, h, &w.emb_ln_g, &w.emb_ln_b, eps)?;
-    let absmax = |a: &[f32], k: usize| {
-        let mut m = vec![0f32; k];
-        for row in a.chunks_exact(k) {
-            for (mj, v) in m.iter_mut().zip(row) {
-                *mj = mj.max(v.abs());
-            }
-        }
-        m
+    let mut scratch = Scratch::default();
+    scratch.ensure(t, c.hidden_size, forward::work_width(c));
+    let mut timing = OpTimes::default();
+    let tables = forward::Tables {
+        word: &w.word_emb,
+        pos: &w.pos_emb,
+        token_type: &w.type_emb,
+        ln_g: &w.emb_ln_g,
+        ln_b: &w.emb_ln_b,
     };
-    let pack = |m: &Matrix, n, k| PackedMatrix::pack(isa, &m.to_f32(), n, k);
-    let mut stats = Vec::with_capacity(w.layers.len());
-    let (mut qkv, mut ctx, mut x1, mut ffn) = (
-        vec![0f32; t * 3 * h],
-        vec![0f32; t * h],
-        vec![0f32; t * h],
-        vec![0f32; t * inter],
-    );
-    for l in &w.layers {
-        let s_qkv = absmax(&x, h);
-        gemm_f32(
-            &x,
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::ThreadPool(e.to_string()))?;
+    one_thread.install(|| {
+        forward::embed_step(c, isa, &tables, &seqs, t, &mut scratch, &mut timing)?;
+        let cx = forward::StepCx {
+            config: c,
+            isa,
+            seqs: &seqs,
             t,
-            &pack(&l.qkv_w, 3 * h, h)?,
-            &mut qkv,
-            Epilogue::Bias(&l.qkv_b),
-        )?;
-        let mut off = 0;
-        for ids in seqs {
-            let n = ids.len();
-            attention::attention_f32(
-                isa,
-                &qkv[off * 3 * h..(off + n) * 3 * h],
-                n,
-                heads,
-                d,
-                &mut ctx[off * h..(off + n) * h],
-            )?;
-            off += n;
+        };
+        let mut stats = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            let layer = FastLayer::f32_view(l, c, isa)?;
+            let mut s: [Vec<f32>; 4] = Default::default();
+            let mut observe = |g: usize, input: &[f32], k: usize| {
+                let mut m = vec![0f32; k];
+                for row in input.chunks_exact(k) {
+                    for (mj, v) in m.iter_mut().zip(row) {
+                        *mj = mj.max(v.abs());
+                    }
+                }
+                s[g] = m;
+            };
+            for op in 0..forward::LAYER_STEPS {
+                forward::layer_step(
+                    &cx,
+                    &layer,
+                    op,
+                    &mut scratch,
+                    &mut timing,
+                    Some(&mut observe),
+                )?;
+            }
+            stats.push(s);
         }
-        let s_out = absmax(&ctx, h);
-        let epi = Epilogue::BiasResidual {
-            bias: &l.attn_out_b,
-            residual: &x,
-        };
-        gemm_f32(&ctx, t, &pack(&l.attn_out_w, h, h)?, &mut x1, epi)?;
-        ew::layernorm(isa, &mut x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
-        let s_up = absmax(&x1, h);
-        let epi = Epilogue::BiasGelu(&l.ffn_up_b);
-        gemm_f32(&x1, t, &pack(&l.ffn_up_w, inter, h)?, &mut ffn, epi)?;
-        let s_down = absmax(&ffn, inter);
-        let epi = Epilogue::BiasResidual {
-            bias: &l.ffn_down_b,
-            residual: &x1,
-        };
-        gemm_f32(&ffn, t, &pack(&l.ffn_down_w, h, inter)?, &mut x, epi)?;
-        ew::layernorm(isa, &mut x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
-        stats.push([s_qkv, s_out, s_up, s_down]);
-    }
-    Ok(stats)
+        Ok(stats)
+    })
 }
 
 /// SmoothQuant factors for one GEMM: `s_j = 2^round(log2(max|X_j|^α / max_n |W[n, j]|^(1-α)))`
@@ -294,99 +271,4 @@ pub fn calibrate(
         w.layers[l].smooth[g] = Some(s);
     }
     Ok(())
-}
-
-/// `1 / s` per channel (exact: `s` is a power of two).
-fn inverse(s: &[f32]) -> Vec<f32> {
-    s.iter().map(|&v| 1.0 / v).collect()
-}
-
-/// The int8 weights of a Linear layer `[n, k]` for `qisa`: an f32 matrix quantized from
-/// `W · diag(s)` (plain `W` without factors), a saved int8 one packed as stored; with factors,
-/// the matrix multiplies its input by `1 / s` when quantizing it.
-pub fn quantize(
-    qisa: QIsa,
-    m: Matrix,
-    smooth: Option<&[f32]>,
-    n: usize,
-    k: usize,
-) -> Result<QuantizedMatrix> {
-    let q = match m {
-        Matrix::F32(mut w) => {
-            if let Some(s) = smooth {
-                check_len(s, k)?;
-                for row in w.chunks_exact_mut(k) {
-                    for (v, &f) in row.iter_mut().zip(s) {
-                        *v *= f;
-                    }
-                }
-            }
-            QuantizedMatrix::quantize(qisa, &w, n, k)?
-        }
-        Matrix::Int8 { q, scales } => QuantizedMatrix::from_quantized(qisa, &q, &scales, n, k)
-            .map_err(|e| {
-                Error::InvalidInput(format!(
-                    "the saved int8 weights cannot run on the {} int8 path ({e}); \
-                     re-run `e5embed quantize` with --isa {} or load the original model",
-                    qisa.name(),
-                    qisa.name()
-                ))
-            })?,
-    };
-    Ok(match smooth {
-        Some(s) => q.with_input_mul(inverse(s))?,
-        None => q,
-    })
-}
-
-/// The f32 weights `[n, k]` of a Linear layer in the original space: a saved smoothed int8
-/// matrix is dequantized and divided by its factors; an f32 matrix is returned as is.
-pub fn to_f32<'a>(m: &'a Matrix, smooth: Option<&[f32]>, k: usize) -> Cow<'a, [f32]> {
-    match (m, smooth) {
-        (Matrix::Int8 { .. }, Some(s)) if s.len() == k => {
-            let inv = inverse(s);
-            let mut w = m.to_f32().into_owned();
-            for row in w.chunks_exact_mut(k) {
-                for (v, &f) in row.iter_mut().zip(&inv) {
-                    *v *= f;
-                }
-            }
-            Cow::Owned(w)
-        }
-        _ => m.to_f32(),
-    }
-}
-
-fn check_len(s: &[f32], k: usize) -> Result<()> {
-    if s.len() != k {
-        return Err(Error::InvalidInput(format!(
-            "smoothing factors: {} values for {k} input channels",
-            s.len()
-        )));
-    }
-    Ok(())
-}
-
-/// The offset of the FFN down projection's unsigned input mode: erf-GELU's minimum is
-/// `-0.16997` (at `x ≈ -0.75`), so `GELU(x) + 0.17 >= 0`.
-pub const GELU_OFFSET: f32 = 0.17;
-
-/// The FFN down projection as the int8 path runs it: its GELU input (`>= -0.17`, one-sided)
-/// quantized unsigned over the full u8 range (`QuantizedMatrix::with_unsigned_input`, twice
-/// the resolution of the signed range), and its bias corrected for the offset the GEMM then
-/// adds (`b - 0.17 · Σ_k Ŵ[n, k]`). An f32 layer, or `unsigned: false`, returns it unchanged.
-pub fn unsigned_gelu_input(
-    w: Linear,
-    bias: Vec<f32>,
-    unsigned: bool,
-) -> Result<(Linear, Vec<f32>)> {
-    match w {
-        Linear::Int8(q) if unsigned => {
-            let q = q.with_unsigned_input(GELU_OFFSET)?;
-            let corr = q.offset_correction();
-            let bias = bias.iter().zip(&corr).map(|(b, c)| b - c).collect();
-            Ok((Linear::Int8(q), bias))
-        }
-        w => Ok((w, bias)),
-    }
 }
