@@ -47,6 +47,12 @@ pub struct ModelConfig {
     pub pooling: Pooling,
     /// Whether the vectors are L2-normalized after pooling.
     pub normalize: bool,
+    /// Prompts by name from `config_sentence_transformers.json` (`prompts`), e.g.
+    /// `{"query": "query: "}`; empty when the file has none.
+    pub prompts: std::collections::BTreeMap<String, String>,
+    /// The prompt `Embedder::embed` prepends when none is asked for
+    /// (`default_prompt_name`, as sentence-transformers' `encode`), if the model names one.
+    pub default_prompt_name: Option<String>,
     /// Whether pooling and normalization came from a `modules.json`. Without one, the model
     /// is run as sentence-transformers runs a plain transformers checkpoint: mean pooling
     /// and no normalization (`e5embed info` says so).
@@ -74,6 +80,13 @@ struct RawBertConfig {
 #[derive(Deserialize)]
 struct RawSentenceBertConfig {
     max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawStConfig {
+    #[serde(default)]
+    prompts: std::collections::BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +271,21 @@ impl ModelConfig {
 
         // Without modules.json, sentence-transformers builds Transformer + mean Pooling and
         // no Normalize ("Creating a new one with mean pooling"): the same here.
+        let st_config_path = dir.join("config_sentence_transformers.json");
+        let st_config: RawStConfig = if st_config_path.is_file() {
+            read_json(&st_config_path)?
+        } else {
+            RawStConfig::default()
+        };
+        if let Some(name) = &st_config.default_prompt_name {
+            if !st_config.prompts.contains_key(name) {
+                return Err(Error::Config {
+                    path: st_config_path,
+                    msg: format!("default_prompt_name `{name}` is not one of its prompts"),
+                });
+            }
+        }
+
         let mut pooling = Pooling::Mean;
         let mut normalize = false;
         let modules_path = dir.join("modules.json");
@@ -321,6 +349,8 @@ impl ModelConfig {
             max_seq_length,
             pooling,
             normalize,
+            prompts: st_config.prompts,
+            default_prompt_name: st_config.default_prompt_name,
             has_modules_json,
         })
     }

@@ -124,6 +124,38 @@ pub struct Embeddings {
     pub truncated: Vec<usize>,
 }
 
+/// What a call learned besides the vectors: per text, in input order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmbedInfo {
+    /// Token count of each text after truncation, [CLS] and [SEP] included.
+    pub token_counts: Vec<usize>,
+    /// Indices of the texts that were cut at the model's `max_seq_length`.
+    pub truncated: Vec<usize>,
+}
+
+impl Embeddings {
+    fn from_flat(flat: Vec<f32>, dim: usize, info: EmbedInfo) -> Embeddings {
+        Embeddings {
+            vectors: flat.chunks_exact(dim.max(1)).map(|v| v.to_vec()).collect(),
+            token_counts: info.token_counts,
+            truncated: info.truncated,
+        }
+    }
+
+    /// The vectors as one row-major `[texts, dim]` buffer.
+    pub fn to_flat(&self) -> Vec<f32> {
+        self.vectors.concat()
+    }
+}
+
+/// `prompt` + each text.
+fn prefixed<S: AsRef<str>>(prompt: &str, texts: &[S]) -> Vec<String> {
+    texts
+        .iter()
+        .map(|t| format!("{prompt}{}", t.as_ref()))
+        .collect()
+}
+
 /// A loaded embedding model.
 pub struct Embedder {
     dir: PathBuf,
@@ -237,6 +269,29 @@ pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
 }
 
 impl Embedder {
+    /// Loads a model by Hugging Face hub id (`owner/name` or `owner/name@revision`, downloaded
+    /// once into the cache: see [`crate::hub`]) or by local directory, with default options.
+    ///
+    /// ```no_run
+    /// let e = e5embed::Embedder::from_pretrained("intfloat/e5-small-v2")?;
+    /// let q = e.embed_queries(&["how much protein should a female eat"])?;
+    /// # Ok::<(), e5embed::Error>(())
+    /// ```
+    pub fn from_pretrained(spec: &str) -> Result<Self> {
+        Self::from_pretrained_with(spec, &EmbedderOptions::default())
+    }
+
+    /// [`from_pretrained`](Self::from_pretrained) with options.
+    pub fn from_pretrained_with(spec: &str, opts: &EmbedderOptions) -> Result<Self> {
+        let local = Path::new(spec);
+        let dir = if local.is_dir() {
+            local.to_owned()
+        } else {
+            crate::hub::resolve_model(spec)?
+        };
+        Self::load_with(dir, opts)
+    }
+
     /// Loads a model directory with default options.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         Self::load_with(dir, &EmbedderOptions::default())
@@ -380,10 +435,56 @@ impl Embedder {
         self.model.gemm_kernel_name()
     }
 
-    /// Embeds texts exactly as given (no prefix).
+    /// Embeds texts: one vector per text, in input order. An empty list gives an empty
+    /// result. The texts are used as given, except that a model whose
+    /// `config_sentence_transformers.json` names a `default_prompt_name` gets that prompt
+    /// prepended, as sentence-transformers' `encode` does.
+    ///
+    /// ```no_run
+    /// let e = e5embed::Embedder::load("models/e5-small-v2")?;
+    /// let out = e.embed(&["query: how much protein should a female eat"])?;
+    /// assert_eq!(out.vectors[0].len(), e.dim());
+    /// # Ok::<(), e5embed::Error>(())
+    /// ```
     pub fn embed<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
+        match self.config.default_prompt_name.as_deref() {
+            Some(name) => self.embed_with_prompt_name(texts, name),
+            None => self.embed_as_given(texts),
+        }
+    }
+
+    /// Embeds texts exactly as given (no prompt, not even the model's default).
+    pub fn embed_as_given<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
+        let n = texts.len();
+        let mut flat = vec![0f32; n * self.dim()];
+        let info = self.embed_into_as_given(texts, &mut flat)?;
+        Ok(Embeddings::from_flat(flat, self.dim(), info))
+    }
+
+    /// Embeds texts into `out`, a row-major `[texts.len(), dim]` buffer (e.g. a numpy array's
+    /// memory), with no per-vector allocation; the model's default prompt applies as in
+    /// [`embed`](Self::embed). Returns each text's token count and which were truncated.
+    pub fn embed_into<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        out: &mut [f32],
+    ) -> Result<EmbedInfo> {
+        match self.config.default_prompt_name.as_deref() {
+            Some(name) => {
+                let prompt = self.prompt_or_err(name)?.to_owned();
+                self.embed_into_as_given(&prefixed(&prompt, texts), out)
+            }
+            None => self.embed_into_as_given(texts, out),
+        }
+    }
+
+    fn embed_into_as_given<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        out: &mut [f32],
+    ) -> Result<EmbedInfo> {
         let tokens = self.tokenize(texts)?;
-        self.embed_tokens(&tokens).map_err(|e| match e {
+        self.embed_tokens_into(&tokens, out).map_err(|e| match e {
             Error::NonFiniteOutput { index, .. } => Error::NonFiniteOutput {
                 index,
                 text: preview(texts[index].as_ref()),
@@ -392,12 +493,63 @@ impl Embedder {
         })
     }
 
+    /// The prompt (a prefix) called `name`: the model's own prompts
+    /// (`config_sentence_transformers.json`) first, then E5's `query` (`"query: "`) and
+    /// `passage` (`"passage: "`).
+    pub fn prompt(&self, name: &str) -> Option<&str> {
+        self.config
+            .prompts
+            .get(name)
+            .map(|s| s.as_str())
+            .or(match name {
+                "query" => Some(QUERY_PREFIX),
+                "passage" => Some(PASSAGE_PREFIX),
+                _ => None,
+            })
+    }
+
+    /// The names [`prompt`](Self::prompt) knows.
+    pub fn prompt_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.config.prompts.keys().cloned().collect();
+        for n in ["query", "passage"] {
+            if !names.iter().any(|x| x == n) {
+                names.push(n.to_owned());
+            }
+        }
+        names
+    }
+
+    fn prompt_or_err(&self, name: &str) -> Result<&str> {
+        self.prompt(name).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown prompt name `{name}`; this model knows: {}",
+                self.prompt_names().join(", ")
+            ))
+        })
+    }
+
+    /// Embeds texts with the prompt called `name` prepended (see [`prompt`](Self::prompt)).
+    pub fn embed_with_prompt_name<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        name: &str,
+    ) -> Result<Embeddings> {
+        let prompt = self.prompt_or_err(name)?.to_owned();
+        self.embed_with_prompt(texts, &prompt)
+    }
+
+    /// Embeds texts with `prompt` prepended to each (sentence-transformers' `prompt=`).
+    pub fn embed_with_prompt<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        prompt: &str,
+    ) -> Result<Embeddings> {
+        self.embed_as_given(&prefixed(prompt, texts))
+    }
+
     /// Tokenizes texts as `embed` does: a few on the calling thread, many in chunks on this
     /// embedder's pool (no oversubscription), taking turns with other callers.
     pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Tokens>> {
-        if texts.is_empty() {
-            return Err(Error::EmptyInput);
-        }
         if texts.len() <= INLINE_TOKENIZE {
             return texts
                 .iter()
@@ -419,26 +571,16 @@ impl Embedder {
         Ok(out)
     }
 
-    /// Embeds E5 queries: each text gets the `query: ` prefix.
+    /// Embeds E5 queries: each text gets the `query` prompt (`"query: "` unless the model
+    /// defines its own).
     pub fn embed_queries<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
-        self.embed_prefixed(QUERY_PREFIX, texts)
+        self.embed_with_prompt_name(texts, "query")
     }
 
-    /// Embeds E5 passages: each text gets the `passage: ` prefix.
+    /// Embeds E5 passages: each text gets the `passage` prompt (`"passage: "` unless the
+    /// model defines its own).
     pub fn embed_passages<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
-        self.embed_prefixed(PASSAGE_PREFIX, texts)
-    }
-
-    fn embed_prefixed<S: AsRef<str> + Sync>(
-        &self,
-        prefix: &str,
-        texts: &[S],
-    ) -> Result<Embeddings> {
-        let prefixed: Vec<String> = texts
-            .iter()
-            .map(|t| format!("{prefix}{}", t.as_ref()))
-            .collect();
-        self.embed(&prefixed)
+        self.embed_with_prompt_name(texts, "passage")
     }
 
     /// Embeds already tokenized texts (ids with [CLS]/[SEP], at most `max_seq_length` each).
@@ -447,16 +589,27 @@ impl Embedder {
     /// tokens (no padding); results come back in input order. A text's vector is bitwise the
     /// same whatever else is in the call, its position, or the thread count.
     pub fn embed_tokens(&self, tokens: &[Tokens]) -> Result<Embeddings> {
-        if tokens.is_empty() {
-            return Err(Error::EmptyInput);
+        let mut flat = vec![0f32; tokens.len() * self.dim()];
+        let info = self.embed_tokens_into(tokens, &mut flat)?;
+        Ok(Embeddings::from_flat(flat, self.dim(), info))
+    }
+
+    /// [`embed_tokens`](Self::embed_tokens) into a row-major `[tokens.len(), dim]` buffer.
+    pub fn embed_tokens_into(&self, tokens: &[Tokens], out: &mut [f32]) -> Result<EmbedInfo> {
+        let dim = self.dim();
+        if out.len() != tokens.len() * dim {
+            return Err(Error::InvalidInput(format!(
+                "the output buffer holds {} floats; {} texts x {dim} need {}",
+                out.len(),
+                tokens.len(),
+                tokens.len() * dim
+            )));
         }
         for t in tokens {
             crate::model::validate_ids(&self.config.bert, &t.ids)?;
         }
-        let dim = self.dim();
         let mut order: Vec<usize> = (0..tokens.len()).collect();
         order.sort_by_key(|&i| tokens[i].ids.len());
-        let mut vectors = vec![Vec::new(); tokens.len()];
         let mut scratch = self.take_scratch();
         // The switch was read from the environment once, at load.
         let mut times = self
@@ -475,10 +628,10 @@ impl Embedder {
                 let mut off = 0;
                 for (&i, ids) in batch.iter().zip(&seqs) {
                     let rows = &hidden[off * dim..(off + ids.len()) * dim];
-                    let mut v = vec![0.0f32; dim];
-                    pool(rows, dim, self.config.pooling, &mut v);
+                    let v = &mut out[i * dim..(i + 1) * dim];
+                    pool(rows, dim, self.config.pooling, v);
                     if self.config.normalize {
-                        l2_normalize(&mut v);
+                        l2_normalize(v);
                     }
                     if !v.iter().all(|x| x.is_finite()) {
                         return Err(Error::NonFiniteOutput {
@@ -486,7 +639,6 @@ impl Embedder {
                             text: format!("{} token ids", ids.len()),
                         });
                     }
-                    vectors[i] = v;
                     off += ids.len();
                 }
             }
@@ -495,8 +647,7 @@ impl Embedder {
         let result = run();
         self.put_scratch(scratch, &times);
         result?;
-        Ok(Embeddings {
-            vectors,
+        Ok(EmbedInfo {
             token_counts: tokens.iter().map(|t| t.ids.len()).collect(),
             truncated: tokens
                 .iter()
@@ -512,7 +663,7 @@ impl Embedder {
     /// text's real tokens. For tests and diagnostics.
     pub fn last_hidden_states(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() {
-            return Err(Error::EmptyInput);
+            return Ok(Vec::new());
         }
         let dim = self.dim();
         let total: usize = seqs.iter().map(|s| s.len()).sum();

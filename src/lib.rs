@@ -26,7 +26,7 @@ pub mod weights;
 
 pub use config::{BertConfig, ModelConfig, Pooling};
 pub use e5embed_kernels::{Isa, IsaKind};
-pub use embedder::{Embedder, EmbedderOptions, Embeddings};
+pub use embedder::{EmbedInfo, Embedder, EmbedderOptions, Embeddings};
 pub use error::{Error, Result};
 pub use model::{Int8Recipe, Precision};
 pub use tokenize::{Tokens, PASSAGE_PREFIX, QUERY_PREFIX};

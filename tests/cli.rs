@@ -305,7 +305,11 @@ fn bench_corpus_and_info_json() {
     assert_eq!(v["precisions"][0], "f32");
     let r = run(&["bench", "--model", m, "--precision", "int4"], b"");
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("precision `int4`"));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("'int4'") && err.contains("--precision"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -360,4 +364,56 @@ fn precision_and_isa_choices_are_reported_or_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("AMX"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn outputs_are_renamed_into_place_and_knobs_over_their_limits_are_clear_errors() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    let dir = temp_dir("cli-out");
+    let out = dir.join("x.jsonl");
+    std::fs::write(&out, "old contents\n").unwrap();
+    let r = run(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--output",
+            out.to_str().unwrap(),
+            "a",
+            "b",
+        ],
+        b"",
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(json_lines(&std::fs::read(&out).unwrap()).len(), 2);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["x.jsonl"], "a temporary file was left behind");
+    // --prompt-name query is --query.
+    let a = run(&["embed", "--model", m, "--query", "x"], b"");
+    let b = run(&["embed", "--model", m, "--prompt-name", "query", "x"], b"");
+    assert!(a.status.success() && a.stdout == b.stdout);
+    for (args, want) in [
+        (vec!["--threads", "100000"], "limit of 1024"),
+        (vec!["--max-batch-tokens", "100000000000"], "limit of 65536"),
+        (vec!["--isa", "avx1024"], "possible values"),
+        (vec!["--prompt-name", "nope"], "unknown prompt name"),
+    ] {
+        let mut full = vec!["embed", "--model", m];
+        full.extend(&args);
+        full.push("x");
+        let r = run(&full, b"");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let r = run(
+        &["bench", "--model", m, "--batch", "100000000", "--seq", "60"],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("limit"), "{err}");
 }

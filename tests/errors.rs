@@ -1,6 +1,6 @@
 //! Bad input gets a clear, typed error and never a panic: missing and malformed files,
 //! truncated or oversized safetensors, missing tensors, wrong shapes, wrong dtypes, NaN/Inf
-//! weights, non-BERT configs, empty input lists, out-of-range token ids.
+//! weights, non-BERT configs, out-of-range token ids.
 
 mod common;
 
@@ -263,15 +263,6 @@ fn wrong_dtype_is_refused() {
     )
     .unwrap();
     assert!(matches!(load_err(&dir), Error::TensorDtype { .. }));
-}
-
-#[test]
-fn empty_input_list_is_an_error() {
-    let e = Embedder::load(tiny_dir("empty")).unwrap();
-    let none: [&str; 0] = [];
-    assert!(matches!(e.embed(&none), Err(Error::EmptyInput)));
-    assert!(matches!(e.embed_queries(&none), Err(Error::EmptyInput)));
-    assert!(matches!(e.embed_tokens(&[]), Err(Error::EmptyInput)));
 }
 
 #[test]

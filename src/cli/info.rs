@@ -1,0 +1,85 @@
+//! `e5embed info`: the model, the CPU's paths, the kernels and precision that will run.
+
+use clap::Args;
+use e5embed::Error;
+
+use super::{load, ModelArgs, PRECISIONS};
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: InfoArgs) -> Result<(), Error> {
+    let embedder = load(&a.model)?;
+    let c = embedder.config();
+    let b = &c.bert;
+    let avail: Vec<&str> = e5embed::Isa::available().iter().map(|i| i.name()).collect();
+    if a.json {
+        let obj = serde_json::json!({
+            "model": embedder.model_dir(),
+            "layers": b.num_hidden_layers,
+            "hidden_size": b.hidden_size,
+            "heads": b.num_attention_heads,
+            "intermediate_size": b.intermediate_size,
+            "vocab_size": b.vocab_size,
+            "max_seq_length": c.max_seq_length,
+            "pooling": format!("{:?}", c.pooling).to_lowercase(),
+            "normalize": c.normalize,
+            "pipeline": c.pipeline_description(),
+            "cpu_paths": avail,
+            "isa": embedder.isa().name(),
+            "gemm_kernel": embedder.gemm_kernel_name(),
+            "attention_kernel": e5embed_kernels::attention::kernel_name(embedder.isa()),
+            "precision": embedder.precision().name(),
+            "precision_reason": embedder.precision_reason(),
+            "int8_path": embedder.qisa().name(),
+            "bf16_path": embedder.bisa().name(),
+            "amx": e5embed_kernels::amx::status().to_string(),
+            "precisions": PRECISIONS,
+            "threads": embedder.threads(),
+            "max_batch_tokens": embedder.max_batch_tokens(),
+        });
+        println!("{obj}");
+        return Ok(());
+    }
+    println!("model            {}", embedder.model_dir().display());
+    println!(
+        "encoder          BERT, {} layers, hidden {}, {} heads of {}, intermediate {}, vocab {}",
+        b.num_hidden_layers,
+        b.hidden_size,
+        b.num_attention_heads,
+        b.head_dim(),
+        b.intermediate_size,
+        b.vocab_size
+    );
+    println!("max_seq_length   {}", c.max_seq_length);
+    println!("pooling          {}", c.pipeline_description());
+    println!("cpu paths        {}", avail.join(", "));
+    println!("amx              {}", e5embed_kernels::amx::status());
+    println!("isa              {}", embedder.isa().name());
+    println!("gemm kernel      {}", embedder.gemm_kernel_name());
+    println!(
+        "attention kernel {}",
+        e5embed_kernels::attention::kernel_name(embedder.isa())
+    );
+    println!(
+        "precision        {} ({}; available: {}, auto)",
+        embedder.precision(),
+        embedder.precision_reason(),
+        PRECISIONS.join(", ")
+    );
+    println!(
+        "kernel paths     f32 {}, int8 {}, bf16 {}",
+        embedder.isa().name(),
+        embedder.qisa().name(),
+        embedder.bisa().name()
+    );
+    println!("threads          {}", embedder.threads());
+    println!("max batch tokens {}", embedder.max_batch_tokens());
+    Ok(())
+}
