@@ -33,7 +33,7 @@ impl BertConfig {
 pub enum Pooling {
     /// Mean over the text's tokens (the padding mask is implicit: only real tokens exist).
     Mean,
-    /// The first token's ([CLS]) vector.
+    /// The first token's (`[CLS]`) vector.
     Cls,
 }
 
@@ -41,7 +41,7 @@ pub enum Pooling {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub bert: BertConfig,
-    /// Token limit per text, [CLS] and [SEP] included. From sentence_bert_config.json when
+    /// Token limit per text, `[CLS]` and `[SEP]` included. From sentence_bert_config.json when
     /// present, otherwise the model's position limit.
     pub max_seq_length: usize,
     pub pooling: Pooling,

@@ -118,7 +118,7 @@ pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
 pub struct Embeddings {
     /// One vector of `dim` floats per text, in input order.
     pub vectors: Vec<Vec<f32>>,
-    /// Token count of each text after truncation, [CLS] and [SEP] included.
+    /// Token count of each text after truncation, `[CLS]` and `[SEP]` included.
     pub token_counts: Vec<usize>,
     /// Indices of the texts that were cut at the model's `max_seq_length`.
     pub truncated: Vec<usize>,
@@ -127,7 +127,7 @@ pub struct Embeddings {
 /// What a call learned besides the vectors: per text, in input order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EmbedInfo {
-    /// Token count of each text after truncation, [CLS] and [SEP] included.
+    /// Token count of each text after truncation, `[CLS]` and `[SEP]` included.
     pub token_counts: Vec<usize>,
     /// Indices of the texts that were cut at the model's `max_seq_length`.
     pub truncated: Vec<usize>,
@@ -417,11 +417,6 @@ impl Embedder {
         &self.precision_reason
     }
 
-    /// The model as packed (for saving a quantized copy).
-    pub fn model(&self) -> &FastModel {
-        &self.model
-    }
-
     pub fn threads(&self) -> usize {
         self.threads
     }
@@ -440,10 +435,14 @@ impl Embedder {
     /// `config_sentence_transformers.json` names a `default_prompt_name` gets that prompt
     /// prepended, as sentence-transformers' `encode` does.
     ///
-    /// ```no_run
-    /// let e = e5embed::Embedder::load("models/e5-small-v2")?;
-    /// let out = e.embed(&["query: how much protein should a female eat"])?;
+    /// ```
+    /// # let dir = e5embed::models_dir().join("all-MiniLM-L6-v2");
+    /// let e = e5embed::Embedder::load(dir)?;
+    /// let out = e.embed(&["query: how much protein should a female eat", ""])?;
+    /// assert_eq!(out.vectors.len(), 2);
     /// assert_eq!(out.vectors[0].len(), e.dim());
+    /// assert_eq!(out.token_counts[1], 2); // the empty text is [CLS] [SEP]
+    /// assert!(e.embed(&[] as &[&str])?.vectors.is_empty());
     /// # Ok::<(), e5embed::Error>(())
     /// ```
     pub fn embed<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
@@ -583,7 +582,7 @@ impl Embedder {
         self.embed_with_prompt_name(texts, "passage")
     }
 
-    /// Embeds already tokenized texts (ids with [CLS]/[SEP], at most `max_seq_length` each).
+    /// Embeds already tokenized texts (ids with `[CLS]`/`[SEP]`, at most `max_seq_length` each).
     ///
     /// Texts are sorted by length and packed into forwards of at most `max_batch_tokens`
     /// tokens (no padding); results come back in input order. A text's vector is bitwise the
@@ -769,7 +768,7 @@ fn preview(text: &str) -> String {
 }
 
 /// Refuses a tokenizer that can produce ids the embedding table has no row for, or whose
-/// special tokens ([CLS], [SEP]) are missing, out of range or longer than the text limit.
+/// special tokens (`[CLS]`, `[SEP]`) are missing, out of range or longer than the text limit.
 fn validate_tokenizer(tok: &TextTokenizer, config: &ModelConfig) -> Result<()> {
     let vocab = config.bert.vocab_size;
     let err = |msg: String| Error::Tokenizer {

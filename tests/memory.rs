@@ -58,7 +58,7 @@ fn rss_stays_flat_across_calls_with_random_lengths() {
     e.embed_tokens(&full).unwrap();
     let words: Vec<String> = (0..64).map(|i| format!("word{i} ")).collect();
     e.embed(&[words.concat()]).unwrap();
-    let before = e5embed::mem::rss_bytes().expect("/proc/self/status");
+    let before = e5embed::internals::mem::rss_bytes().expect("/proc/self/status");
     let scratch_before = e.scratch_bytes();
     for i in 0..120 {
         let call = make_call(&mut rnd);
@@ -69,7 +69,7 @@ fn rss_stays_flat_across_calls_with_random_lengths() {
             e.embed(&[text]).unwrap();
         }
     }
-    let after = e5embed::mem::rss_bytes().unwrap();
+    let after = e5embed::internals::mem::rss_bytes().unwrap();
     assert_eq!(
         e.scratch_bytes(),
         scratch_before,

@@ -39,13 +39,13 @@ fn a_large_call_does_not_hold_every_encoding() {
     // Warm-up: the scratch arena and the threads' kernel buffers, at the full token budget.
     e.embed(&texts[..e.max_batch_tokens() / (WORDS + 2)])
         .unwrap();
-    let before = e5embed::mem::rss_bytes().expect("/proc/self/status");
-    if !e5embed::mem::reset_peak_rss() {
+    let before = e5embed::internals::mem::rss_bytes().expect("/proc/self/status");
+    if !e5embed::internals::mem::reset_peak_rss() {
         eprintln!("/proc/self/clear_refs is not writable here: peak not measured");
         return;
     }
     let out = e.embed(&texts).unwrap();
-    let peak = e5embed::mem::peak_rss_bytes().unwrap();
+    let peak = e5embed::internals::mem::peak_rss_bytes().unwrap();
     assert_eq!(out.vectors.len(), TEXTS);
     assert!(out.token_counts.iter().all(|&n| n == WORDS + 2));
     eprintln!(

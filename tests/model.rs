@@ -33,11 +33,11 @@ fn seqs_of_lengths(lengths: &[usize]) -> Vec<Vec<u32>> {
 fn fast_forward_matches_reference_on_every_isa() {
     let dir = tiny("fastref", Dtype::F32);
     let cfg = e5embed::ModelConfig::from_dir(&dir).unwrap();
-    let w = e5embed::weights::BertWeights::load(&dir, &cfg.bert).unwrap();
+    let w = e5embed::internals::weights::BertWeights::load(&dir, &cfg.bert).unwrap();
     let seqs = seqs_of_lengths(&[2, 3, 7, 17, 33, 64, 5]);
     let want: Vec<Vec<f32>> = seqs
         .iter()
-        .map(|s| e5embed::model::reference::forward(&w, s).unwrap())
+        .map(|s| e5embed::internals::model::reference::forward(&w, s).unwrap())
         .collect();
     for isa in Isa::available() {
         for threads in [1, 2] {

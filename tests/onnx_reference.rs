@@ -119,10 +119,10 @@ fn reference_forward_matches_onnx_runtime() {
         let fx = load_fixture(name);
         let dir = model_dir(name);
         let cfg = e5embed::ModelConfig::from_dir(&dir).unwrap();
-        let w = e5embed::weights::BertWeights::load(&dir, &cfg.bert).unwrap();
+        let w = e5embed::internals::weights::BertWeights::load(&dir, &cfg.bert).unwrap();
         let mut worst = 0.0f32;
         for (i, ids) in fx.input_ids.iter().enumerate() {
-            let h = e5embed::model::reference::forward(&w, ids).unwrap();
+            let h = e5embed::internals::model::reference::forward(&w, ids).unwrap();
             let d = max_abs_diff(&h, &fx.last_hidden[i]);
             assert!(
                 d <= HIDDEN_MAX_ABS_DIFF,

@@ -15,7 +15,7 @@ pub struct BenchArgs {
     /// Texts per forward pass.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Tokens per text, [CLS] and [SEP] included.
+    /// Tokens per text, `[CLS]` and `[SEP]` included.
     #[arg(long, default_value_t = 128)]
     seq: usize,
     /// Instead of synthetic ids: embed every line of this text file per run (texts/s).
@@ -33,7 +33,7 @@ pub struct BenchArgs {
     peak: bool,
 }
 
-/// Synthetic token ids: [CLS], `seq - 2` ids from a fixed pseudo-random sequence, [SEP].
+/// Synthetic token ids: `[CLS]`, `seq - 2` ids from a fixed pseudo-random sequence, `[SEP]`.
 fn synthetic_tokens(embedder: &Embedder, batch: usize, seq: usize) -> Vec<Tokens> {
     let vocab = embedder.config().bert.vocab_size as u64;
     let cls = embedder.tokenizer().token_id("[CLS]").unwrap_or(101);
@@ -79,9 +79,9 @@ fn forward_flops(c: &e5embed::ModelConfig, tokens: &[Tokens]) -> f64 {
 
 pub fn run(a: BenchArgs) -> Result<(), Error> {
     let embedder = load(&a.model)?;
-    let rss_after_load = e5embed::mem::rss_bytes();
+    let rss_after_load = e5embed::internals::mem::rss_bytes();
     // Peak RSS is measured from here: what embedding costs on top of the loaded model.
-    e5embed::mem::reset_peak_rss();
+    e5embed::internals::mem::reset_peak_rss();
     let max = embedder.config().max_seq_length;
     // The workload: synthetic ids, or a corpus tokenized once up front (peers in
     // tools/compare are also timed on token ids).
@@ -91,9 +91,9 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
                 path: path.clone(),
                 source,
             })?;
-            let mut reader = e5embed::input::TextReader::new(
+            let mut reader = e5embed::internals::input::TextReader::new(
                 &data[..],
-                e5embed::input::Format::Lines,
+                e5embed::internals::input::Format::Lines,
                 path.display().to_string(),
             );
             let mut texts = Vec::new();
@@ -139,7 +139,7 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
         .peak
         .then(|| e5embed_kernels::peak::memory_bandwidth_gbs(1.0));
     if a.peak {
-        e5embed::mem::reset_peak_rss();
+        e5embed::internals::mem::reset_peak_rss();
     }
     // Warm-up: first touch of the scratch arena, thread pool start.
     let t0 = Instant::now();
@@ -165,7 +165,7 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
         .iter()
         .find(|(n, _)| *n == embedder.isa().name())
         .map(|p| p.1);
-    let peak_rss = e5embed::mem::peak_rss_bytes();
+    let peak_rss = e5embed::internals::mem::peak_rss_bytes();
     let model_name = embedder
         .model_dir()
         .file_name()

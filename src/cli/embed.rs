@@ -60,7 +60,7 @@ enum Sink {
     /// One JSON array per line (stdout or a .jsonl file: its temporary and final paths).
     JsonLines(Box<dyn Write>, Option<(PathBuf, PathBuf)>),
     Npy(
-        e5embed::npy::NpyWriter<BufWriter<std::fs::File>>,
+        e5embed::internals::npy::NpyWriter<BufWriter<std::fs::File>>,
         PathBuf,
         PathBuf,
     ),
@@ -98,12 +98,11 @@ impl Sink {
         };
         match ext {
             "npy" => {
-                let w = e5embed::npy::NpyWriter::new(BufWriter::new(create()?), dim).map_err(
-                    |source| Error::Io {
+                let w = e5embed::internals::npy::NpyWriter::new(BufWriter::new(create()?), dim)
+                    .map_err(|source| Error::Io {
                         path: path.clone(),
                         source,
-                    },
-                )?;
+                    })?;
                 Ok(Sink::Npy(w, tmp.clone(), path.clone()))
             }
             "jsonl" | "ndjson" | "json" => Ok(Sink::JsonLines(
@@ -152,8 +151,8 @@ impl Sink {
 
 pub fn run(a: EmbedArgs) -> Result<(), Error> {
     let embedder = load(&a.model)?;
-    let rss_after_load = e5embed::mem::rss_bytes();
-    e5embed::mem::reset_peak_rss();
+    let rss_after_load = e5embed::internals::mem::rss_bytes();
+    e5embed::internals::mem::reset_peak_rss();
     let prompt = if a.query {
         Some("query")
     } else if a.passage {
@@ -169,7 +168,7 @@ pub fn run(a: EmbedArgs) -> Result<(), Error> {
     eprintln!(
         "{summary}; RSS after load {:.1} MB, peak while embedding {:.1} MB",
         mb(rss_after_load),
-        mb(e5embed::mem::peak_rss_bytes())
+        mb(e5embed::internals::mem::peak_rss_bytes())
     );
     Ok(())
 }
@@ -181,7 +180,7 @@ fn embed_stream(
     prompt: Option<&str>,
     sink: &mut Sink,
 ) -> Result<String, Error> {
-    use e5embed::input::{Format, TextReader};
+    use e5embed::internals::input::{Format, TextReader};
     let start = Instant::now();
     let mut n = Counts::default();
     if !a.texts.is_empty() {

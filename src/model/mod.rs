@@ -1,8 +1,8 @@
-//! The BERT forward pass, twice: [`reference`] is the plain, readable one (one function per
+//! The BERT forward pass, twice: [`reference`](mod@reference) is the plain, readable one (one function per
 //! layer, scalar kernels, one text at a time) and [`forward`] is the one the engine runs
 //! (weights prepacked for the detected ISA by [`linear`], fused epilogues, all texts of a
 //! batch packed into one token matrix without padding, ops split over the pool by
-//! [`parallel`] into buffers from [`scratch`]). Tests hold the fast one to the reference and
+//! `parallel` into buffers from [`scratch`]). Tests hold the fast one to the reference and
 //! both to ONNX Runtime. [`smooth`] holds the int8 recipe and its calibration, which runs
 //! the same forward at f32.
 
