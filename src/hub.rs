@@ -13,6 +13,12 @@
 //!   without any network request, so a branch like `main` stays as first downloaded (pin a
 //!   commit or tag, or delete the directory, to refresh).
 //!
+//! Before anything else, the cache every Hugging Face tool shares is consulted
+//! ([`hf_cache_snapshot`]: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+//! `~/.cache/huggingface/hub`): a model downloaded there by Python or `huggingface-cli` is used
+//! in place, with no request, offline too. (e5embed's own downloads still go to its own
+//! cache below, not into that shared layout.)
+//!
 //! Environment (read by [`HubOptions::from_env`]):
 //!
 //! | variable | meaning | default |
@@ -51,10 +57,11 @@ pub const DEFAULT_REVISION: &str = "main";
 /// Files a snapshot must have.
 pub const REQUIRED_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 /// Files fetched when the repo has them (sentence-transformers settings).
-pub const OPTIONAL_FILES: [&str; 3] = [
+pub const OPTIONAL_FILES: [&str; 4] = [
     "sentence_bert_config.json",
     "modules.json",
     "1_Pooling/config.json",
+    "config_sentence_transformers.json",
 ];
 /// Written last into a snapshot directory: the snapshot is complete, optional files that the
 /// repo lacks included, so no request is needed to use it.
@@ -77,6 +84,11 @@ pub struct HubOptions {
     pub offline: bool,
     /// Draw progress bars on stderr for large files.
     pub progress: bool,
+    /// The cache every Hugging Face tool shares (`huggingface_hub`'s layout:
+    /// `models--owner--name/{refs,snapshots,blobs}`): a snapshot already there (downloaded
+    /// from Python, `huggingface-cli`, another Rust tool) is used as it is, with no request.
+    /// `None`: not consulted.
+    pub hf_cache_dir: Option<PathBuf>,
 }
 
 impl HubOptions {
@@ -111,7 +123,12 @@ impl HubOptions {
                 "1" | "true" | "yes" | "on"
             )
         });
+        let hf_cache_dir = var("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| hf_home.as_ref().map(|h| h.join("hub")))
+            .unwrap_or_else(|| home.join(".cache/huggingface/hub"));
         HubOptions {
+            hf_cache_dir: Some(hf_cache_dir),
             endpoint: var("HF_ENDPOINT")
                 .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
                 .trim_end_matches('/')
@@ -246,10 +263,39 @@ pub fn resolve_model_with(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
     })
 }
 
-/// Ensures the snapshot of `id` is complete in `opts.cache_dir` and returns its directory.
-/// A complete snapshot is returned without any request; otherwise only the missing files are
-/// downloaded.
+/// The snapshot of `id` in the shared Hugging Face cache (`huggingface_hub`'s layout), if it
+/// is there with every file the engine requires: `<cache>/models--<owner>--<name>/snapshots/
+/// <commit>/`, the commit read from `refs/<revision>` (or the revision itself when it is a
+/// commit hash). Files there are links into `blobs/`; they are only read.
+pub fn hf_cache_snapshot(id: &RepoId, hf_cache: &Path) -> Option<PathBuf> {
+    let repo = hf_cache.join(format!("models--{}--{}", id.owner, id.name));
+    let from_ref = std::fs::read_to_string(repo.join("refs").join(&id.revision))
+        .ok()
+        .map(|c| c.trim().to_owned());
+    let is_commit = id.revision.len() == 40 && id.revision.chars().all(|c| c.is_ascii_hexdigit());
+    let commit = from_ref.or_else(|| is_commit.then(|| id.revision.clone()))?;
+    if commit.is_empty() || !commit.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let dir = repo.join("snapshots").join(commit);
+    REQUIRED_FILES
+        .iter()
+        .all(|f| dir.join(f).is_file())
+        .then_some(dir)
+}
+
+/// Ensures the snapshot of `id` is complete and returns its directory: the shared Hugging Face
+/// cache's when it has the model ([`hf_cache_snapshot`]), else e5embed's own in
+/// `opts.cache_dir`. A complete snapshot is returned without any request; otherwise only the
+/// missing files are downloaded.
 pub fn download_snapshot(id: &RepoId, opts: &HubOptions) -> Result<PathBuf> {
+    if let Some(dir) = opts
+        .hf_cache_dir
+        .as_deref()
+        .and_then(|c| hf_cache_snapshot(id, c))
+    {
+        return Ok(dir);
+    }
     let dir = id.snapshot_dir(&opts.cache_dir);
     let missing: Vec<&str> = REQUIRED_FILES
         .into_iter()

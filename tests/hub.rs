@@ -368,6 +368,7 @@ fn options(endpoint: &str, cache: &Path) -> HubOptions {
         token: None,
         offline: false,
         progress: false,
+        hf_cache_dir: None,
     }
 }
 
@@ -426,13 +427,14 @@ fn download_then_embed_matches_the_original_and_reuses_the_cache() {
     }
     assert!(dir.join(".e5embed-snapshot.json").is_file());
 
-    // Requests: 3 required + 3 optional files at the hub, the weights once at the CDN; the
+    // Requests: 3 required + 4 optional files at the hub, the weights once at the CDN; the
     // token goes to the hub only, never to the CDN.
     let mut hub_paths = hub.paths();
     hub_paths.sort();
     let mut want: Vec<String> = [
         "1_Pooling/config.json",
         "config.json",
+        "config_sentence_transformers.json",
         "model.safetensors",
         "modules.json",
         "sentence_bert_config.json",
@@ -778,4 +780,42 @@ fn specs_that_are_neither_directories_nor_repo_ids() {
         Path::new("/c/intfloat--e5-small-v2/refs%2Fpr%2F1")
     );
     assert!(RepoId::parse("a/b@../x").is_none());
+}
+
+#[test]
+fn a_snapshot_in_the_shared_hugging_face_cache_is_used_without_any_request() {
+    // huggingface_hub's layout: models--owner--name/{refs/main, snapshots/<commit>/, blobs/}.
+    let scratch = tiny_model("hf-cache");
+    let files = model_files(&scratch.0);
+    let hf = scratch.0.join("hf-hub");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = hf.join("models--intfloat--e5-tiny");
+    let snap = repo.join("snapshots").join(commit);
+    for (name, bytes) in &files {
+        // The blob under its hash, the snapshot entry a link to it, as huggingface_hub does.
+        let blob = repo.join("blobs").join(sha256_hex(bytes));
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        std::fs::write(&blob, bytes).unwrap();
+        let link = snap.join(name);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&blob, &link).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    // Nothing listens on the endpoint: any request would fail.
+    let mut opts = options("http://127.0.0.1:9", &scratch.0.join("own-cache"));
+    opts.hf_cache_dir = Some(hf.clone());
+    let dir = resolve_model_with("intfloat/e5-tiny", &opts).unwrap();
+    assert_eq!(dir, snap);
+    let by_commit = resolve_model_with(&format!("intfloat/e5-tiny@{commit}"), &opts).unwrap();
+    assert_eq!(by_commit, snap);
+    let e = Embedder::load(&dir).unwrap();
+    let original = Embedder::load(&scratch.0).unwrap();
+    assert_eq!(
+        e.embed(&["hello"]).unwrap(),
+        original.embed(&["hello"]).unwrap()
+    );
+    // Another revision is not in the shared cache: the own cache / network path is taken.
+    let (kind, _) = hub_err(resolve_model_with("intfloat/e5-tiny@v2", &opts));
+    assert_eq!(kind, HubErrorKind::Connection);
 }

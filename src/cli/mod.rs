@@ -79,9 +79,10 @@ pub enum PoolingArg {
 #[derive(Args)]
 pub struct ModelArgs {
     /// Model directory (Hugging Face layout), or a Hugging Face hub repo id
-    /// (`owner/name[@revision]`, e.g. intfloat/e5-small-v2), downloaded once into
-    /// $E5EMBED_HUB_CACHE or ~/.cache/e5embed/hub (HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE are
-    /// honoured). Default: the all-MiniLM-L6-v2 test model in $E5EMBED_MODELS or
+    /// (`owner/name[@revision]`, e.g. intfloat/e5-small-v2): taken from the shared Hugging Face
+    /// cache (~/.cache/huggingface/hub, $HF_HOME, $HF_HUB_CACHE) when it is there, else
+    /// downloaded once into $E5EMBED_HUB_CACHE or ~/.cache/e5embed/hub (HF_TOKEN, HF_ENDPOINT
+    /// and HF_HUB_OFFLINE are honoured). Default: the all-MiniLM-L6-v2 test model in $E5EMBED_MODELS or
     /// ~/.cache/e5embed/models (tools/fetch-models puts it there).
     #[arg(long)]
     pub model: Option<PathBuf>,
