@@ -8,7 +8,9 @@
 //! to run.
 //!
 //! Layout:
-//! - [`isa`]: detect once, ISA tokens, names for an explicit override.
+//! - [`isa`]: CPU features detected once ([`isa::Features`]) and the one token type
+//!   [`isa::Path`] of every kernel family ([`Isa`], [`qgemm::QIsa`], [`bgemm::BIsa`]: each
+//!   family's kinds say which features they need), names for an explicit override.
 //! - [`gemm`]: packed-weight GEMM (`C = A·Wᵀ` + fused epilogue), reference, microkernels.
 //! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.

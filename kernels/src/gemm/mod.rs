@@ -110,8 +110,8 @@ fn info_of<K: Kernel>() -> KernelInfo {
     }
 }
 
-pub(crate) fn kernel_info(isa: Isa) -> KernelInfo {
-    match isa.kind() {
+pub(crate) fn kernel_info(kind: IsaKind) -> KernelInfo {
+    match kind {
         IsaKind::Scalar => info_of::<scalar::ScalarKernel>(),
         #[cfg(target_arch = "x86_64")]
         IsaKind::Avx2 => info_of::<avx2::Avx2Kernel>(),
@@ -125,7 +125,7 @@ pub(crate) fn kernel_info(isa: Isa) -> KernelInfo {
 /// The GEMM microkernel [`gemm_f32`] uses on `isa` (what
 /// [`PackedMatrix::kernel_name`] reports), e.g. `"gemm_f32_avx512_12x32"`.
 pub fn kernel_name(isa: Isa) -> &'static str {
-    kernel_info(isa).name
+    kernel_info(isa.kind()).name
 }
 
 /// The register tile `(MR, NR)` of `isa`'s microkernel: rows of A and columns of W
@@ -133,7 +133,7 @@ pub fn kernel_name(isa: Isa) -> &'static str {
 /// the engine splits M across threads; column ranges for [`gemm_f32_cols`] start
 /// at multiples of NR.
 pub fn tile(isa: Isa) -> (usize, usize) {
-    let i = kernel_info(isa);
+    let i = kernel_info(isa.kind());
     (i.mr, i.nr)
 }
 
@@ -147,7 +147,7 @@ pub const SKINNY_MAX_M: usize = 32;
 /// The cache blocking `(MC, KC, NC)` the blocked path uses for an `m x n x k` call
 /// on `isa` (derived from the detected cache sizes; for logs and benchmarks).
 pub fn blocking(isa: Isa, m: usize, n: usize, k: usize) -> (usize, usize, usize) {
-    let i = kernel_info(isa);
+    let i = kernel_info(isa.kind());
     let b = Blocking::new(i.mr, i.nr, i.kc_max, m, n, k);
     (b.mc, b.kc, b.nc)
 }
@@ -168,7 +168,7 @@ pub(crate) unsafe fn run_path(isa: Isa, mut g: Raw, path: GemmPath) {
     if g.m == 0 || g.n == 0 {
         return;
     }
-    let info = kernel_info(isa);
+    let info = kernel_info(isa.kind());
     let path = match path {
         GemmPath::Auto if g.m <= AUTO_SKINNY_MAX_M => GemmPath::Skinny,
         GemmPath::Auto => GemmPath::Blocked,
@@ -213,7 +213,7 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs `w: [n, k]` (PyTorch Linear layout, row-major) for `isa`'s microkernel.
     pub fn pack(isa: Isa, w: &[f32], n: usize, k: usize) -> Result<PackedMatrix, KernelError> {
-        let info = kernel_info(isa);
+        let info = kernel_info(isa.kind());
         if w.len() != crate::checked_len("PackedMatrix::pack", &[n, k])? {
             return shape_err!(
                 "PackedMatrix::pack: w has {} floats, expected n*k = {n}*{k}",
