@@ -552,29 +552,17 @@ pub fn gemm_bf16_par(
             c.len()
         );
     }
-    let parts = crate::par::parts(m, n, nr, threads, BF16_COLUMN_SPLIT_MAX_M);
-    let cp = crate::par::SendPtr(c.as_mut_ptr());
-    let run_part = |(rows, cols): crate::par::Part| {
-        let cp = &cp;
-        let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
+    let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
+        let (r0, rn) = (rows.start, rows.len());
         let epi = epilogue.for_rows(r0, rn, n);
         // SAFETY: a and the epilogue validated for (m, n, k) and sliced to this part's
-        // rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at ldc = n,
-        // columns `cols`, lie inside c (m*n floats, exclusively borrowed for this call)
-        // and the parts are disjoint rectangles, so no two tasks write the same element.
-        unsafe {
-            call(
-                &a[r0 * k..(r0 + rn) * k],
-                rn,
-                b,
-                cols,
-                cp.0.wrapping_add(r0 * n + j0),
-                n,
-                epi,
-            )
-        }
+        // rows; `cols` starts on a panel boundary inside 0..n; `at` is C's element
+        // (r0, cols.start), and C rows r0.. at ldc = n, columns `cols`, lie inside c
+        // (m*n floats, exclusively borrowed for this call) and the parts are disjoint
+        // rectangles, so no two tasks write the same element.
+        unsafe { call(&a[r0 * k..(r0 + rn) * k], rn, b, cols, at, n, epi) }
     };
-    crate::par::run_parts(parts, run_part);
+    crate::par::split_output(c, (m, n), nr, threads, BF16_COLUMN_SPLIT_MAX_M, run_part);
     Ok(())
 }
 

@@ -459,30 +459,28 @@ pub fn gemm_f32_par(
             c.len()
         );
     }
-    let parts = crate::par::parts(m, n, b.nr, threads, COLUMN_SPLIT_MAX_M);
-    let cp = crate::par::SendPtr(c.as_mut_ptr());
-    let run_part = |(rows, cols): crate::par::Part| {
-        let cp = &cp;
-        let (r0, mr, j0) = (rows.start, rows.len(), cols.start);
+    let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
+        let (r0, mr) = (rows.start, rows.len());
         let epi = epilogue.for_rows(r0, mr, n);
         // SAFETY: a/b/epilogue validated for (m, n, k); the rows r0..r0+mr of a and
-        // of the residual are in bounds; C rows r0.. at ldc = n, columns `cols`, lie
-        // inside c (m*n floats, exclusively borrowed for this call), and the parts
-        // are disjoint rectangles, so no two tasks write the same element.
+        // of the residual are in bounds; `at` is C's element (r0, cols.start), and C
+        // rows r0.. at ldc = n, columns `cols`, lie inside c (m*n floats, exclusively
+        // borrowed for this call), and the parts are disjoint rectangles, so no two
+        // tasks write the same element.
         unsafe {
             call(
                 &a[r0 * b.k..(r0 + mr) * b.k],
                 mr,
                 b,
                 cols,
-                cp.0.add(r0 * n + j0),
+                at,
                 n,
                 epi,
                 GemmPath::Auto,
             )
         }
     };
-    crate::par::run_parts(parts, run_part);
+    crate::par::split_output(c, (m, n), b.nr, threads, COLUMN_SPLIT_MAX_M, run_part);
     Ok(())
 }
 

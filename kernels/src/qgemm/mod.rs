@@ -789,19 +789,14 @@ pub fn gemm_u8s8_par(
     if threads <= 1 || m == 0 || n == 0 || b.isa.kind() == QIsaKind::Scalar {
         return gemm_u8s8(a, scales, m, b, c, epilogue);
     }
-    let parts = crate::par::parts(m, n, nr, threads, INT8_COLUMN_SPLIT_MAX_M);
     #[cfg(target_arch = "x86_64")]
     {
-        let cp = crate::par::SendPtr(c.as_mut_ptr());
-        let run_part = |(rows, cols): crate::par::Part| {
-            let cp = &cp;
-            let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
+        let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
+            let (r0, rn) = (rows.start, rows.len());
             let epi = epilogue.for_rows(r0, rn, n);
-            let out = x86::Out::F32(
-                // In bounds: r0 < m, j0 < n (parts are non-empty rectangles of C).
-                cp.0.wrapping_add(r0 * n + j0),
-                scales[r0..].as_ptr(),
-            );
+            // `at` is C's element (r0, cols.start): r0 < m, cols.start < n (parts are
+            // non-empty rectangles of C).
+            let out = x86::Out::F32(at, scales[r0..].as_ptr());
             let job = x86::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
             // SAFETY: a, scales, epilogue validated for (m, n, kp) and sliced to this
             // part's rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at
@@ -810,12 +805,12 @@ pub fn gemm_u8s8_par(
             // write the same element; the token in `b` proves the ISA.
             unsafe { x86::run(b.isa.kind(), &job) }
         };
-        crate::par::run_parts(parts, run_part);
+        crate::par::split_output(c, (m, n), nr, threads, INT8_COLUMN_SPLIT_MAX_M, run_part);
         Ok(())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (parts, kp);
+        let _ = (nr, kp);
         unreachable!("only Scalar tokens exist off x86-64")
     }
 }
