@@ -132,7 +132,7 @@ mod x86;
 pub use reference::{gemm_bf16_reference, gemm_bf16_reference_bits};
 
 use crate::buf::AlignedBuf;
-use crate::gemm::{validate_epilogue, Epilogue};
+use crate::epilogue::{validate as validate_epilogue, Epilogue};
 use crate::isa::{Family, Features, Path};
 use crate::{shape_err, KernelError};
 

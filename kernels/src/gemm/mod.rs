@@ -82,7 +82,9 @@ mod avx512;
 pub use reference::gemm_f32_reference;
 pub(crate) use reference::{gelu_f64, validate_dense};
 
-pub(crate) use kernel::{Epi, Raw};
+use crate::epilogue::Epi;
+pub use crate::epilogue::Epilogue;
+pub(crate) use kernel::Raw;
 pub(crate) use pack::{pack_b, packed_len};
 
 use crate::buf::AlignedBuf;
@@ -270,61 +272,6 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
-/// What happens to the finished `A·Wᵀ` tile before it is stored.
-#[derive(Clone, Copy, Debug)]
-pub enum Epilogue<'a> {
-    /// `C = A·Wᵀ`.
-    None,
-    /// `C = A·Wᵀ + bias` (`bias: [n]`).
-    Bias(&'a [f32]),
-    /// `C = gelu(A·Wᵀ + bias)`, exact erf GELU (vectorized erf, see `math::erf`).
-    BiasGelu(&'a [f32]),
-    /// `C = A·Wᵀ + bias + residual` (`bias: [n]`, `residual: [m, n]` row-major).
-    BiasResidual {
-        bias: &'a [f32],
-        residual: &'a [f32],
-    },
-}
-
-impl<'a> Epilogue<'a> {
-    /// The same epilogue for output rows `r0 .. r0 + rows` of an `n`-column call (the
-    /// residual sliced to those rows; bias and the rest unchanged). Panics if the residual
-    /// is shorter: callers pass a validated epilogue and rows inside it.
-    pub(crate) fn for_rows(self, r0: usize, rows: usize, n: usize) -> Epilogue<'a> {
-        match self {
-            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
-                bias,
-                residual: &residual[r0 * n..(r0 + rows) * n],
-            },
-            e => e,
-        }
-    }
-}
-
-pub(crate) fn validate_epilogue(e: &Epilogue, m: usize, n: usize) -> Result<(), KernelError> {
-    let check_bias = |b: &[f32]| {
-        if b.len() != n {
-            shape_err!("gemm: bias has {} floats, expected n = {n}", b.len())
-        } else {
-            Ok(())
-        }
-    };
-    match e {
-        Epilogue::None => Ok(()),
-        Epilogue::Bias(b) | Epilogue::BiasGelu(b) => check_bias(b),
-        Epilogue::BiasResidual { bias, residual } => {
-            check_bias(bias)?;
-            if residual.len() != crate::checked_len("gemm residual", &[m, n])? {
-                return shape_err!(
-                    "gemm: residual has {} floats, expected m*n = {m}*{n}",
-                    residual.len()
-                );
-            }
-            Ok(())
-        }
-    }
-}
-
 /// `C[m, n] = epilogue(Σ_q A[i, q] · W[j, q])` with `b` = W prepacked for `b.isa()`.
 ///
 /// `a: [m, k]`, `c: [m, n]`, row-major, lengths exact. `m = 0` is a no-op. C is fully
@@ -500,7 +447,7 @@ fn validate_call(
             a.len()
         );
     }
-    validate_epilogue(epilogue, m, n)
+    crate::epilogue::validate(epilogue, m, n)
 }
 
 fn validate_cols(b: &PackedMatrix, cols: &std::ops::Range<usize>) -> Result<(), KernelError> {
@@ -543,28 +490,22 @@ unsafe fn call(
     }
     let j0 = cols.start;
     if k == 0 {
-        // Empty sum: C = epilogue(0).
+        // Empty sum: C = epilogue(0), by the scalar epilogue. `-0.0 + x` is `x` for
+        // every x, so the biased epilogues see the bias itself (+0.0 would turn a -0.0
+        // bias into +0.0); no epilogue stores +0.0.
+        let zero = if matches!(epilogue, Epilogue::None) {
+            0.0
+        } else {
+            -0.0
+        };
         for i in 0..m {
             for jj in 0..w {
-                let j = j0 + jj;
-                *c.add(i * ldc + jj) = match epilogue {
-                    Epilogue::None => 0.0,
-                    Epilogue::Bias(bias) => bias[j],
-                    Epilogue::BiasGelu(bias) => gelu_f64(bias[j] as f64) as f32,
-                    Epilogue::BiasResidual { bias, residual } => bias[j] + residual[i * n + j],
-                };
+                *c.add(i * ldc + jj) = epilogue.apply(zero, i, j0 + jj, n);
             }
         }
         return;
     }
-    let epi = match epilogue {
-        Epilogue::None => Epi::None,
-        Epilogue::Bias(bias) => Epi::Bias(bias.as_ptr()),
-        Epilogue::BiasGelu(bias) => Epi::BiasGelu(bias.as_ptr()),
-        Epilogue::BiasResidual { bias, residual } => {
-            Epi::BiasResidual(bias.as_ptr(), residual.as_ptr(), n)
-        }
-    };
+    let epi = Epi::new(epilogue, n, j0);
     let g = Raw {
         a: a.as_ptr(),
         lda: k,
@@ -575,7 +516,7 @@ unsafe fn call(
         k,
         c,
         ldc,
-        epi: epi.at(0, j0),
+        epi,
         apack: std::ptr::null_mut(),
     };
     // SAFETY: per the caller's contract; the packed buffer holds ceil(n/NR) panels

@@ -128,7 +128,7 @@ pub use reference::{
 };
 
 use crate::buf::AlignedBuf;
-use crate::gemm::{validate_epilogue, Epilogue};
+use crate::epilogue::{validate as validate_epilogue, Epilogue};
 use crate::isa::{Family, Features, Path};
 use crate::{shape_err, KernelError};
 
