@@ -8,7 +8,9 @@
 //! to run.
 //!
 //! Layout:
-//! - [`isa`]: detect once, ISA tokens, names for an explicit override.
+//! - [`isa`]: CPU features detected once ([`isa::Features`]) and the one token type
+//!   [`isa::Path`] of every kernel family ([`Isa`], [`qgemm::QIsa`], [`bgemm::BIsa`]: each
+//!   family's kinds say which features they need), names for an explicit override.
 //! - [`gemm`]: packed-weight GEMM (`C = A·Wᵀ` + fused epilogue), reference, microkernels.
 //! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
@@ -16,7 +18,10 @@
 //! - [`amx`]: AMX detection (CPUID, XCR0) and Linux's tile-data permission, once.
 //! - [`hugepage`]: big buffers advised onto transparent huge pages (Linux).
 //!
-//! Internals: `simd` (one small trait implemented per ISA: every fast kernel is written
+//! Internals: `epilogue` (the one [`Epilogue`] of the f32, int8 and bf16 GEMMs: its
+//! scalar form for the references and fallbacks, its raw-pointer vector form that every
+//! SIMD tile ends through), `par` (the one split of a call across rayon tasks),
+//! `simd` (one small trait implemented per ISA: every fast kernel is written
 //! once, generically, and instantiated inside `#[target_feature]` wrappers), `math`
 //! (vectorized exp / erf with their measured error bounds), `buf` (64-byte aligned
 //! buffers and per-thread scratch).
@@ -57,6 +62,7 @@ pub mod peak;
 pub mod qgemm;
 
 mod buf;
+mod epilogue;
 mod math;
 mod par;
 mod simd;

@@ -1,5 +1,7 @@
-//! Splitting one GEMM call's output across the tasks of the current rayon pool: the
-//! shared part of `gemm_f32_par`, `qgemm::gemm_u8s8_par` and `bgemm::gemm_bf16_par`.
+//! Splitting one call's output across the tasks of the current rayon pool: the one
+//! parallel-split helper of `gemm_f32_par`, `qgemm::gemm_u8s8_par`,
+//! `bgemm::gemm_bf16_par` ([`split_output`]) and `attention_f32_par` ([`run_parts`] with
+//! its own head ranges).
 
 use std::ops::Range;
 
@@ -43,7 +45,7 @@ pub(crate) fn parts(
 
 /// Runs `run` on every part, the first on this thread and the others as tasks of the
 /// current rayon pool, and returns when all are done.
-pub(crate) fn run_parts(mut parts: Vec<Part>, run: impl Fn(Part) + Sync) {
+pub(crate) fn run_parts<P: Send>(mut parts: Vec<P>, run: impl Fn(P) + Sync) {
     if parts.len() <= 1 {
         if let Some(p) = parts.pop() {
             run(p);
@@ -61,8 +63,33 @@ pub(crate) fn run_parts(mut parts: Vec<Part>, run: impl Fn(Part) + Sync) {
     });
 }
 
-/// An output pointer shared by tasks that each write a disjoint part of it.
-pub(crate) struct SendPtr(pub(crate) *mut f32);
+/// Splits a `[m, n]` row-major output `c` into [`parts`] and runs `run(part, at)` on
+/// each ([`run_parts`]), `at` pointing at the part's first element (row `rows.start`,
+/// column `cols.start`; row stride `n`). The parts are disjoint rectangles of `c`, so
+/// `run` may write its part through `at` while the others write theirs; `c` stays
+/// borrowed until all are done.
+pub(crate) fn split_output(
+    c: &mut [f32],
+    (m, n): (usize, usize),
+    nr: usize,
+    threads: usize,
+    column_split_max_m: usize,
+    run: impl Fn(Part, *mut f32) + Sync,
+) {
+    debug_assert!(c.len() >= m * n);
+    let c = SendPtr(c.as_mut_ptr());
+    let parts = parts(m, n, nr, threads, column_split_max_m);
+    run_parts(parts, |(rows, cols): Part| {
+        let c = &c;
+        // In bounds (or one past the end for an empty part): rows.start <= m and
+        // cols.start <= n, and wrapping_add needs no unsafe for the address itself.
+        let at = c.0.wrapping_add(rows.start * n + cols.start);
+        run((rows, cols), at)
+    });
+}
+
+/// A pointer shared by tasks that each write a disjoint part of what it points to.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: only used for disjoint writes, joined before the borrow of the output ends.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}

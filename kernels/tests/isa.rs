@@ -78,3 +78,69 @@ fn errors_display() {
     assert!(e.to_string().contains("avx512"));
     assert!(KernelError::Shape("x".into()).to_string().contains("shape"));
 }
+
+#[test]
+fn one_token_for_every_family() {
+    use e5embed_kernels::bgemm::{BIsa, BIsaKind};
+    use e5embed_kernels::isa::Features;
+    use e5embed_kernels::qgemm::{QIsa, QIsaKind};
+    let f = Features::detected();
+    assert_eq!(
+        f,
+        Features::detected(),
+        "detected once, the same every call"
+    );
+    // Each kind's token exists exactly when the detected features cover its needs.
+    assert_eq!(
+        Isa::new(IsaKind::Avx512).is_some(),
+        f.contains(Features::AVX2.with(Features::AVX512))
+    );
+    assert_eq!(
+        QIsa::new(QIsaKind::AvxVnni).is_some(),
+        f.contains(Features::AVX2.with(Features::AVX_VNNI))
+    );
+    assert_eq!(
+        BIsa::new(BIsaKind::Avx512Bf16).is_some(),
+        f.contains(
+            Features::AVX2
+                .with(Features::AVX512)
+                .with(Features::AVX512_BF16)
+        )
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vnni = std::arch::is_x86_feature_detected!("avx512vnni");
+        assert_eq!(f.contains(Features::AVX512_VNNI), vnni);
+    }
+    // Debug names the family's token, Display the path.
+    assert_eq!(format!("{:?}", Isa::scalar()), "Isa(Scalar)");
+    assert_eq!(format!("{:?}", QIsa::scalar()), "QIsa(Scalar)");
+    assert_eq!(format!("{}", BIsa::scalar()), "scalar");
+    // Aliases parse to the same kind; names round-trip on every family.
+    assert_eq!("VNNI".parse::<QIsaKind>(), Ok(QIsaKind::Avx512Vnni));
+    assert_eq!("avx-vnni".parse::<QIsaKind>(), Ok(QIsaKind::AvxVnni));
+    assert_eq!(" widen ".parse::<BIsaKind>(), Ok(BIsaKind::Avx512Widen));
+    assert_eq!("bf16".parse::<BIsaKind>(), Ok(BIsaKind::Avx512Bf16));
+    assert!(matches!(
+        "avx512".parse::<QIsaKind>(),
+        Err(KernelError::UnknownIsa(_))
+    ));
+    for k in QIsaKind::ALL {
+        assert_eq!(k.to_string().parse::<QIsaKind>(), Ok(k));
+    }
+    for k in BIsaKind::ALL {
+        assert_eq!(k.to_string().parse::<BIsaKind>(), Ok(k));
+    }
+    // The bf16 family prefers the widening path wherever AVX-512 F is present.
+    if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
+        assert_eq!(BIsa::best(), w);
+    } else {
+        assert_eq!(BIsa::best(), BIsa::scalar());
+    }
+    assert_eq!(*QIsa::available().last().unwrap(), QIsa::best());
+    // The f32 token reports the GEMM's microkernel like the gemm module does.
+    for isa in Isa::available() {
+        assert_eq!(isa.kernel_name(), e5embed_kernels::gemm::kernel_name(isa));
+        assert_eq!(isa.tile(), e5embed_kernels::gemm::tile(isa));
+    }
+}

@@ -162,42 +162,27 @@ pub fn attention_f32_par(
     if per >= heads || seq == 0 {
         return attention_f32(isa, qkv, seq, heads, head_dim, out);
     }
-    struct SendPtr(*mut f32);
-    // SAFETY: only used for disjoint column writes, joined before the borrow ends.
-    unsafe impl Send for SendPtr {}
-    unsafe impl Sync for SendPtr {}
-    let op = SendPtr(out.as_mut_ptr());
-    let run = |r: std::ops::Range<usize>| -> Result<(), KernelError> {
-        let op = &op;
-        // SAFETY: out holds seq rows of h_all (validated); heads `r` write only their
-        // columns r.start·head_dim.. (< h_all) of each row at stride h_all, and the
-        // ranges of the tasks are disjoint.
-        unsafe {
-            let base = op.0.wrapping_add(r.start * head_dim);
-            heads_into(isa, qkv, seq, heads, head_dim, r, base, h_all)
-        }
-    };
+    let op = crate::par::SendPtr(out.as_mut_ptr());
     let ranges: Vec<std::ops::Range<usize>> = (0..heads)
         .step_by(per)
         .map(|s| s..(s + per).min(heads))
         .collect();
     // The first error of any task (none expected: the shapes were validated above).
     let first_err: std::sync::Mutex<Result<(), KernelError>> = std::sync::Mutex::new(Ok(()));
-    let record = |r: Result<(), KernelError>| {
-        if let (Err(e), Ok(mut slot)) = (r, first_err.lock()) {
+    crate::par::run_parts(ranges, |r: std::ops::Range<usize>| {
+        let op = &op;
+        // SAFETY: out holds seq rows of h_all (validated); heads `r` write only their
+        // columns r.start·head_dim.. (< h_all) of each row at stride h_all, and the
+        // ranges of the tasks are disjoint.
+        let res = unsafe {
+            let base = op.0.wrapping_add(r.start * head_dim);
+            heads_into(isa, qkv, seq, heads, head_dim, r, base, h_all)
+        };
+        if let (Err(e), Ok(mut slot)) = (res, first_err.lock()) {
             if slot.is_ok() {
                 *slot = Err(e);
             }
         }
-    };
-    rayon::scope(|s| {
-        let (mine, rest) = ranges.split_first().expect("at least two ranges");
-        for r in rest {
-            let r = r.clone();
-            let (run, record) = (&run, &record);
-            s.spawn(move |_| record(run(r)));
-        }
-        record(run(mine.clone()));
     });
     first_err.into_inner().unwrap_or_else(|p| p.into_inner())
 }

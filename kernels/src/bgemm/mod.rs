@@ -132,10 +132,9 @@ mod x86;
 pub use reference::{gemm_bf16_reference, gemm_bf16_reference_bits};
 
 use crate::buf::AlignedBuf;
-use crate::gemm::{validate_epilogue, Epilogue};
+use crate::epilogue::{validate as validate_epilogue, Epilogue};
+use crate::isa::{Family, Features, Path};
 use crate::{shape_err, KernelError};
-use std::str::FromStr;
-use std::sync::OnceLock;
 
 /// `f32 -> bf16` bits, round to nearest even, exactly as `vcvtne2ps2bf16`
 /// (subnormals -> signed zero, NaN quieted; see the module docs).
@@ -184,16 +183,16 @@ pub enum BIsaKind {
 }
 
 impl BIsaKind {
-    /// Every kind, lowest to highest preference: `best()` is Avx512Bf16 where the
-    /// CPU has it, Avx512Widen on AVX-512 CPUs without BF16 (see the bench numbers
-    /// in the module docs for how they compare).
+    /// Every kind, lowest to highest preference by instruction set; [`BIsa::best`]
+    /// still takes Avx512Widen wherever AVX-512 F is present ([`Family::PREFERRED`]:
+    /// see the bench numbers in the module docs for how they compare).
     pub const ALL: [BIsaKind; 3] = [
         BIsaKind::Scalar,
         BIsaKind::Avx512Widen,
         BIsaKind::Avx512Bf16,
     ];
 
-    /// `scalar`, `avx512bf16`.
+    /// `scalar`, `avx512bf16`, `avx512widen`.
     pub fn name(self) -> &'static str {
         match self {
             BIsaKind::Scalar => "scalar",
@@ -203,112 +202,53 @@ impl BIsaKind {
     }
 }
 
-impl FromStr for BIsaKind {
-    type Err = KernelError;
-    /// `scalar`, `avx512bf16` (also `avx512-bf16`, `bf16`), `avx512widen` (also
-    /// `widen`); case-insensitive.
-    fn from_str(s: &str) -> Result<BIsaKind, KernelError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "scalar" => Ok(BIsaKind::Scalar),
-            "avx512bf16" | "avx512-bf16" | "avx512_bf16" | "bf16" => Ok(BIsaKind::Avx512Bf16),
-            "avx512widen" | "widen" => Ok(BIsaKind::Avx512Widen),
-            _ => Err(KernelError::UnknownIsa(s.to_string())),
+impl crate::isa::sealed::Sealed for BIsaKind {}
+
+impl Family for BIsaKind {
+    const TOKEN: &'static str = "BIsa";
+    const KINDS: &'static [BIsaKind] = &BIsaKind::ALL;
+    const SCALAR: BIsaKind = BIsaKind::Scalar;
+    /// Avx512Widen where AVX-512 F is present (f32 FMAs on widened weights: the f32 FMA
+    /// rate), even where AVX512-BF16 is: `vdpbf16ps` issues at half that rate on
+    /// Sapphire Rapids (whole e5-small-v2-shape forward, 32 x 128, one thread: Widen
+    /// 1347 ms, `vdpbf16ps` 2356 ms, f32 1245 ms). The `vdpbf16ps` path stays
+    /// selectable by name.
+    const PREFERRED: Option<BIsaKind> = Some(BIsaKind::Avx512Widen);
+
+    fn name(self) -> &'static str {
+        BIsaKind::name(self)
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            BIsaKind::Avx512Bf16 => &["avx512-bf16", "avx512_bf16", "bf16"],
+            BIsaKind::Avx512Widen => &["widen"],
+            BIsaKind::Scalar => &[],
         }
     }
-}
 
-impl std::fmt::Display for BIsaKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A token proving this CPU supports a [`BIsaKind`] (private field: only
-/// [`BIsa::new`] builds one, after checking the CPU). Holding it is what makes the
-/// `#[target_feature]` kernels behind it sound to call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct BIsa(BIsaKind);
-
-fn has_avx512bf16() -> bool {
-    static D: OnceLock<bool> = OnceLock::new();
-    *D.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            crate::Isa::new(crate::IsaKind::Avx512).is_some()
-                && std::arch::is_x86_feature_detected!("avx512bf16")
+    /// Avx512Bf16 = avx512f/bw/vl/dq + avx2/fma + avx512bf16; Avx512Widen = the same
+    /// without avx512bf16.
+    fn requires(self) -> Features {
+        let avx512 = Features::AVX2.with(Features::AVX512);
+        match self {
+            BIsaKind::Scalar => Features::NONE,
+            BIsaKind::Avx512Bf16 => avx512.with(Features::AVX512_BF16),
+            BIsaKind::Avx512Widen => avx512,
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
-}
-
-impl BIsa {
-    /// A token for `kind`, or `None` if this CPU lacks it (Avx512Bf16 =
-    /// avx512f/bw/vl/dq + avx2/fma + avx512bf16; Avx512Widen = the same without
-    /// avx512bf16).
-    pub fn new(kind: BIsaKind) -> Option<BIsa> {
-        let ok = match kind {
-            BIsaKind::Scalar => true,
-            BIsaKind::Avx512Bf16 => has_avx512bf16(),
-            BIsaKind::Avx512Widen => crate::Isa::new(crate::IsaKind::Avx512).is_some(),
-        };
-        ok.then_some(BIsa(kind))
     }
 
-    /// The portable path; always available.
-    pub fn scalar() -> BIsa {
-        BIsa(BIsaKind::Scalar)
-    }
-
-    /// Every path this CPU has, scalar first, best last.
-    pub fn available() -> Vec<BIsa> {
-        BIsaKind::ALL.iter().filter_map(|&k| BIsa::new(k)).collect()
-    }
-
-    /// The fastest path this CPU has: Avx512Widen where AVX-512 F is present (f32 FMAs
-    /// on widened weights: the f32 FMA rate), even where AVX512-BF16 is: `vdpbf16ps`
-    /// issues at half that rate on Sapphire Rapids (whole e5-small-v2-shape forward,
-    /// 32 x 128, one thread: Widen 1347 ms, `vdpbf16ps` 2356 ms, f32 1245 ms). The
-    /// `vdpbf16ps` path stays selectable by name.
-    pub fn best() -> BIsa {
-        BIsa::new(BIsaKind::Avx512Widen).unwrap_or_else(|| {
-            *BIsa::available()
-                .last()
-                .expect("scalar is always available")
-        })
-    }
-
-    /// `""` -> [`BIsa::best`]; otherwise the named path, or `UnknownIsa` /
-    /// `UnsupportedIsa`.
-    pub fn from_name(name: &str) -> Result<BIsa, KernelError> {
-        if name.trim().is_empty() {
-            return Ok(BIsa::best());
-        }
-        let kind: BIsaKind = name.parse()?;
-        BIsa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
-    }
-
-    pub fn kind(self) -> BIsaKind {
-        self.0
-    }
-
-    pub fn name(self) -> &'static str {
-        self.0.name()
-    }
-
-    /// The GEMM microkernel's name, e.g. `"gemm_bf16_avx512bf16_12x32"`.
-    pub fn kernel_name(self) -> &'static str {
-        match self.0 {
+    /// e.g. `"gemm_bf16_avx512bf16_12x32"` (the table in the module docs).
+    fn kernel_name(self) -> &'static str {
+        match self {
             BIsaKind::Scalar => "gemm_bf16_scalar",
             BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
             BIsaKind::Avx512Widen => "gemm_bf16w_avx512_10x32",
         }
     }
 
-    /// `(MR, NR)`: rows per full register tile, columns per weight panel. Row chunks
-    /// that are multiples of MR avoid the remainder tiles.
-    pub fn tile(self) -> (usize, usize) {
-        match self.0 {
+    fn tile(self) -> (usize, usize) {
+        match self {
             BIsaKind::Scalar => (1, 1),
             BIsaKind::Avx512Bf16 => (12, 32),
             BIsaKind::Avx512Widen => (10, 32),
@@ -316,11 +256,15 @@ impl BIsa {
     }
 }
 
-impl std::fmt::Display for BIsa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::isa::family_str!(BIsaKind);
+
+/// A token proving this CPU supports a [`BIsaKind`] (the one generic token,
+/// [`crate::isa::Path`]: private field, only [`BIsa::new`] builds one after checking the
+/// CPU). Holding it is what makes the `#[target_feature]` kernels behind it sound to
+/// call. [`BIsa::best`] is [`BIsaKind::Avx512Widen`] where AVX-512 F is present (see
+/// [`Family::PREFERRED`]); `BIsa::from_name` takes `scalar|avx512bf16|avx512widen` (and
+/// aliases: `avx512-bf16`, `avx512_bf16`, `bf16`, `widen`).
+pub type BIsa = Path<BIsaKind>;
 
 /// Converts `a: [m, k]` f32 rows to bf16 bits `out: [m, padded_k(k)]` (pad element
 /// 0) with [`f32_to_bf16`]'s rounding; bitwise identical on every [`BIsa`]
@@ -608,29 +552,17 @@ pub fn gemm_bf16_par(
             c.len()
         );
     }
-    let parts = crate::par::parts(m, n, nr, threads, BF16_COLUMN_SPLIT_MAX_M);
-    let cp = crate::par::SendPtr(c.as_mut_ptr());
-    let run_part = |(rows, cols): crate::par::Part| {
-        let cp = &cp;
-        let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
+    let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
+        let (r0, rn) = (rows.start, rows.len());
         let epi = epilogue.for_rows(r0, rn, n);
         // SAFETY: a and the epilogue validated for (m, n, k) and sliced to this part's
-        // rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at ldc = n,
-        // columns `cols`, lie inside c (m*n floats, exclusively borrowed for this call)
-        // and the parts are disjoint rectangles, so no two tasks write the same element.
-        unsafe {
-            call(
-                &a[r0 * k..(r0 + rn) * k],
-                rn,
-                b,
-                cols,
-                cp.0.wrapping_add(r0 * n + j0),
-                n,
-                epi,
-            )
-        }
+        // rows; `cols` starts on a panel boundary inside 0..n; `at` is C's element
+        // (r0, cols.start), and C rows r0.. at ldc = n, columns `cols`, lie inside c
+        // (m*n floats, exclusively borrowed for this call) and the parts are disjoint
+        // rectangles, so no two tasks write the same element.
+        unsafe { call(&a[r0 * k..(r0 + rn) * k], rn, b, cols, at, n, epi) }
     };
-    crate::par::run_parts(parts, run_part);
+    crate::par::split_output(c, (m, n), nr, threads, BF16_COLUMN_SPLIT_MAX_M, run_part);
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! See the module docs in `bgemm/mod.rs`.
 
 use super::{bf16_to_f32, f32_to_bf16, padded_k, Bf16Matrix};
-use crate::gemm::{gelu_f64, validate_epilogue, Epilogue};
+use crate::epilogue::{validate as validate_epilogue, Epilogue};
 use crate::{shape_err, KernelError};
 
 /// A bf16 input as `vdpbf16ps` reads it: subnormals are (signed) zero (DAZ).
@@ -57,18 +57,6 @@ pub(crate) fn dot_pairs(a: &[u16], w: &[u16]) -> f32 {
     acc
 }
 
-/// The f32 epilogue in the kernels' order (GELU in f64). `res_row`: the residual
-/// row `i` (`n` floats) for BiasResidual.
-#[inline]
-pub(crate) fn epilogue_one(acc: f32, i: usize, j: usize, n: usize, e: &Epilogue) -> f32 {
-    match *e {
-        Epilogue::None => acc,
-        Epilogue::Bias(b) => acc + b[j],
-        Epilogue::BiasGelu(b) => gelu_f64((acc + b[j]) as f64) as f32,
-        Epilogue::BiasResidual { bias, residual } => (acc + bias[j]) + residual[i * n + j],
-    }
-}
-
 /// `a: [m, k]` -> `out: [m, padded_k(k)]` (pad 0), validated by the caller.
 pub(crate) fn convert_rows_unchecked(a: &[f32], m: usize, k: usize, out: &mut [u16]) {
     let kp = padded_k(k);
@@ -108,7 +96,7 @@ pub(crate) unsafe fn gemm_unchecked(
             } else {
                 dot_pairs(&arow, &w[j * kp..(j + 1) * kp])
             };
-            *c.add(i * ldc + jj) = epilogue_one(acc, i, j, n, &epilogue);
+            *c.add(i * ldc + jj) = epilogue.apply(acc, i, j, n);
         }
     }
 }
@@ -161,7 +149,7 @@ pub fn gemm_bf16_reference_bits(
         convert_rows_unchecked(&a[i * k..(i + 1) * k], 1, k, &mut arow);
         for j in 0..n {
             let acc = dot_pairs(&arow, &wp[j * kp..(j + 1) * kp]);
-            c[i * n + j] = epilogue_one(acc, i, j, n, &epilogue);
+            c[i * n + j] = epilogue.apply(acc, i, j, n);
         }
     }
     Ok(())

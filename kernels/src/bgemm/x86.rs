@@ -6,8 +6,7 @@
 
 use super::{padded_k, Bf16Matrix};
 use crate::buf::AlignedBuf;
-use crate::gemm::Epilogue;
-use crate::math;
+use crate::epilogue::{Epi, Epilogue};
 use crate::simd::avx512::Avx512 as F512;
 use crate::simd::Simd;
 use std::arch::x86_64::*;
@@ -33,16 +32,6 @@ const MC: usize = 48;
 /// K pairs per slice: the B micro-panel `KCQ x NR` pairs = 24 KB, half the L1D.
 const KCQ: usize = 192;
 
-/// Epilogue operands as raw pointers, already at the call's first column.
-#[derive(Clone, Copy)]
-enum Epi {
-    None,
-    Bias(*const f32),
-    BiasGelu(*const f32),
-    /// bias, residual at (row 0, first column), row stride = the matrix's n.
-    BiasResidual(*const f32, *const f32),
-}
-
 /// One validated call: columns `[j0, j0 + n)` of `C = epi(bf16(A) · Wᵀ)`.
 pub(crate) struct Job {
     /// A `[m, k]` f32, row stride k.
@@ -57,8 +46,6 @@ pub(crate) struct Job {
     b: *const u32,
     c: *mut f32,
     ldc: usize,
-    /// Row stride of the residual (the matrix's n).
-    ldr: usize,
     epi: Epi,
     /// `Avx512Widen`: A stays f32 (read in place), W widened to f32, FMA.
     widen: bool,
@@ -77,15 +64,8 @@ impl Job {
         epilogue: Epilogue,
     ) -> Job {
         let j0 = cols.start;
-        let epi = match epilogue {
-            Epilogue::None => Epi::None,
-            Epilogue::Bias(x) => Epi::Bias(x[j0..].as_ptr()),
-            Epilogue::BiasGelu(x) => Epi::BiasGelu(x[j0..].as_ptr()),
-            Epilogue::BiasResidual { bias, residual } => Epi::BiasResidual(
-                bias[j0..].as_ptr(),
-                residual[j0.min(residual.len())..].as_ptr(),
-            ),
-        };
+        // Operand pointers at column j0; the residual's row stride is the matrix's n.
+        let epi = Epi::new(epilogue, b.n, j0);
         let kq = b.kp / 2;
         let pairs = b.data.as_slice();
         let widen = b.isa.kind() == super::BIsaKind::Avx512Widen;
@@ -102,7 +82,6 @@ impl Job {
                 .cast::<u32>(),
             c,
             ldc,
-            ldr: b.n,
             epi,
             widen,
         }
@@ -434,17 +413,7 @@ unsafe fn store_tile<const R: usize, const V: usize>(
         for r in 0..R {
             let mut x = acc[r][v];
             if last {
-                x = match g.epi {
-                    Epi::None => x,
-                    Epi::Bias(b) => F512::add(x, F512::load_n(b.add(j0 + jc), nv)),
-                    Epi::BiasGelu(b) => {
-                        math::gelu::<F512>(F512::add(x, F512::load_n(b.add(j0 + jc), nv)))
-                    }
-                    Epi::BiasResidual(b, res) => F512::add(
-                        F512::add(x, F512::load_n(b.add(j0 + jc), nv)),
-                        F512::load_n(res.add((i0 + r) * g.ldr + j0 + jc), nv),
-                    ),
-                };
+                x = g.epi.apply::<F512>(x, i0 + r, j0 + jc, nv);
             }
             F512::store_n(c0.add(r * g.ldc + jc), x, nv);
         }

@@ -13,32 +13,8 @@
 //! covers, or which driver ran. It depends only on the ISA (FMA vs mul+add; the
 //! vector width only affects which lanes are computed together, never the order).
 
-use crate::math;
+pub(crate) use crate::epilogue::Epi;
 use crate::simd::{prefetch_l1, prefetch_l2, Simd};
-
-/// Epilogue with raw pointers, already offset to the tile's first row/column.
-#[derive(Clone, Copy)]
-pub(crate) enum Epi {
-    None,
-    /// `bias[j]` for the tile's columns.
-    Bias(*const f32),
-    BiasGelu(*const f32),
-    /// bias, residual tile origin, residual row stride.
-    BiasResidual(*const f32, *const f32, usize),
-}
-
-impl Epi {
-    /// The epilogue for the tile at (row `i`, column `j`) of C.
-    #[inline(always)]
-    pub(crate) unsafe fn at(self, i: usize, j: usize) -> Epi {
-        match self {
-            Epi::None => Epi::None,
-            Epi::Bias(b) => Epi::Bias(b.add(j)),
-            Epi::BiasGelu(b) => Epi::BiasGelu(b.add(j)),
-            Epi::BiasResidual(b, r, ldr) => Epi::BiasResidual(b.add(j), r.add(i * ldr + j), ldr),
-        }
-    }
-}
 
 /// Arguments of one microkernel call (one tile of C, one KC slice of K).
 #[derive(Clone, Copy)]
@@ -209,12 +185,13 @@ pub(crate) unsafe fn ukernel<
 }
 
 /// The epilogue of one vector of finished sums: row `r`, columns `col..col + n` of the
-/// tile at `c` (row stride `ldc`, `epi` at the tile origin): `+bias`, then GELU or
-/// `+residual`, then a store masked to `n` lanes. Every tile shape ends through here,
-/// so the epilogue's operations (and so its bits) are the same on every path.
+/// tile at `c` (row stride `ldc`, `epi` at the tile origin): the one vector epilogue
+/// ([`Epi::apply`]: `+bias`, then GELU or `+residual`), then a store masked to `n`
+/// lanes. Every tile shape ends through here, so the epilogue's operations (and so its
+/// bits) are the same on every path.
 #[inline(always)]
 pub(crate) unsafe fn finish<S: Simd>(
-    mut x: S::V,
+    x: S::V,
     epi: Epi,
     r: usize,
     col: usize,
@@ -222,17 +199,7 @@ pub(crate) unsafe fn finish<S: Simd>(
     c: *mut f32,
     ldc: usize,
 ) {
-    match epi {
-        Epi::None => {}
-        Epi::Bias(bias) => x = S::add(x, S::load_n(bias.add(col), n)),
-        Epi::BiasGelu(bias) => {
-            x = math::gelu::<S>(S::add(x, S::load_n(bias.add(col), n)));
-        }
-        Epi::BiasResidual(bias, res, ldr) => {
-            x = S::add(x, S::load_n(bias.add(col), n));
-            x = S::add(x, S::load_n(res.add(r * ldr + col), n));
-        }
-    }
+    let x = epi.apply::<S>(x, r, col, n);
     S::store_n(c.add(r * ldc + col), x, n);
 }
 

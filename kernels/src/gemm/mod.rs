@@ -82,7 +82,9 @@ mod avx512;
 pub use reference::gemm_f32_reference;
 pub(crate) use reference::{gelu_f64, validate_dense};
 
-pub(crate) use kernel::{Epi, Raw};
+use crate::epilogue::Epi;
+pub use crate::epilogue::Epilogue;
+pub(crate) use kernel::Raw;
 pub(crate) use pack::{pack_b, packed_len};
 
 use crate::buf::AlignedBuf;
@@ -110,8 +112,8 @@ fn info_of<K: Kernel>() -> KernelInfo {
     }
 }
 
-pub(crate) fn kernel_info(isa: Isa) -> KernelInfo {
-    match isa.kind() {
+pub(crate) fn kernel_info(kind: IsaKind) -> KernelInfo {
+    match kind {
         IsaKind::Scalar => info_of::<scalar::ScalarKernel>(),
         #[cfg(target_arch = "x86_64")]
         IsaKind::Avx2 => info_of::<avx2::Avx2Kernel>(),
@@ -125,7 +127,7 @@ pub(crate) fn kernel_info(isa: Isa) -> KernelInfo {
 /// The GEMM microkernel [`gemm_f32`] uses on `isa` (what
 /// [`PackedMatrix::kernel_name`] reports), e.g. `"gemm_f32_avx512_12x32"`.
 pub fn kernel_name(isa: Isa) -> &'static str {
-    kernel_info(isa).name
+    kernel_info(isa.kind()).name
 }
 
 /// The register tile `(MR, NR)` of `isa`'s microkernel: rows of A and columns of W
@@ -133,7 +135,7 @@ pub fn kernel_name(isa: Isa) -> &'static str {
 /// the engine splits M across threads; column ranges for [`gemm_f32_cols`] start
 /// at multiples of NR.
 pub fn tile(isa: Isa) -> (usize, usize) {
-    let i = kernel_info(isa);
+    let i = kernel_info(isa.kind());
     (i.mr, i.nr)
 }
 
@@ -147,7 +149,7 @@ pub const SKINNY_MAX_M: usize = 32;
 /// The cache blocking `(MC, KC, NC)` the blocked path uses for an `m x n x k` call
 /// on `isa` (derived from the detected cache sizes; for logs and benchmarks).
 pub fn blocking(isa: Isa, m: usize, n: usize, k: usize) -> (usize, usize, usize) {
-    let i = kernel_info(isa);
+    let i = kernel_info(isa.kind());
     let b = Blocking::new(i.mr, i.nr, i.kc_max, m, n, k);
     (b.mc, b.kc, b.nc)
 }
@@ -168,7 +170,7 @@ pub(crate) unsafe fn run_path(isa: Isa, mut g: Raw, path: GemmPath) {
     if g.m == 0 || g.n == 0 {
         return;
     }
-    let info = kernel_info(isa);
+    let info = kernel_info(isa.kind());
     let path = match path {
         GemmPath::Auto if g.m <= AUTO_SKINNY_MAX_M => GemmPath::Skinny,
         GemmPath::Auto => GemmPath::Blocked,
@@ -213,7 +215,7 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs `w: [n, k]` (PyTorch Linear layout, row-major) for `isa`'s microkernel.
     pub fn pack(isa: Isa, w: &[f32], n: usize, k: usize) -> Result<PackedMatrix, KernelError> {
-        let info = kernel_info(isa);
+        let info = kernel_info(isa.kind());
         if w.len() != crate::checked_len("PackedMatrix::pack", &[n, k])? {
             return shape_err!(
                 "PackedMatrix::pack: w has {} floats, expected n*k = {n}*{k}",
@@ -267,61 +269,6 @@ impl std::fmt::Debug for PackedMatrix {
             .field("n", &self.n)
             .field("k", &self.k)
             .finish()
-    }
-}
-
-/// What happens to the finished `A·Wᵀ` tile before it is stored.
-#[derive(Clone, Copy, Debug)]
-pub enum Epilogue<'a> {
-    /// `C = A·Wᵀ`.
-    None,
-    /// `C = A·Wᵀ + bias` (`bias: [n]`).
-    Bias(&'a [f32]),
-    /// `C = gelu(A·Wᵀ + bias)`, exact erf GELU (vectorized erf, see `math::erf`).
-    BiasGelu(&'a [f32]),
-    /// `C = A·Wᵀ + bias + residual` (`bias: [n]`, `residual: [m, n]` row-major).
-    BiasResidual {
-        bias: &'a [f32],
-        residual: &'a [f32],
-    },
-}
-
-impl<'a> Epilogue<'a> {
-    /// The same epilogue for output rows `r0 .. r0 + rows` of an `n`-column call (the
-    /// residual sliced to those rows; bias and the rest unchanged). Panics if the residual
-    /// is shorter: callers pass a validated epilogue and rows inside it.
-    pub(crate) fn for_rows(self, r0: usize, rows: usize, n: usize) -> Epilogue<'a> {
-        match self {
-            Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
-                bias,
-                residual: &residual[r0 * n..(r0 + rows) * n],
-            },
-            e => e,
-        }
-    }
-}
-
-pub(crate) fn validate_epilogue(e: &Epilogue, m: usize, n: usize) -> Result<(), KernelError> {
-    let check_bias = |b: &[f32]| {
-        if b.len() != n {
-            shape_err!("gemm: bias has {} floats, expected n = {n}", b.len())
-        } else {
-            Ok(())
-        }
-    };
-    match e {
-        Epilogue::None => Ok(()),
-        Epilogue::Bias(b) | Epilogue::BiasGelu(b) => check_bias(b),
-        Epilogue::BiasResidual { bias, residual } => {
-            check_bias(bias)?;
-            if residual.len() != crate::checked_len("gemm residual", &[m, n])? {
-                return shape_err!(
-                    "gemm: residual has {} floats, expected m*n = {m}*{n}",
-                    residual.len()
-                );
-            }
-            Ok(())
-        }
     }
 }
 
@@ -459,30 +406,28 @@ pub fn gemm_f32_par(
             c.len()
         );
     }
-    let parts = crate::par::parts(m, n, b.nr, threads, COLUMN_SPLIT_MAX_M);
-    let cp = crate::par::SendPtr(c.as_mut_ptr());
-    let run_part = |(rows, cols): crate::par::Part| {
-        let cp = &cp;
-        let (r0, mr, j0) = (rows.start, rows.len(), cols.start);
+    let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
+        let (r0, mr) = (rows.start, rows.len());
         let epi = epilogue.for_rows(r0, mr, n);
         // SAFETY: a/b/epilogue validated for (m, n, k); the rows r0..r0+mr of a and
-        // of the residual are in bounds; C rows r0.. at ldc = n, columns `cols`, lie
-        // inside c (m*n floats, exclusively borrowed for this call), and the parts
-        // are disjoint rectangles, so no two tasks write the same element.
+        // of the residual are in bounds; `at` is C's element (r0, cols.start), and C
+        // rows r0.. at ldc = n, columns `cols`, lie inside c (m*n floats, exclusively
+        // borrowed for this call), and the parts are disjoint rectangles, so no two
+        // tasks write the same element.
         unsafe {
             call(
                 &a[r0 * b.k..(r0 + mr) * b.k],
                 mr,
                 b,
                 cols,
-                cp.0.add(r0 * n + j0),
+                at,
                 n,
                 epi,
                 GemmPath::Auto,
             )
         }
     };
-    crate::par::run_parts(parts, run_part);
+    crate::par::split_output(c, (m, n), b.nr, threads, COLUMN_SPLIT_MAX_M, run_part);
     Ok(())
 }
 
@@ -502,7 +447,7 @@ fn validate_call(
             a.len()
         );
     }
-    validate_epilogue(epilogue, m, n)
+    crate::epilogue::validate(epilogue, m, n)
 }
 
 fn validate_cols(b: &PackedMatrix, cols: &std::ops::Range<usize>) -> Result<(), KernelError> {
@@ -545,28 +490,22 @@ unsafe fn call(
     }
     let j0 = cols.start;
     if k == 0 {
-        // Empty sum: C = epilogue(0).
+        // Empty sum: C = epilogue(0), by the scalar epilogue. `-0.0 + x` is `x` for
+        // every x, so the biased epilogues see the bias itself (+0.0 would turn a -0.0
+        // bias into +0.0); no epilogue stores +0.0.
+        let zero = if matches!(epilogue, Epilogue::None) {
+            0.0
+        } else {
+            -0.0
+        };
         for i in 0..m {
             for jj in 0..w {
-                let j = j0 + jj;
-                *c.add(i * ldc + jj) = match epilogue {
-                    Epilogue::None => 0.0,
-                    Epilogue::Bias(bias) => bias[j],
-                    Epilogue::BiasGelu(bias) => gelu_f64(bias[j] as f64) as f32,
-                    Epilogue::BiasResidual { bias, residual } => bias[j] + residual[i * n + j],
-                };
+                *c.add(i * ldc + jj) = epilogue.apply(zero, i, j0 + jj, n);
             }
         }
         return;
     }
-    let epi = match epilogue {
-        Epilogue::None => Epi::None,
-        Epilogue::Bias(bias) => Epi::Bias(bias.as_ptr()),
-        Epilogue::BiasGelu(bias) => Epi::BiasGelu(bias.as_ptr()),
-        Epilogue::BiasResidual { bias, residual } => {
-            Epi::BiasResidual(bias.as_ptr(), residual.as_ptr(), n)
-        }
-    };
+    let epi = Epi::new(epilogue, n, j0);
     let g = Raw {
         a: a.as_ptr(),
         lda: k,
@@ -577,7 +516,7 @@ unsafe fn call(
         k,
         c,
         ldc,
-        epi: epi.at(0, j0),
+        epi,
         apack: std::ptr::null_mut(),
     };
     // SAFETY: per the caller's contract; the packed buffer holds ceil(n/NR) panels

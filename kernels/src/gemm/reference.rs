@@ -1,7 +1,7 @@
 //! The readable reference GEMM: f64 accumulation, f64 epilogue, one rounding at the
 //! end. It defines what the fast paths must match (within `sqrt(k)`-scaled budgets).
 
-use super::{validate_epilogue, Epilogue};
+use super::Epilogue;
 use crate::{shape_err, KernelError};
 
 /// Checks the operand lengths of a reference GEMM: `a: [m, k]`, `w: [n, k]`, `c: [m, n]`
@@ -43,7 +43,7 @@ pub fn gemm_f32_reference(
     epilogue: Epilogue,
 ) -> Result<(), KernelError> {
     validate_dense("gemm_reference", a.len(), w.len(), c.len(), m, n, k)?;
-    validate_epilogue(&epilogue, m, n)?;
+    crate::epilogue::validate(&epilogue, m, n)?;
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f64;

@@ -128,10 +128,9 @@ pub use reference::{
 };
 
 use crate::buf::AlignedBuf;
-use crate::gemm::{validate_epilogue, Epilogue};
+use crate::epilogue::{validate as validate_epilogue, Epilogue};
+use crate::isa::{Family, Features, Path};
 use crate::{shape_err, KernelError};
-use std::str::FromStr;
-use std::sync::OnceLock;
 
 /// Largest K (reduction length) accepted: keeps every i32 sum below 2^31
 /// (`255 · 127 · 65536 < 2^31`).
@@ -184,153 +183,65 @@ impl QIsaKind {
     }
 }
 
-impl FromStr for QIsaKind {
-    type Err = KernelError;
-    fn from_str(s: &str) -> Result<QIsaKind, KernelError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "scalar" => Ok(QIsaKind::Scalar),
-            "avx2" => Ok(QIsaKind::Avx2),
-            "avxvnni" | "avx-vnni" => Ok(QIsaKind::AvxVnni),
-            "avx512vnni" | "avx512-vnni" | "vnni" => Ok(QIsaKind::Avx512Vnni),
-            _ => Err(KernelError::UnknownIsa(s.to_string())),
+impl crate::isa::sealed::Sealed for QIsaKind {}
+
+impl Family for QIsaKind {
+    const TOKEN: &'static str = "QIsa";
+    const KINDS: &'static [QIsaKind] = &QIsaKind::ALL;
+    const SCALAR: QIsaKind = QIsaKind::Scalar;
+
+    fn name(self) -> &'static str {
+        QIsaKind::name(self)
+    }
+
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            QIsaKind::AvxVnni => &["avx-vnni"],
+            QIsaKind::Avx512Vnni => &["avx512-vnni", "vnni"],
+            _ => &[],
+        }
+    }
+
+    /// Avx2 = avx2+fma; AvxVnni = that + avxvnni; Avx512Vnni = avx512f/bw/vl/dq +
+    /// avx2/fma + avx512vnni.
+    fn requires(self) -> Features {
+        match self {
+            QIsaKind::Scalar => Features::NONE,
+            QIsaKind::Avx2 => Features::AVX2,
+            QIsaKind::AvxVnni => Features::AVX2.with(Features::AVX_VNNI),
+            QIsaKind::Avx512Vnni => Features::AVX2
+                .with(Features::AVX512)
+                .with(Features::AVX512_VNNI),
+        }
+    }
+
+    /// The table in the module docs.
+    fn kernel_name(self) -> &'static str {
+        match self {
+            QIsaKind::Scalar => "gemm_u8s8_scalar",
+            QIsaKind::Avx2 => "gemm_u8s8_avx2_4x16",
+            QIsaKind::AvxVnni => "gemm_u8s8_avxvnni_6x16",
+            QIsaKind::Avx512Vnni => "gemm_u8s8_avx512vnni_12x32",
+        }
+    }
+
+    fn tile(self) -> (usize, usize) {
+        match self {
+            QIsaKind::Scalar => (1, 1),
+            QIsaKind::Avx2 => (4, 16),
+            QIsaKind::AvxVnni => (6, 16),
+            QIsaKind::Avx512Vnni => (12, 32),
         }
     }
 }
 
-/// A token proving this CPU supports a [`QIsaKind`] (private field: only
-/// [`QIsa::new`] builds one, after checking the CPU). Holding it is what makes the
-/// `#[target_feature]` kernels behind it sound to call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct QIsa(QIsaKind);
+crate::isa::family_str!(QIsaKind);
 
-#[derive(Clone, Copy, Debug)]
-struct Detected {
-    avx2: bool,
-    avxvnni: bool,
-    avx512vnni: bool,
-}
-
-fn detected() -> Detected {
-    static D: OnceLock<Detected> = OnceLock::new();
-    *D.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = crate::Isa::new(crate::IsaKind::Avx2).is_some();
-            let avx512 = crate::Isa::new(crate::IsaKind::Avx512).is_some();
-            Detected {
-                avx2,
-                avxvnni: avx2 && std::arch::is_x86_feature_detected!("avxvnni"),
-                avx512vnni: avx512 && std::arch::is_x86_feature_detected!("avx512vnni"),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Detected {
-            avx2: false,
-            avxvnni: false,
-            avx512vnni: false,
-        }
-    })
-}
-
-impl QIsa {
-    /// A token for `kind`, or `None` if this CPU lacks it. Avx2 = avx2+fma;
-    /// AvxVnni = that + avxvnni; Avx512Vnni = avx512f/bw/vl/dq + avx2/fma + avx512vnni.
-    pub fn new(kind: QIsaKind) -> Option<QIsa> {
-        let d = detected();
-        let ok = match kind {
-            QIsaKind::Scalar => true,
-            QIsaKind::Avx2 => d.avx2,
-            QIsaKind::AvxVnni => d.avxvnni,
-            QIsaKind::Avx512Vnni => d.avx512vnni,
-        };
-        ok.then_some(QIsa(kind))
-    }
-
-    /// The portable path; always available.
-    pub fn scalar() -> QIsa {
-        QIsa(QIsaKind::Scalar)
-    }
-
-    /// Every path this CPU has, scalar first, best last.
-    pub fn available() -> Vec<QIsa> {
-        QIsaKind::ALL.iter().filter_map(|&k| QIsa::new(k)).collect()
-    }
-
-    /// The best path this CPU has.
-    pub fn best() -> QIsa {
-        *QIsa::available()
-            .last()
-            .expect("scalar is always available")
-    }
-
-    /// `""` -> [`QIsa::best`]; otherwise the named path (`scalar|avx2|avxvnni|
-    /// avx512vnni`), or `UnknownIsa` / `UnsupportedIsa`.
-    pub fn from_name(name: &str) -> Result<QIsa, KernelError> {
-        if name.trim().is_empty() {
-            return Ok(QIsa::best());
-        }
-        let kind: QIsaKind = name.parse()?;
-        QIsa::new(kind).ok_or_else(|| KernelError::UnsupportedIsa(kind.name().to_string()))
-    }
-
-    pub fn kind(self) -> QIsaKind {
-        self.0
-    }
-
-    pub fn name(self) -> &'static str {
-        self.0.name()
-    }
-
-    /// The GEMM microkernel's name, e.g. `"gemm_u8s8_avx512vnni_12x32"`.
-    pub fn kernel_name(self) -> &'static str {
-        self.info().name
-    }
-
-    /// `(MR, NR)`: rows per full register tile and columns per weight panel. Row
-    /// chunks that are multiples of MR avoid the remainder tile.
-    pub fn tile(self) -> (usize, usize) {
-        let i = self.info();
-        (i.mr, i.nr)
-    }
-
-    fn info(self) -> Info {
-        match self.0 {
-            QIsaKind::Scalar => Info {
-                name: "gemm_u8s8_scalar",
-                mr: 1,
-                nr: 1,
-            },
-            QIsaKind::Avx2 => Info {
-                name: "gemm_u8s8_avx2_4x16",
-                mr: 4,
-                nr: 16,
-            },
-            QIsaKind::AvxVnni => Info {
-                name: "gemm_u8s8_avxvnni_6x16",
-                mr: 6,
-                nr: 16,
-            },
-            QIsaKind::Avx512Vnni => Info {
-                name: "gemm_u8s8_avx512vnni_12x32",
-                mr: 12,
-                nr: 32,
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for QIsa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Info {
-    name: &'static str,
-    mr: usize,
-    nr: usize,
-}
+/// A token proving this CPU supports a [`QIsaKind`] (the one generic token,
+/// [`crate::isa::Path`]: private field, only [`QIsa::new`] builds one after checking the
+/// CPU). Holding it is what makes the `#[target_feature]` kernels behind it sound to
+/// call. `QIsa::from_name` takes `scalar|avx2|avxvnni|avx512vnni` (and aliases).
+pub type QIsa = Path<QIsaKind>;
 
 /// Weights quantized (symmetric int8 per output channel) and packed once for one
 /// [`QIsa`]'s microkernel (layout in the module docs). Immutable, `Send + Sync`.
@@ -433,7 +344,7 @@ impl QuantizedMatrix {
         if k > QK_MAX {
             return shape_err!("{what}: k = {k} exceeds QK_MAX = {QK_MAX} (i32 accumulators)");
         }
-        let nr = isa.info().nr;
+        let nr = isa.tile().1;
         crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k)])?;
         Ok(())
     }
@@ -447,7 +358,7 @@ impl QuantizedMatrix {
         k: usize,
         qmax: i32,
     ) -> Result<QuantizedMatrix, KernelError> {
-        let nr = isa.info().nr;
+        let nr = isa.tile().1;
         let kp = padded_k(k);
         let np = n.div_ceil(nr);
         let bytes = np * nr * kp;
@@ -878,19 +789,14 @@ pub fn gemm_u8s8_par(
     if threads <= 1 || m == 0 || n == 0 || b.isa.kind() == QIsaKind::Scalar {
         return gemm_u8s8(a, scales, m, b, c, epilogue);
     }
-    let parts = crate::par::parts(m, n, nr, threads, INT8_COLUMN_SPLIT_MAX_M);
     #[cfg(target_arch = "x86_64")]
     {
-        let cp = crate::par::SendPtr(c.as_mut_ptr());
-        let run_part = |(rows, cols): crate::par::Part| {
-            let cp = &cp;
-            let (r0, rn, j0) = (rows.start, rows.len(), cols.start);
+        let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
+            let (r0, rn) = (rows.start, rows.len());
             let epi = epilogue.for_rows(r0, rn, n);
-            let out = x86::Out::F32(
-                // In bounds: r0 < m, j0 < n (parts are non-empty rectangles of C).
-                cp.0.wrapping_add(r0 * n + j0),
-                scales[r0..].as_ptr(),
-            );
+            // `at` is C's element (r0, cols.start): r0 < m, cols.start < n (parts are
+            // non-empty rectangles of C).
+            let out = x86::Out::F32(at, scales[r0..].as_ptr());
             let job = x86::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
             // SAFETY: a, scales, epilogue validated for (m, n, kp) and sliced to this
             // part's rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at
@@ -899,12 +805,12 @@ pub fn gemm_u8s8_par(
             // write the same element; the token in `b` proves the ISA.
             unsafe { x86::run(b.isa.kind(), &job) }
         };
-        crate::par::run_parts(parts, run_part);
+        crate::par::split_output(c, (m, n), nr, threads, INT8_COLUMN_SPLIT_MAX_M, run_part);
         Ok(())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (parts, kp);
+        let _ = (nr, kp);
         unreachable!("only Scalar tokens exist off x86-64")
     }
 }

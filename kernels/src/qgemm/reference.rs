@@ -3,7 +3,7 @@
 //! module docs in `qgemm/mod.rs`), GELU in f64 `erf`.
 
 use super::{padded_k, validate_gemm, validate_quantize, QuantizedMatrix};
-use crate::gemm::{gelu_f64, Epilogue};
+use crate::epilogue::Epilogue;
 use crate::KernelError;
 
 /// How a matrix's input rows are quantized: an optional per-column multiplier `mul`
@@ -175,7 +175,8 @@ pub(crate) enum Out<'a, 'e> {
     I32(&'a mut [i32]),
 }
 
-/// The f32 epilogue of one element, in the order the SIMD kernels use.
+/// The dequantization and f32 epilogue of one element, in the order the SIMD kernels
+/// use.
 #[inline(always)]
 pub(crate) fn epilogue_one(
     x: i32,
@@ -186,13 +187,9 @@ pub(crate) fn epilogue_one(
     j: usize,
     n: usize,
 ) -> f32 {
+    // y = (s_a · s_w) · x: two roundings, as the kernels; then the shared epilogue.
     let y = (sa * sw) * x as f32;
-    match *e {
-        Epilogue::None => y,
-        Epilogue::Bias(b) => y + b[j],
-        Epilogue::BiasGelu(b) => gelu_f64((y + b[j]) as f64) as f32,
-        Epilogue::BiasResidual { bias, residual } => (y + bias[j]) + residual[i * n + j],
-    }
+    e.apply(y, i, j, n)
 }
 
 /// The weights as `[n]` rows of stride `ld`: the packed buffer itself for the

@@ -5,8 +5,7 @@
 
 use super::reference::InputMode;
 use super::{padded_k, QIsaKind, QuantizedMatrix};
-use crate::gemm::Epilogue;
-use crate::math;
+use crate::epilogue::{Epi, Epilogue};
 use crate::simd::avx2::Avx2 as F256;
 use crate::simd::avx512::Avx512 as F512;
 use crate::simd::Simd;
@@ -28,16 +27,6 @@ pub(crate) enum Out {
     I32(*mut i32),
 }
 
-/// Epilogue operands as raw pointers (validated by the caller).
-#[derive(Clone, Copy)]
-enum Epi {
-    None,
-    Bias(*const f32),
-    BiasGelu(*const f32),
-    /// bias, residual `[m, n]` (row stride n).
-    BiasResidual(*const f32, *const f32),
-}
-
 /// One validated GEMM call.
 pub(crate) struct Job {
     a: *const u8,
@@ -48,8 +37,6 @@ pub(crate) struct Job {
     n: usize,
     /// Row stride of C (= n for a whole call, the block width for a column range).
     ldc: usize,
-    /// Row stride of the residual (the matrix's full n).
-    ldr: usize,
     b: *const i8,
     sw: *const f32,
     comp: *const i32,
@@ -82,23 +69,15 @@ impl Job {
         epilogue: Epilogue,
     ) -> Job {
         let j0 = cols.start;
-        // Operand pointers at column j0 (in bounds: j0 <= n, validated by callers).
-        let epi = match epilogue {
-            Epilogue::None => Epi::None,
-            Epilogue::Bias(x) => Epi::Bias(x[j0..].as_ptr()),
-            Epilogue::BiasGelu(x) => Epi::BiasGelu(x[j0..].as_ptr()),
-            Epilogue::BiasResidual { bias, residual } => Epi::BiasResidual(
-                bias[j0..].as_ptr(),
-                residual[j0.min(residual.len())..].as_ptr(),
-            ),
-        };
+        // Operand pointers at column j0 (in bounds: j0 <= n, validated by callers); the
+        // residual's row stride is the matrix's full n.
+        let epi = Epi::new(epilogue, b.n, j0);
         Job {
             a: a.as_ptr(),
             kp: b.kp,
             m,
             n: cols.len(),
             ldc,
-            ldr: b.n,
             b: b.bytes()[(j0 / b.nr) * b.kp * b.nr..].as_ptr(),
             sw: b.scales[j0..].as_ptr(),
             comp: b.comp[j0..].as_ptr(),
@@ -437,21 +416,8 @@ unsafe fn tile<D: QDot, const R: usize, const V: usize>(
                     let xf = D::to_f32(x[r][v]);
                     // y = (s_a[i] · s_w[j]) · x: two roundings, as the reference.
                     let s = <D::F as Simd>::mul(<D::F as Simd>::splat(*sa.add(i)), sw);
-                    let mut y = <D::F as Simd>::mul(s, xf);
-                    y = match g.epi {
-                        Epi::None => y,
-                        Epi::Bias(b) => {
-                            <D::F as Simd>::add(y, <D::F as Simd>::load_n(b.add(j), nv))
-                        }
-                        Epi::BiasGelu(b) => math::gelu::<D::F>(<D::F as Simd>::add(
-                            y,
-                            <D::F as Simd>::load_n(b.add(j), nv),
-                        )),
-                        Epi::BiasResidual(b, res) => <D::F as Simd>::add(
-                            <D::F as Simd>::add(y, <D::F as Simd>::load_n(b.add(j), nv)),
-                            <D::F as Simd>::load_n(res.add(i * g.ldr + j), nv),
-                        ),
-                    };
+                    let y = <D::F as Simd>::mul(s, xf);
+                    let y = g.epi.apply::<D::F>(y, i, j, nv);
                     <D::F as Simd>::store_n(c.add(i * g.ldc + j), y, nv);
                 }
             }
