@@ -30,6 +30,9 @@ enum Command {
     /// Save an int8 copy of a model (per-channel int8 Linear weights + scales) that loads
     /// instantly and runs at --precision int8.
     Quantize(cli::quantize::QuantizeArgs),
+    /// Serve embeddings over HTTP (OpenAI /v1/embeddings and TEI /embed): runs the
+    /// e5embed-server binary with these arguments.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::Info(a) => cli::info::run(a),
         Command::Quantize(a) => cli::quantize::run(a),
+        Command::Serve(a) => cli::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod embed;
 pub mod info;
 pub mod quantize;
+pub mod serve;
 
 use std::path::PathBuf;
 
