@@ -54,7 +54,9 @@ impl TextTokenizer {
                 hint: String::new(),
             });
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        let mut inner = no_panic(|| Tokenizer::from_file(path))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(err)?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -78,9 +80,8 @@ impl TextTokenizer {
 
     /// Tokenizes one text (any text, the empty string included: it gives `[CLS] [SEP]`).
     pub fn encode(&self, text: &str) -> Result<Tokens> {
-        let enc = self
-            .inner
-            .encode(text, true)
+        let enc = no_panic(|| self.inner.encode(text, true))
+            .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|e| Error::Tokenizer {
                 path: self.path.clone(),
                 msg: format!("cannot tokenize text: {e}"),
@@ -116,4 +117,20 @@ impl TextTokenizer {
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+}
+
+/// Runs a call into the `tokenizers` library, turning a panic into an error message: some
+/// malformed `tokenizer.json` files make it panic instead of returning an error (found by
+/// the `tokenizer_json` fuzz target: a syntax error inside `"decoder"` hits an `expect` in
+/// its decoder deserializer, an invalid `Precompiled` normalizer another), and the engine
+/// never panics on a bad model file.
+fn no_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        format!("the tokenizers library failed on this file ({what})")
+    })
 }

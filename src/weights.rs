@@ -253,11 +253,20 @@ impl BertWeights {
             });
         }
         let map = map_file(&path)?;
-        let st = SafeTensors::deserialize(&map).map_err(|e| Error::Safetensors {
-            path: path.clone(),
-            msg: describe_safetensors_error(&e, map.len()),
+        Self::from_bytes(&map, &path, config)
+    }
+
+    /// Parses and validates the bytes of a `model.safetensors` file against `config`: what
+    /// [`BertWeights::load`] does once the file is mapped (`path` only names the file in
+    /// errors). Public for the fuzz targets (`fuzz/`), which feed it arbitrary bytes without
+    /// writing files; not part of the stable API.
+    #[doc(hidden)]
+    pub fn from_bytes(bytes: &[u8], path: &Path, config: &BertConfig) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+            path: path.to_owned(),
+            msg: describe_safetensors_error(&e, bytes.len()),
         })?;
-        let src = TensorSource { path: &path, st };
+        let src = TensorSource { path, st };
         Self::from_source(&src, config)
     }
 

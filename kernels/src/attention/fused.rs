@@ -169,18 +169,19 @@ unsafe fn pv_tile<S: Simd, const R: usize>(
     let l = S::LANES;
     let qb = 2 * l;
     let mut acc = [[S::zero(); 2]; R];
-    let mut p = pt;
-    let mut vr = v;
-    for _ in 0..seq {
+    // Addresses from the row index, not pointers bumped after each row: the bump after
+    // the last row left `pt + seq·qb` (up to PR - 1 floats past the score block) and
+    // `v + seq·dp` (up to `dp - 2·LANES` floats past the V rows), out of bounds.
+    for j in 0..seq {
+        let vr = v.add(j * dp);
         let v0 = S::load(vr);
         let v1 = S::load(vr.add(l));
+        let p = pt.add(j * qb);
         for r in 0..R {
             let pv = S::splat(*p.add(r));
             acc[r][0] = S::fma(pv, v0, acc[r][0]);
             acc[r][1] = S::fma(pv, v1, acc[r][1]);
         }
-        p = p.add(qb);
-        vr = vr.add(dp);
     }
     for r in 0..R {
         let s = S::splat(*inv.add(r));
@@ -280,9 +281,18 @@ pub(crate) unsafe fn head<S: Simd, const KR: usize, const PR: usize, const D: us
                 }
             }
             for i in i0..i0 + l {
-                let src = h.qkv.add((q0 + i) * h.ld + h.q_off);
-                for cc in c..d {
-                    *b.qt.add(cc * qb + i) = if i < nq { *src.add(cc) * h.scale } else { 0.0 };
+                // A padding lane (i >= nq) has no query row: its address would lie past
+                // `qkv` (UB to compute even unread, caught by Miri: tests/bounds.rs), so
+                // it is computed only for real queries.
+                if i < nq {
+                    let src = h.qkv.add((q0 + i) * h.ld + h.q_off);
+                    for cc in c..d {
+                        *b.qt.add(cc * qb + i) = *src.add(cc) * h.scale;
+                    }
+                } else {
+                    for cc in c..d {
+                        *b.qt.add(cc * qb + i) = 0.0;
+                    }
                 }
             }
         }
