@@ -1,4 +1,4 @@
-//! Arbitrary bytes through the CLI's streamed reader `e5embed::input::TextReader`, in both
+//! Arbitrary bytes through the CLI's streamed reader `e5embed::internals::input::TextReader`, in both
 //! formats, in small chunks through a small `BufReader`. The first byte picks the format,
 //! the chunk size (1-8) and the buffer size (1-16 bytes); the rest is the input. Plain lines
 //! and JSON Lines are checked against a model of each format (`lines`, `model_lines`,
@@ -7,7 +7,7 @@
 
 use std::io::BufReader;
 
-use e5embed::input::{Format, TextReader};
+use e5embed::internals::input::{Format, TextReader};
 use libfuzzer_sys::fuzz_target;
 
 /// The input's lines as the reader sees them: split after each `\n`; a line that ended with

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use e5embed::weights::{BertWeights, Matrix};
+use e5embed::internals::weights::{BertWeights, Matrix};
 use e5embed::BertConfig;
 use libfuzzer_sys::fuzz_target;
 
