@@ -241,8 +241,13 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
         let router = self.router();
         drop(self);
+        // Replies are small and latency-bound: no Nagle delay.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
@@ -361,10 +366,22 @@ async fn parse_body<T: serde::de::DeserializeOwned>(
             ApiError::new(ErrorType::InvalidJson, format!("cannot read the body: {e}"))
         }
     })?;
+    // serde would also read a struct from a JSON array (its fields in order): refuse
+    // anything but an object, telling malformed JSON (400) from another JSON value (422).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => ApiError::validation("the body must be a JSON object"),
+                Err(e) => ApiError::new(ErrorType::InvalidJson, format!("invalid JSON: {e}")),
+            },
+        );
+    }
     serde_json::from_slice::<T>(&bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => {
+            // A data error can come before a syntax error further on (e.g. an unknown field,
+            // then a trailing comma): malformed JSON is a 400 whatever serde met first.
+            Category::Data if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
                 let msg = e.to_string();
                 let msg = if msg.contains("untagged enum Input") {
                     format!(

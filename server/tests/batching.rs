@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
+/// These tests measure relative timings: run them one at a time, whatever the test threads.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `n` texts of exactly 128 tokens each for this model (126 words + [CLS] [SEP], cut).
 fn big_request(n: usize) -> Vec<String> {
     (0..n).map(|i| long_text(200, i)).collect()
@@ -14,6 +20,7 @@ fn big_request(n: usize) -> Vec<String> {
 
 #[test]
 fn concurrent_requests_share_forwards_and_stay_bitwise() {
+    let _serial = serial();
     let s = TestServer::start(|_| {});
     let r = reference();
     let texts: Vec<String> = (0..96)
@@ -52,9 +59,10 @@ fn concurrent_requests_share_forwards_and_stay_bitwise() {
 
 #[test]
 fn a_short_query_does_not_wait_behind_a_big_request() {
-    // 128-token forwards: the big request needs 600 of them.
+    let _serial = serial();
+    // 128-token forwards: the big request needs 200 of them.
     let s = TestServer::start(|c| c.max_batch_tokens = Some(128));
-    let big = big_request(600);
+    let big = big_request(200);
     std::thread::scope(|scope| {
         let started = Instant::now();
         let h = scope.spawn(|| {
@@ -89,8 +97,9 @@ fn a_short_query_does_not_wait_behind_a_big_request() {
 
 #[test]
 fn full_queue_is_429_and_oversized_request_413() {
+    let _serial = serial();
     // The queue holds exactly one big request; a second one while the first is queued: 429.
-    let n = 400;
+    let n = 200;
     let s = TestServer::start(|c| {
         c.max_batch_tokens = Some(128);
         c.max_queue_tokens = n * 128;
@@ -129,8 +138,9 @@ fn full_queue_is_429_and_oversized_request_413() {
 
 #[test]
 fn a_client_that_disconnects_cancels_its_queued_work() {
+    let _serial = serial();
     let s = TestServer::start(|c| c.max_batch_tokens = Some(128));
-    let n = 1500;
+    let n = 600;
     let big = big_request(n);
     let impatient = reqwest::blocking::Client::builder()
         .timeout(Duration::from_millis(300))
@@ -170,11 +180,12 @@ fn a_client_that_disconnects_cancels_its_queued_work() {
 
 #[test]
 fn request_timeout_is_408_and_drops_the_work() {
+    let _serial = serial();
     let s = TestServer::start(|c| {
         c.max_batch_tokens = Some(128);
         c.request_timeout = 0.3;
     });
-    let resp = s.post_json("/embed", &json!({"inputs": big_request(1500)}));
+    let resp = s.post_json("/embed", &json!({"inputs": big_request(600)}));
     assert_eq!(resp.status(), 408);
     assert!(s.wait_for(Duration::from_secs(20), |s| {
         s.metric("e5embed_queue_tokens", "") == 0.0
@@ -189,13 +200,14 @@ fn request_timeout_is_408_and_drops_the_work() {
 
 #[test]
 fn too_many_concurrent_requests_is_429() {
+    let _serial = serial();
     let s = TestServer::start(|c| {
         c.max_batch_tokens = Some(128);
         c.max_concurrent_requests = 1;
     });
     std::thread::scope(|scope| {
         let h = scope.spawn(|| {
-            s.post_json("/embed", &json!({"inputs": big_request(300)}))
+            s.post_json("/embed", &json!({"inputs": big_request(150)}))
                 .status()
         });
         assert!(s.wait_for(Duration::from_secs(30), |s| s
@@ -214,9 +226,10 @@ fn too_many_concurrent_requests_is_429() {
 
 #[test]
 fn graceful_shutdown_finishes_requests_in_progress() {
+    let _serial = serial();
     let mut s = TestServer::start(|c| c.max_batch_tokens = Some(128));
     let url = s.url.clone();
-    let big = big_request(300);
+    let big = big_request(150);
     let want = reference().embed(&big[..1]).unwrap().vectors.remove(0);
     let h = std::thread::spawn(move || {
         client()
@@ -232,7 +245,7 @@ fn graceful_shutdown_finishes_requests_in_progress() {
     let resp = h.join().unwrap();
     assert_eq!(resp.status(), 200);
     let v: Vec<Vec<f32>> = resp.json().unwrap();
-    assert_eq!(v.len(), 300);
+    assert_eq!(v.len(), 150);
     assert_eq!(bits(&v[0]), bits(&want));
     let url = s.url.clone();
     s.stop().expect("serve returned Ok");
@@ -242,6 +255,7 @@ fn graceful_shutdown_finishes_requests_in_progress() {
 
 #[test]
 fn the_binary_serves_and_exits_0_on_sigterm() {
+    let _serial = serial();
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_e5embed-server"))
         .args([
@@ -281,7 +295,7 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
     let h = std::thread::spawn(move || {
         client()
             .post(format!("{u}/embed"))
-            .json(&json!({"inputs": big_request(300)}))
+            .json(&json!({"inputs": big_request(150)}))
             .send()
             .unwrap()
             .status()

@@ -33,6 +33,8 @@ impl TestServer {
         let mut cfg = ServerConfig::new(model_dir().display().to_string());
         cfg.port = 0;
         cfg.threads = Some(2);
+        // Generous: the machines that run these tests are shared and can be slow.
+        cfg.request_timeout = 600.0;
         edit(&mut cfg);
         let server = Server::load(cfg).expect("server loads");
         let embedder = server.embedder().clone();
