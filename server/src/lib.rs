@@ -354,18 +354,7 @@ async fn parse_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     body: Body,
 ) -> Result<T, ApiError> {
-    let limit = state.cfg.payload_limit;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
-            ApiError::new(
-                ErrorType::PayloadTooLarge,
-                format!("the request body is larger than the limit of {limit} bytes"),
-            )
-        } else {
-            ApiError::new(ErrorType::InvalidJson, format!("cannot read the body: {e}"))
-        }
-    })?;
+    let bytes = read_body(body, state.cfg.payload_limit).await?;
     // serde would also read a struct from a JSON array (its fields in order): refuse
     // anything but an object, telling malformed JSON (400) from another JSON value (422).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -399,6 +388,47 @@ async fn parse_body<T: serde::de::DeserializeOwned>(
             _ => ApiError::new(ErrorType::InvalidJson, format!("invalid JSON: {e}")),
         }
     })
+}
+
+/// How much of an oversized body is read and dropped before the 413 is sent: a reply sent
+/// while the client is still sending makes the server close a connection with unread data,
+/// which clients see as a reset instead of the 413. Bodies announced larger than the limit plus
+/// this are refused at once.
+const DRAIN_EXTRA: usize = 8 << 20;
+
+/// Reads a body of at most `limit` bytes (413 above it).
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody;
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::new(
+            ErrorType::PayloadTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let drain_max = limit.saturating_add(DRAIN_EXTRA);
+    if body.size_hint().lower() as usize > drain_max {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity((body.size_hint().lower() as usize).min(limit));
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(ErrorType::InvalidJson, format!("cannot read the body: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > drain_max {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// What a request asks for, beyond its inputs.
