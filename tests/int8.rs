@@ -131,6 +131,8 @@ fn int8_is_batch_invariant() {
         &EmbedderOptions {
             precision: Some(Precision::Int8),
             threads: Some(1),
+            // The same int8 path as `two` (not E5EMBED_ISA's, which may differ).
+            qisa: Some(qisa.kind()),
             ..Default::default()
         },
     )
