@@ -136,6 +136,17 @@ fn full_queue_is_429_and_oversized_request_413() {
     assert!(s.metric("e5embed_requests_total", "status=\"429\"") >= 1.0);
 }
 
+/// After a request of `n` inputs was abandoned: the queue drains (and stays drained) within
+/// 20 s, and fewer than half of the inputs were embedded.
+fn work_was_dropped(s: &TestServer, n: usize) -> bool {
+    let drained = |s: &TestServer| s.metric("e5embed_queue_tokens", "") == 0.0;
+    if !s.wait_for(Duration::from_secs(20), drained) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    drained(s) && s.metric("e5embed_batch_inputs_sum", "") < (n / 2) as f64
+}
+
 #[test]
 fn a_client_that_disconnects_cancels_its_queued_work() {
     let _serial = serial();
@@ -155,21 +166,16 @@ fn a_client_that_disconnects_cancels_its_queued_work() {
         r.is_err(),
         "the request should have timed out on the client side"
     );
-    // The queue empties long before the 1500 forwards would have run.
+    // The work is dropped, not done: the queue empties long before the 600 inputs' forwards
+    // would have run, and most inputs are never embedded. (On a loaded machine the client may
+    // give up while the request is still being tokenized: then nothing is ever queued, and
+    // nothing is counted as cancelled either, so the test checks what was embedded.)
     assert!(
-        s.wait_for(Duration::from_secs(20), |s| {
-            s.metric("e5embed_cancelled_inputs_total", "") > 0.0
-                && s.metric("e5embed_queue_tokens", "") == 0.0
-        }),
-        "cancelled {} queued {}",
+        work_was_dropped(&s, n),
+        "cancelled {} queued {} embedded {} after {:?}",
         s.metric("e5embed_cancelled_inputs_total", ""),
-        s.metric("e5embed_queue_tokens", "")
-    );
-    let cancelled = s.metric("e5embed_cancelled_inputs_total", "");
-    let embedded = s.metric("e5embed_batch_inputs_sum", "");
-    assert!(
-        cancelled > (n / 2) as f64,
-        "only {cancelled} of {n} inputs cancelled ({embedded} embedded) after {:?}",
+        s.metric("e5embed_queue_tokens", ""),
+        s.metric("e5embed_batch_inputs_sum", ""),
         t0.elapsed()
     );
     assert_eq!(
@@ -187,10 +193,13 @@ fn request_timeout_is_408_and_drops_the_work() {
     });
     let resp = s.post_json("/embed", &json!({"inputs": big_request(600)}));
     assert_eq!(resp.status(), 408);
-    assert!(s.wait_for(Duration::from_secs(20), |s| {
-        s.metric("e5embed_queue_tokens", "") == 0.0
-            && s.metric("e5embed_cancelled_inputs_total", "") > 0.0
-    }));
+    assert!(
+        work_was_dropped(&s, 600),
+        "cancelled {} queued {} embedded {}",
+        s.metric("e5embed_cancelled_inputs_total", ""),
+        s.metric("e5embed_queue_tokens", ""),
+        s.metric("e5embed_batch_inputs_sum", "")
+    );
     assert_eq!(
         s.post_json("/embed", &json!({"inputs": "next"})).status(),
         200
