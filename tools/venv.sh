@@ -12,13 +12,16 @@
 #
 # Environment:
 #   E5EMBED_VENV     venv directory (default $HOME/.cache/e5embed/venv)
+#   E5EMBED_REQUIREMENTS  pins file (default tools/requirements.txt; tools/server-venv.sh
+#                    passes tools/server-requirements.txt)
+#   E5EMBED_VENV_IMPORTS  modules imported as a smoke test before the venv is stamped
 #   E5EMBED_PYTHON   base interpreter used to create it (default: first python3.1x >= 3.11)
 
 _e5embed_venv_ensure() (
     set -euo pipefail
     local tools_dir req venv stamp_file want_stamp base_py
     tools_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-    req="$tools_dir/requirements.txt"
+    req="${E5EMBED_REQUIREMENTS:-$tools_dir/requirements.txt}"
     venv="${E5EMBED_VENV:-$HOME/.cache/e5embed/venv}"
     stamp_file="$venv/.e5embed-requirements.sha256"
 
@@ -77,13 +80,13 @@ _e5embed_venv_ensure() (
         "$base_py" -m venv "$venv"
     fi
 
-    log "installing pinned packages from tools/requirements.txt"
+    log "installing pinned packages from tools/$(basename "$req")"
     rm -f "$stamp_file"
     # Wheels only: a fresh machine must not need a compiler for these.
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         --only-binary ':all:' -r "$req" >&2
     # Smoke-test the imports before stamping, so a half-installed venv is never reused.
-    "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, tokenizers, safetensors, openvino' >&2
+    "$venv/bin/python" -c "import ${E5EMBED_VENV_IMPORTS:-onnxruntime, onnx, numpy, tokenizers, safetensors, openvino}" >&2
     echo "$want_stamp" >"$stamp_file"
     log "ready: $venv"
     echo "$venv/bin/python"
