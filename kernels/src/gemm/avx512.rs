@@ -6,9 +6,6 @@ use super::kernel::{blocked, finish, skinny, tile_dispatch, Blocking, GemmPath, 
 use crate::simd::avx512::Avx512;
 use crate::simd::Simd;
 
-/// `false`: 13-16 rows take the generic skinny tiles (12 + remainder), the A/B switch.
-const TALL: bool = true;
-
 pub(crate) struct Avx512Kernel;
 
 impl Kernel for Avx512Kernel {
@@ -44,7 +41,7 @@ impl Kernel for Avx512Kernel {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 pub(crate) unsafe fn gemm(g: &Raw, path: GemmPath, bl: Blocking) {
     match path {
-        GemmPath::Skinny if TALL && TALL_ROWS.contains(&g.m) => tall(g),
+        GemmPath::Skinny if TALL_ROWS.contains(&g.m) => tall(g),
         GemmPath::Skinny => skinny::<Avx512Kernel, 12>(g),
         _ => blocked::<Avx512Kernel, 12>(g, bl),
     }

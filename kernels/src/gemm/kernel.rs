@@ -118,7 +118,7 @@ pub(crate) unsafe fn ukernel<
         }
     }
     // Prefetch the next tile's C rows (one hint per 64-byte line).
-    if PREFETCH_C && !t.c_next.is_null() {
+    if !t.c_next.is_null() {
         let lines = (W * S::LANES * 4).div_ceil(64);
         for r in 0..M {
             for l in 0..lines {
@@ -205,7 +205,6 @@ pub(crate) unsafe fn finish<S: Simd>(
 
 /// K steps per iteration of the microkernel's main loop.
 const UNROLL: usize = 4;
-const PREFETCH_C: bool = true;
 const UNROLL_MAX_ROWS_IN_PLACE: usize = 8;
 
 /// A microkernel family for one ISA (see the table in `gemm/mod.rs`).
@@ -217,12 +216,11 @@ pub(crate) trait Kernel {
     /// comes from the detected L1D (`Blocking`), capped by this.
     const KC_MAX: usize;
 
-    /// Runs the `mr`-row, one-panel tile (`1 <= mr <= MR`), packed (`packed`: A panel
-    /// stride MR) or unpacked A.
+    /// Runs the `mr`-row, one-panel tile (`1 <= mr <= MR`) on packed A (panel stride MR).
     ///
     /// # Safety
     /// As [`ukernel`].
-    unsafe fn tile(mr: usize, packed: bool, t: &Tile);
+    unsafe fn tile(mr: usize, t: &Tile);
 
     /// Widest skinny tile for `mr` rows, in panels (1, 2 or 4).
     fn skinny_panels(mr: usize) -> usize;
@@ -243,12 +241,11 @@ pub(crate) trait Kernel {
 macro_rules! tile_dispatch {
     ($simd:ty, $nv:literal, $mr:literal, [$(($m:literal, [$np0:literal $(, $np:literal)*])),*]) => {
         #[inline(always)]
-        unsafe fn tile(mr: usize, packed: bool, t: &$crate::gemm::kernel::Tile) {
+        unsafe fn tile(mr: usize, t: &$crate::gemm::kernel::Tile) {
             use $crate::gemm::kernel::ukernel;
-            match (mr, packed) {
+            match mr {
                 $(
-                    ($m, true) => ukernel::<$simd, $m, $nv, $nv, $mr>(t),
-                    ($m, false) => ukernel::<$simd, $m, $nv, $nv, 0>(t),
+                    $m => ukernel::<$simd, $m, $nv, $nv, $mr>(t),
                 )*
                 _ => unreachable!("tile rows {mr} out of 1..={}", $mr),
             }
@@ -418,9 +415,7 @@ pub(crate) unsafe fn blocked<K: Kernel, const MR: usize>(g: &Raw, bl: Blocking) 
                 let kc = bl.kc.min(g.k - pc);
                 let first = pc == 0;
                 let last = pc + kc == g.k;
-                if PACK_A {
-                    pack_a::<MR>(g.a.add(ic * g.lda + pc), g.lda, mc, kc, g.apack);
-                }
+                pack_a::<MR>(g.a.add(ic * g.lda + pc), g.lda, mc, kc, g.apack);
                 let mut jr = jc;
                 while jr < jc + nc {
                     let nr = K::NR.min(g.n - jr);
@@ -439,12 +434,8 @@ pub(crate) unsafe fn blocked<K: Kernel, const MR: usize>(g: &Raw, bl: Blocking) 
                         };
                         let t = Tile {
                             kc,
-                            a: if PACK_A {
-                                g.apack.add((ir / MR) * MR * kc)
-                            } else {
-                                g.a.add((ic + ir) * g.lda + pc)
-                            },
-                            rs_a: if PACK_A { 1 } else { g.lda },
+                            a: g.apack.add((ir / MR) * MR * kc),
+                            rs_a: 1,
                             b,
                             pstride: 0,
                             pf_b: 0,
@@ -459,7 +450,7 @@ pub(crate) unsafe fn blocked<K: Kernel, const MR: usize>(g: &Raw, bl: Blocking) 
                             },
                             c_next,
                         };
-                        K::tile(mr, PACK_A, &t);
+                        K::tile(mr, &t);
                         ir += MR;
                     }
                     jr += K::NR;
@@ -471,8 +462,6 @@ pub(crate) unsafe fn blocked<K: Kernel, const MR: usize>(g: &Raw, bl: Blocking) 
         ic += bl.mc;
     }
 }
-
-const PACK_A: bool = true;
 
 /// Panels per skinny column group: B for a group (`GROUP x k x NR`) stays in L2
 /// while every row tile of a small M sweeps it.
@@ -541,15 +530,13 @@ pub(crate) unsafe fn skinny<K: Kernel, const MR: usize>(g: &Raw) {
 /// down 42-row blocks and made it 5% slower: hence the row floor.)
 fn skinny_row_block(m: usize, k: usize, mr: usize) -> usize {
     let cap = crate::cache::cache_sizes().l2 / 2 / (k.max(1) * 4) / mr * mr;
-    if !SKINNY_ROW_BLOCKS || cap < SKINNY_ROW_BLOCK_MIN || m <= cap {
+    if cap < SKINNY_ROW_BLOCK_MIN || m <= cap {
         return m.max(1);
     }
     let blocks = m.div_ceil(cap);
     m.div_ceil(blocks).div_ceil(mr) * mr
 }
 
-/// `false`: one block whatever M (the switch behind the A/B runs above).
-const SKINNY_ROW_BLOCKS: bool = true;
 const SKINNY_ROW_BLOCK_MIN: usize = 256;
 
 /// One row block of [`skinny`].
