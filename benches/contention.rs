@@ -78,11 +78,7 @@ fn main() {
     let model = arg("--model")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| e5embed::models_dir().join("e5-small-v2-shape"));
-    let opts = EmbedderOptions {
-        precision: Some(precision),
-        threads: Some(2),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().precision(precision).threads(2);
     let e = Embedder::load_with(&model, &opts)
         .unwrap_or_else(|err| panic!("{}: {err} (run tools/fetch-models)", model.display()));
     let long: Vec<String> = (0..passages).map(passage).collect();

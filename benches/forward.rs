@@ -31,10 +31,7 @@ fn tokens(batch: usize, seq: usize) -> Vec<Tokens> {
 fn forward(c: &mut Criterion) {
     let dir = model();
     for threads in [1usize, 2] {
-        let opts = EmbedderOptions {
-            threads: Some(threads),
-            ..Default::default()
-        };
+        let opts = EmbedderOptions::default().threads(threads);
         let e = Embedder::load_with(&dir, &opts).unwrap();
         let mut g = c.benchmark_group(format!("forward_f32_{}_t{threads}", e.isa().name()));
         g.sample_size(10);

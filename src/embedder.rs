@@ -58,7 +58,21 @@ const INLINE_TOKENIZE: usize = 4;
 const TOKENIZE_CHUNK: usize = 128;
 
 /// Knobs for [`Embedder::load_with`]. The library reads none of them from the environment.
+///
+/// Built from [`EmbedderOptions::default`] with one method per knob (each sets the field to
+/// `Some(value)`); the fields stay public for reading and for setting an `Option` directly.
+/// `#[non_exhaustive]`, so a knob added later does not break callers.
+///
+/// ```
+/// use e5embed::{EmbedderOptions, Precision};
+/// let options = EmbedderOptions::default()
+///     .precision(Precision::Int8)
+///     .threads(2)
+///     .normalize(true);
+/// assert_eq!(options.threads, Some(2));
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct EmbedderOptions {
     /// Worker threads; default: the number of physical cores available to the process.
     pub threads: Option<usize>,
@@ -81,6 +95,42 @@ pub struct EmbedderOptions {
     /// An experiment: a different int8 recipe than the measured default
     /// ([`Int8Recipe::default_for`]); used at int8 precision only.
     pub int8_recipe: Option<Int8Recipe>,
+}
+
+macro_rules! option_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl EmbedderOptions {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = Some(value);
+                    self
+                }
+            )*
+        }
+    };
+}
+
+option_setters! {
+    /// Worker threads (`1..=`[`MAX_THREADS`]).
+    threads: usize;
+    /// Force an f32 kernel path (it must exist on this CPU, else loading fails).
+    isa: IsaKind;
+    /// Tokens per forward pass (`1..=`[`MAX_BATCH_TOKENS`]).
+    max_batch_tokens: usize;
+    /// GEMM precision.
+    precision: Precision;
+    /// Force the int8 kernel path.
+    qisa: QIsaKind;
+    /// Force the bf16 kernel path.
+    bisa: BIsaKind;
+    /// L2-normalize the vectors (or not), whatever the model's `modules.json` says.
+    normalize: bool;
+    /// Pooling, whatever the model's `1_Pooling/config.json` says.
+    pooling: Pooling;
+    /// An int8 recipe other than the measured default (an experiment).
+    int8_recipe: Int8Recipe;
 }
 
 /// The precision `auto` picks, and why (printed by `e5embed info`).

@@ -14,13 +14,11 @@ const BF16_MEAN_COSINE: f64 = 0.9999;
 const BF16_MIN_COSINE: f64 = 0.999;
 
 fn load(dir: &std::path::Path, bisa: BIsa, threads: usize, budget: Option<usize>) -> Embedder {
-    let opts = EmbedderOptions {
-        precision: Some(Precision::Bf16),
-        bisa: Some(bisa.kind()),
-        threads: Some(threads),
-        max_batch_tokens: budget,
-        ..Default::default()
-    };
+    let mut opts = EmbedderOptions::default()
+        .precision(Precision::Bf16)
+        .bisa(bisa.kind())
+        .threads(threads);
+    opts.max_batch_tokens = budget;
     Embedder::load_with(dir, &opts).unwrap()
 }
 

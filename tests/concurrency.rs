@@ -27,12 +27,10 @@ fn texts() -> Vec<String> {
 }
 
 fn stress(precision: Precision, seconds: f64) {
-    let opts = EmbedderOptions {
-        precision: Some(precision),
-        threads: Some(2),
-        max_batch_tokens: Some(256),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default()
+        .precision(precision)
+        .threads(2)
+        .max_batch_tokens(256);
     let e = Embedder::load_with(model_dir("paraphrase-MiniLM-L3-v2"), &opts).unwrap();
     let texts = texts();
     let alone: Vec<Vec<f32>> = texts
@@ -92,11 +90,7 @@ fn eight_threads_random_batches_int8_bitwise_equal_to_alone() {
 fn a_query_is_served_while_a_long_call_runs() {
     // Ordering, not timing: the query must come back while the long call (hundreds of
     // forwards) is still running, i.e. it did not queue behind the whole call.
-    let opts = EmbedderOptions {
-        threads: Some(2),
-        max_batch_tokens: Some(128),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().threads(2).max_batch_tokens(128);
     let e = Embedder::load_with(model_dir("paraphrase-MiniLM-L3-v2"), &opts).unwrap();
     let long: Vec<String> = (0..3000)
         .map(|i| format!("passage number {i} about nothing in particular, repeated {i} times"))

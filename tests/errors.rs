@@ -296,10 +296,7 @@ fn bad_token_ids_are_errors() {
 
 #[test]
 fn zero_threads_is_an_error() {
-    let opts = e5embed::EmbedderOptions {
-        threads: Some(0),
-        ..Default::default()
-    };
+    let opts = e5embed::EmbedderOptions::default().threads(0);
     assert!(matches!(
         Embedder::load_with(tiny_dir("threads"), &opts),
         Err(Error::InvalidInput(_))

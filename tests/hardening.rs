@@ -99,10 +99,7 @@ fn quantize_out_equal_to_or_inside_the_source_is_refused_before_writing() {
 #[test]
 fn threads_and_token_budget_have_upper_bounds_with_typed_errors() {
     let dir = tiny_dir("limits");
-    let opts = EmbedderOptions {
-        threads: Some(100_000),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().threads(100_000);
     match load_err(&dir, &opts) {
         Error::Limit {
             what, value, max, ..
@@ -114,10 +111,7 @@ fn threads_and_token_budget_have_upper_bounds_with_typed_errors() {
         }
         other => panic!("{other:?}"),
     }
-    let opts = EmbedderOptions {
-        max_batch_tokens: Some(100_000_000_000),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().max_batch_tokens(100_000_000_000);
     match load_err(&dir, &opts) {
         Error::Limit { what, max, .. } => {
             assert_eq!((what.as_str(), max), ("max_batch_tokens", MAX_BATCH_TOKENS))
@@ -125,11 +119,9 @@ fn threads_and_token_budget_have_upper_bounds_with_typed_errors() {
         other => panic!("{other:?}"),
     }
     // The limit itself loads (the scratch is allocated on first use, not here).
-    let opts = EmbedderOptions {
-        max_batch_tokens: Some(MAX_BATCH_TOKENS),
-        threads: Some(1),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default()
+        .max_batch_tokens(MAX_BATCH_TOKENS)
+        .threads(1);
     Embedder::load_with(&dir, &opts).unwrap();
 }
 
@@ -141,10 +133,7 @@ fn a_scratch_too_large_for_the_budget_is_refused_not_aborted() {
     let mut cfg = tiny_config();
     cfg["intermediate_size"] = 65536.into();
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let opts = EmbedderOptions {
-        max_batch_tokens: Some(MAX_BATCH_TOKENS),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().max_batch_tokens(MAX_BATCH_TOKENS);
     match load_err(&dir, &opts) {
         Error::Limit { what, .. } => assert_eq!(what, "forward scratch bytes"),
         other => panic!("{other:?}"),
@@ -201,10 +190,7 @@ fn without_modules_json_vectors_are_mean_pooled_and_not_normalized_as_in_sentenc
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() > 1e-3, "norm {norm}: normalized");
     // The option overrides it.
-    let opts = EmbedderOptions {
-        normalize: Some(true),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().normalize(true);
     let n = Embedder::load_with(&dir, &opts).unwrap();
     let v = &n.embed(&["hello world"]).unwrap().vectors[0];
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -235,10 +221,7 @@ fn non_finite_outputs_are_an_error_naming_the_text() {
     }
     write_tiny_model(&dir, &t, Dtype::F32);
     for precision in [Precision::F32, Precision::Int8, Precision::Bf16] {
-        let opts = EmbedderOptions {
-            precision: Some(precision),
-            ..Default::default()
-        };
+        let opts = EmbedderOptions::default().precision(precision);
         let e = Embedder::load_with(&dir, &opts).unwrap();
         match e.embed(&["fine", "hello world overflows"]) {
             Err(Error::NonFiniteOutput { index, text }) => {

@@ -25,11 +25,9 @@ fn texts() -> Vec<String> {
 }
 
 fn load(dir: &std::path::Path, precision: Precision, qisa: QIsa) -> Embedder {
-    let opts = EmbedderOptions {
-        precision: Some(precision),
-        qisa: Some(qisa.kind()),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default()
+        .precision(precision)
+        .qisa(qisa.kind());
     Embedder::load_with(dir, &opts).unwrap()
 }
 
@@ -81,19 +79,13 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
         assert!(report.bytes_after < report.bytes_before);
         let at_load = load(&dir, Precision::Int8, qisa).embed(&texts).unwrap();
         // Precision defaults to int8 for a quantized directory.
-        let opts = EmbedderOptions {
-            qisa: Some(qisa.kind()),
-            ..Default::default()
-        };
+        let opts = EmbedderOptions::default().qisa(qisa.kind());
         let saved = Embedder::load_with(&out, &opts).unwrap();
         assert_eq!(saved.precision(), Precision::Int8);
         assert_eq!(saved.embed(&texts).unwrap(), at_load, "{}", qisa.name());
         // At f32 precision the saved model's weights are dequantized and un-smoothed
         // (divided by the stored SmoothQuant factors): close to the original f32 model.
-        let opts = EmbedderOptions {
-            precision: Some(Precision::F32),
-            ..Default::default()
-        };
+        let opts = EmbedderOptions::default().precision(Precision::F32);
         let f32_saved = Embedder::load_with(&out, &opts)
             .unwrap()
             .embed(&texts)
@@ -128,13 +120,11 @@ fn int8_is_batch_invariant() {
     let qisa = QIsa::best();
     let one = Embedder::load_with(
         &dir,
-        &EmbedderOptions {
-            precision: Some(Precision::Int8),
-            threads: Some(1),
-            // The same int8 path as `two` (not E5EMBED_ISA's, which may differ).
-            qisa: Some(qisa.kind()),
-            ..Default::default()
-        },
+        // The same int8 path as `two`.
+        &EmbedderOptions::default()
+            .precision(Precision::Int8)
+            .threads(1)
+            .qisa(qisa.kind()),
     )
     .unwrap();
     let two = load(&dir, Precision::Int8, qisa);

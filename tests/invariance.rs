@@ -16,12 +16,8 @@ fn texts() -> Vec<String> {
 }
 
 fn load(isa: Isa, threads: usize, budget: Option<usize>) -> Embedder {
-    let opts = EmbedderOptions {
-        isa: Some(isa.kind()),
-        threads: Some(threads),
-        max_batch_tokens: budget,
-        ..Default::default()
-    };
+    let mut opts = EmbedderOptions::default().isa(isa.kind()).threads(threads);
+    opts.max_batch_tokens = budget;
     Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &opts).unwrap()
 }
 

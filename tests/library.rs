@@ -98,10 +98,7 @@ fn prompts_by_name_from_the_model_and_e5_defaults() {
 #[test]
 fn pooling_override() {
     let dir = tiny_dir("pooling");
-    let opts = EmbedderOptions {
-        pooling: Some(Pooling::Cls),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().pooling(Pooling::Cls);
     let cls = Embedder::load_with(&dir, &opts).unwrap();
     let mean = Embedder::load(&dir).unwrap();
     assert_eq!(cls.pooling(), Pooling::Cls);

@@ -12,10 +12,7 @@ const MAX_RSS_GROWTH_BYTES: u64 = 8 << 20;
 
 #[test]
 fn rss_stays_flat_across_calls_with_random_lengths() {
-    let opts = EmbedderOptions {
-        threads: Some(2),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().threads(2);
     let e = Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &opts).unwrap();
     let max_len = e.config().max_seq_length;
     let mut state = 0x1234_5678_9abc_def1u64;

@@ -19,10 +19,7 @@ const MAX_PEAK_GROWTH_BYTES: u64 = 12 << 20;
 
 #[test]
 fn a_large_call_does_not_hold_every_encoding() {
-    let opts = EmbedderOptions {
-        threads: Some(2),
-        ..Default::default()
-    };
+    let opts = EmbedderOptions::default().threads(2);
     let e = Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &opts).unwrap();
     let words = [
         "the", "river", "market", "energy", "system", "study", "report", "health", "school",

@@ -41,11 +41,7 @@ fn fast_forward_matches_reference_on_every_isa() {
         .collect();
     for isa in Isa::available() {
         for threads in [1, 2] {
-            let opts = EmbedderOptions {
-                isa: Some(isa.kind()),
-                threads: Some(threads),
-                ..Default::default()
-            };
+            let opts = EmbedderOptions::default().isa(isa.kind()).threads(threads);
             let e = Embedder::load_with(&dir, &opts).unwrap();
             let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
             let got = e.last_hidden_states(&refs).unwrap();
@@ -164,14 +160,8 @@ fn long_texts_are_truncated_and_reported() {
 #[test]
 fn many_batches_respect_the_token_budget() {
     let dir = tiny("budget", Dtype::F32);
-    let small = Embedder::load_with(
-        &dir,
-        &EmbedderOptions {
-            max_batch_tokens: Some(64),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let small =
+        Embedder::load_with(&dir, &EmbedderOptions::default().max_batch_tokens(64)).unwrap();
     let big = Embedder::load(&dir).unwrap();
     let seqs: Vec<Tokens> = seqs_of_lengths(&[20, 30, 40, 64, 2, 9])
         .into_iter()

@@ -69,10 +69,7 @@ fn fast_forward_matches_onnx_runtime_on_every_isa() {
         let fx = load_fixture(name);
         check_same_model(name, &fx);
         for isa in Isa::available() {
-            let opts = EmbedderOptions {
-                isa: Some(isa.kind()),
-                ..Default::default()
-            };
+            let opts = EmbedderOptions::default().isa(isa.kind());
             let e = Embedder::load_with(model_dir(name), &opts).unwrap();
             assert_eq!(e.isa(), isa);
             // All texts in one padding-free batch.

@@ -21,11 +21,7 @@ fn embedder() -> &'static Embedder {
                 dir.display()
             );
         }
-        let opts = EmbedderOptions {
-            threads: Some(1),
-            max_batch_tokens: Some(256),
-            ..Default::default()
-        };
+        let opts = EmbedderOptions::default().threads(1).max_batch_tokens(256);
         Embedder::load_with(&dir, &opts)
             .unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()))
     })

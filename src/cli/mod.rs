@@ -138,20 +138,21 @@ pub fn load(m: &ModelArgs) -> Result<Embedder, Error> {
         }),
         None => None,
     };
-    let opts = EmbedderOptions {
-        threads: m.threads,
-        isa: req.isa,
-        qisa: req.qisa,
-        bisa: req.bisa,
-        max_batch_tokens: m.max_batch_tokens,
-        precision: m.precision.and_then(PrecisionArg::precision),
-        int8_recipe,
-        normalize: m.normalize,
-        pooling: m.pooling.map(|p| match p {
-            PoolingArg::Mean => Pooling::Mean,
-            PoolingArg::Cls => Pooling::Cls,
-        }),
-    };
+    // Every knob is an `Option` here (unset = the engine's default), so the fields are set
+    // directly rather than through the builder methods.
+    let mut opts = EmbedderOptions::default();
+    opts.threads = m.threads;
+    opts.isa = req.isa;
+    opts.qisa = req.qisa;
+    opts.bisa = req.bisa;
+    opts.max_batch_tokens = m.max_batch_tokens;
+    opts.precision = m.precision.and_then(PrecisionArg::precision);
+    opts.int8_recipe = int8_recipe;
+    opts.normalize = m.normalize;
+    opts.pooling = m.pooling.map(|p| match p {
+        PoolingArg::Mean => Pooling::Mean,
+        PoolingArg::Cls => Pooling::Cls,
+    });
     Embedder::load_with(dir, &opts)
 }
 

@@ -154,14 +154,8 @@ pub fn shared() -> &'static TestServer {
 pub fn reference() -> &'static Embedder {
     static E: OnceLock<Embedder> = OnceLock::new();
     E.get_or_init(|| {
-        Embedder::load_with(
-            model_dir(),
-            &EmbedderOptions {
-                threads: Some(1),
-                ..Default::default()
-            },
-        )
-        .expect("reference loads")
+        Embedder::load_with(model_dir(), &EmbedderOptions::default().threads(1))
+            .expect("reference loads")
     })
 }
 
