@@ -258,6 +258,12 @@ def make_engines(args, info: ModelInfo, cli: E5Cli, fp32: Path, int8: Path, quan
 
     for p in cli.precisions:
         add(f"e5embed-{p}", lambda p=p: E5Engine(cli, p))
+    if args.base_binary:
+        # Another build of e5embed (e.g. main before a change), measured in the same rounds,
+        # interleaved with this one: the before/after comparison of a refactor.
+        base = E5Cli.probe(Path(args.base_binary), cli.model, args.threads)
+        for p in base.precisions:
+            add(f"base-{p}", lambda p=p: E5Engine(base, p, key=f"base-{p}", label=f"base {p}"))
     add("ort-fp32", lambda: OrtPeer(info, fp32, args.threads, "ort-fp32", "ORT fp32", "fp32 graph"))
     add("ort-int8", lambda: OrtPeer(info, int8, args.threads, "ort-int8", "ORT int8", quant))
     add("ov-f32", lambda: OpenVinoPeer(info, fp32, args.threads, "f32"))
@@ -524,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", help="comma list of engine keys to run besides e5embed-f32 "
                                       "(e.g. ort-fp32,ov-bf16; default: all)")
     ap.add_argument("--binary", default=str(REPO_DIR / "target" / "release" / "e5embed"))
+    ap.add_argument("--base-binary", help="a second e5embed binary (e.g. built from the commit before a "
+                                          "change) run as engines base-f32, base-int8, ... in the same "
+                                          "interleaved rounds")
     ap.add_argument("--lock", default="/tmp/e5embed-bench.lock")
     ap.add_argument("--lock-scope", choices=("run", "measurement"), default="run",
                     help="hold the bench lock for the whole timed phase (default, like `flock LOCK cmd`) "

@@ -317,9 +317,9 @@ class E5Cli:
 
 
 class E5Engine:
-    def __init__(self, cli: E5Cli, precision: str) -> None:
+    def __init__(self, cli: E5Cli, precision: str, key: str | None = None, label: str | None = None) -> None:
         self.cli, self.precision = cli, precision
-        self.key, self.label = f"e5embed-{precision}", f"e5embed {precision}"
+        self.key, self.label = key or f"e5embed-{precision}", label or f"e5embed {precision}"
         self.settings = {"binary": str(cli.binary), "threads": cli.threads, "precision": precision,
                          "corpus_mode": "`bench --corpus` (token-budget batches, no padding; tokenization untimed)"
                          if cli.has_corpus else "wall clock of `embed` minus a 1-text `embed` (tokenization timed)"}
