@@ -68,7 +68,10 @@ fn extract_sentences(obj: &Bound<'_, PyAny>) -> PyResult<Sentences> {
     let iter = obj.try_iter().map_err(|_| {
         PyTypeError::new_err(format!(
             "sentences must be a str or a sequence of str, not {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     for (i, item) in iter.enumerate() {
@@ -78,7 +81,10 @@ fn extract_sentences(obj: &Bound<'_, PyAny>) -> PyResult<Sentences> {
             Err(_) => {
                 return Err(PyTypeError::new_err(format!(
                     "sentences[{i}] is a {}, not a str",
-                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    item.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
                 )))
             }
         }
@@ -100,7 +106,11 @@ pub struct PyEmbedder {
 impl PyEmbedder {
     /// The prompt a call uses: `prompt` as given, else the one named `prompt_name`, else the
     /// model's default prompt (sentence-transformers' order).
-    fn resolve_prompt(&self, prompt: Option<String>, prompt_name: Option<&str>) -> PyResult<String> {
+    fn resolve_prompt(
+        &self,
+        prompt: Option<String>,
+        prompt_name: Option<&str>,
+    ) -> PyResult<String> {
         if let Some(p) = prompt {
             return Ok(p);
         }
@@ -118,20 +128,28 @@ impl PyEmbedder {
 
     /// Tokenizes (prompt included) and embeds `texts` into `out` (`[texts, dim]`), normalizing
     /// when asked. Runs without the GIL.
-    fn embed_flat(&self, texts: &[String], prompt: &str, normalize: bool, out: &mut [f32]) -> Result<(), Error> {
+    fn embed_flat(
+        &self,
+        texts: &[String],
+        prompt: &str,
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         let tokens = if prompt.is_empty() {
             self.inner.tokenize(texts)?
         } else {
             let with: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
             self.inner.tokenize(&with)?
         };
-        self.inner.embed_tokens_into(&tokens, out).map_err(|e| match e {
-            Error::NonFiniteOutput { index, .. } => Error::NonFiniteOutput {
-                index,
-                text: preview(&texts[index]),
-            },
-            e => e,
-        })?;
+        self.inner
+            .embed_tokens_into(&tokens, out)
+            .map_err(|e| match e {
+                Error::NonFiniteOutput { index, .. } => Error::NonFiniteOutput {
+                    index,
+                    text: preview(&texts[index]),
+                },
+                e => e,
+            })?;
         if normalize {
             for v in out.chunks_exact_mut(self.inner.dim()) {
                 e5embed::pool::l2_normalize(v);
@@ -155,7 +173,9 @@ impl PyEmbedder {
         let prompt = self.resolve_prompt(prompt, prompt_name)?;
         let normalize = normalize_embeddings.unwrap_or(self.normalize);
         if batch_size == Some(0) {
-            return Err(PyValueError::new_err("invalid input: batch_size must be at least 1"));
+            return Err(PyValueError::new_err(
+                "invalid input: batch_size must be at least 1",
+            ));
         }
         let dim = self.inner.dim();
         match extract_sentences(sentences)? {
@@ -164,7 +184,9 @@ impl PyEmbedder {
                 let arr = PyArray1::<f32>::zeros(py, [dim], false);
                 {
                     let mut rw = arr.readwrite();
-                    let out = rw.as_slice_mut().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+                    let out = rw
+                        .as_slice_mut()
+                        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                     py.detach(|| self.embed_flat(&texts, &prompt, normalize, out))
                         .map_err(|e| to_py_err(e, Stage::Call))?;
                 }
@@ -179,7 +201,9 @@ impl PyEmbedder {
                 let arr = PyArray2::<f32>::zeros(py, [n, dim], false);
                 {
                     let mut rw = arr.readwrite();
-                    let out = rw.as_slice_mut().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+                    let out = rw
+                        .as_slice_mut()
+                        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                     let step = match (batch_size, show_progress_bar) {
                         (Some(b), _) => b,
                         // A progress bar needs steps; otherwise one call (the engine packs
@@ -187,7 +211,11 @@ impl PyEmbedder {
                         (None, true) => 256,
                         (None, false) => n.max(1),
                     };
-                    let bar = if show_progress_bar { Some(Progress::new(py, n)?) } else { None };
+                    let bar = if show_progress_bar {
+                        Some(Progress::new(py, n)?)
+                    } else {
+                        None
+                    };
                     for (chunk, out) in texts.chunks(step).zip(out.chunks_mut(step * dim)) {
                         py.detach(|| self.embed_flat(chunk, &prompt, normalize, out))
                             .map_err(|e| to_py_err(e, Stage::Call))?;
@@ -234,7 +262,12 @@ impl<'py> Progress<'py> {
             }
             Err(_) => None,
         };
-        Ok(Progress { tqdm, py, total, done: 0.into() })
+        Ok(Progress {
+            tqdm,
+            py,
+            total,
+            done: 0.into(),
+        })
     }
 
     fn update(&self, n: usize) -> PyResult<()> {
@@ -245,7 +278,14 @@ impl<'py> Progress<'py> {
             }
             None => {
                 let stderr = self.py.import("sys")?.getattr("stderr")?;
-                stderr.call_method1("write", (format!("\rencoded {}/{} texts", self.done.get(), self.total),))?;
+                stderr.call_method1(
+                    "write",
+                    (format!(
+                        "\rencoded {}/{} texts",
+                        self.done.get(),
+                        self.total
+                    ),),
+                )?;
                 stderr.call_method0("flush")?;
             }
         }
@@ -258,7 +298,10 @@ impl<'py> Progress<'py> {
                 t.call_method0("close")?;
             }
             None => {
-                self.py.import("sys")?.getattr("stderr")?.call_method1("write", ("\n",))?;
+                self.py
+                    .import("sys")?
+                    .getattr("stderr")?
+                    .call_method1("write", ("\n",))?;
             }
         }
         Ok(())
@@ -328,7 +371,16 @@ impl PyEmbedder {
                 .extract()?,
         };
         let (inner, normalize) = py
-            .detach(|| load(&model, precision, threads, max_batch_tokens, isa.as_deref(), normalize))
+            .detach(|| {
+                load(
+                    &model,
+                    precision,
+                    threads,
+                    max_batch_tokens,
+                    isa.as_deref(),
+                    normalize,
+                )
+            })
             .map_err(|e| to_py_err(e, Stage::Load))?;
         Ok(PyEmbedder { inner, normalize })
     }
@@ -346,7 +398,16 @@ impl PyEmbedder {
         show_progress_bar: bool,
         convert_to_numpy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.encode_impl(py, sentences, prompt, prompt_name, batch_size, normalize_embeddings, show_progress_bar, convert_to_numpy)
+        self.encode_impl(
+            py,
+            sentences,
+            prompt,
+            prompt_name,
+            batch_size,
+            normalize_embeddings,
+            show_progress_bar,
+            convert_to_numpy,
+        )
     }
 
     #[pyo3(signature = (sentences, batch_size=None, normalize_embeddings=None, show_progress_bar=false, convert_to_numpy=true))]
@@ -359,7 +420,16 @@ impl PyEmbedder {
         show_progress_bar: bool,
         convert_to_numpy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.encode_impl(py, sentences, None, Some("query"), batch_size, normalize_embeddings, show_progress_bar, convert_to_numpy)
+        self.encode_impl(
+            py,
+            sentences,
+            None,
+            Some("query"),
+            batch_size,
+            normalize_embeddings,
+            show_progress_bar,
+            convert_to_numpy,
+        )
     }
 
     #[pyo3(signature = (sentences, batch_size=None, normalize_embeddings=None, show_progress_bar=false, convert_to_numpy=true))]
@@ -372,12 +442,25 @@ impl PyEmbedder {
         show_progress_bar: bool,
         convert_to_numpy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.encode_impl(py, sentences, None, Some("passage"), batch_size, normalize_embeddings, show_progress_bar, convert_to_numpy)
+        self.encode_impl(
+            py,
+            sentences,
+            None,
+            Some("passage"),
+            batch_size,
+            normalize_embeddings,
+            show_progress_bar,
+            convert_to_numpy,
+        )
     }
 
     /// Token ids as the model sees them (`[CLS]` ... `[SEP]`, truncated at
     /// `max_seq_length`; no prompt added).
-    fn tokenize<'py>(&self, py: Python<'py>, sentences: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn tokenize<'py>(
+        &self,
+        py: Python<'py>,
+        sentences: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let texts = match extract_sentences(sentences)? {
             Sentences::One(t) => vec![t],
             Sentences::Many(v) => v,
@@ -388,7 +471,10 @@ impl PyEmbedder {
         let d = PyDict::new(py);
         let ids: Vec<&Vec<u32>> = tokens.iter().map(|t| &t.ids).collect();
         d.set_item("input_ids", ids)?;
-        d.set_item("truncated", tokens.iter().map(|t| t.truncated).collect::<Vec<bool>>())?;
+        d.set_item(
+            "truncated",
+            tokens.iter().map(|t| t.truncated).collect::<Vec<bool>>(),
+        )?;
         Ok(d)
     }
 
@@ -459,7 +545,12 @@ impl PyEmbedder {
     /// prompt) `repeat` times from Rust, without the GIL, and returns each call's seconds —
     /// the engine's own time, with no Python in it.
     #[pyo3(signature = (sentences, repeat=1))]
-    fn _engine_seconds(&self, py: Python<'_>, sentences: Vec<String>, repeat: usize) -> PyResult<Vec<f64>> {
+    fn _engine_seconds(
+        &self,
+        py: Python<'_>,
+        sentences: Vec<String>,
+        repeat: usize,
+    ) -> PyResult<Vec<f64>> {
         let dim = self.inner.dim();
         py.detach(|| {
             let mut out = vec![0f32; sentences.len() * dim];
