@@ -317,6 +317,9 @@ fn preview(text: &str) -> String {
 }
 
 /// Loads a model directory or hub id with the given knobs (no GIL needed).
+// `EmbedderOptions` is becoming `#[non_exhaustive]`: outside the engine crate it can only be
+// built by field assignment on `default()`, never by a struct literal.
+#[allow(clippy::field_reassign_with_default)]
 fn load(
     model: &str,
     precision: &str,
