@@ -117,7 +117,7 @@ def main() -> int:
     ap.add_argument("--onnx", required=True, help="the model's ONNX graph (tools/pybench makes it)")
     ap.add_argument("--cli", required=True)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--corpus-texts", type=int, default=1000)
+    ap.add_argument("--corpus-texts", type=int, default=500)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--query-reps", type=int, default=300)
     args = ap.parse_args()
