@@ -117,9 +117,17 @@
 //! chunking or which tile computed it. Different QIsas give identical results except
 //! for GELU (vector erf) and for Avx2 vs the others (different `Wq`).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+/// This architecture's int8 GEMM backend (`Job`, `Out`, `run`): x86-64 VNNI / AVX2,
+/// aarch64 `sdot` (`qgemm/aarch64.rs`).
+#[cfg(target_arch = "aarch64")]
+use aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
+use x86 as arch;
 
 use reference::InputMode;
 pub use reference::{
@@ -153,15 +161,19 @@ pub enum QIsaKind {
     AvxVnni,
     /// AVX-512 VNNI: `vpdpbusd` on zmm (+ AVX-512 F/BW/VL/DQ).
     Avx512Vnni,
+    /// aarch64 NEON `sdot` by element (the `dotprod` extension), s8 x s8 with the
+    /// activations' +128 folded back exactly (`qgemm/aarch64.rs`).
+    NeonDot,
 }
 
 impl QIsaKind {
     /// Every kind, lowest to highest preference.
-    pub const ALL: [QIsaKind; 4] = [
+    pub const ALL: [QIsaKind; 5] = [
         QIsaKind::Scalar,
         QIsaKind::Avx2,
         QIsaKind::AvxVnni,
         QIsaKind::Avx512Vnni,
+        QIsaKind::NeonDot,
     ];
 
     /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`.
@@ -171,6 +183,7 @@ impl QIsaKind {
             QIsaKind::Avx2 => "avx2",
             QIsaKind::AvxVnni => "avxvnni",
             QIsaKind::Avx512Vnni => "avx512vnni",
+            QIsaKind::NeonDot => "neondot",
         }
     }
 
@@ -198,6 +211,7 @@ impl Family for QIsaKind {
         match self {
             QIsaKind::AvxVnni => &["avx-vnni"],
             QIsaKind::Avx512Vnni => &["avx512-vnni", "vnni"],
+            QIsaKind::NeonDot => &["dotprod", "sdot"],
             _ => &[],
         }
     }
@@ -212,6 +226,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx512Vnni => Features::AVX2
                 .with(Features::AVX512)
                 .with(Features::AVX512_VNNI),
+            QIsaKind::NeonDot => Features::NEON.with(Features::DOTPROD),
         }
     }
 
@@ -222,6 +237,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx2 => "gemm_u8s8_avx2_4x16",
             QIsaKind::AvxVnni => "gemm_u8s8_avxvnni_6x16",
             QIsaKind::Avx512Vnni => "gemm_u8s8_avx512vnni_12x32",
+            QIsaKind::NeonDot => "gemm_u8s8_neondot_8x12",
         }
     }
 
@@ -231,6 +247,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx2 => (4, 16),
             QIsaKind::AvxVnni => (6, 16),
             QIsaKind::Avx512Vnni => (12, 32),
+            QIsaKind::NeonDot => (8, 12),
         }
     }
 }
@@ -260,6 +277,10 @@ pub struct QuantizedMatrix {
     scales: Vec<f32>,
     /// `comp[j] = 128 · Σ_k Wq[j, k]`: `[npanels · NR]`, zero past `n`.
     comp: Vec<i32>,
+    /// `128 · Σ_k Wq[j, k]` whatever the input mode (`comp` is 0 in unsigned mode):
+    /// the aarch64 `sdot` kernel adds it back (`qgemm/aarch64.rs`).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    colsum128: Vec<i32>,
     /// SmoothQuant: `[k]` per-input-channel multipliers `1 / s` applied to the
     /// activations before they are quantized ([`QuantizedMatrix::quantize_input`]),
     /// when the weights were quantized from `W · diag(s)`.
@@ -398,6 +419,7 @@ impl QuantizedMatrix {
             qmax,
             data,
             scales: sc,
+            colsum128: comp.clone(),
             comp,
             input_mul: None,
             input_offset: None,
@@ -736,21 +758,21 @@ pub fn gemm_u8s8(
         QIsaKind::Scalar => {
             reference::gemm_unchecked(a, m, b, reference::Out::F32(c, scales, epilogue))
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         _ => {
-            let job = x86::Job::new(
+            let job = arch::Job::new(
                 a,
                 m,
                 b,
-                x86::Out::F32(c.as_mut_ptr(), scales.as_ptr()),
+                arch::Out::F32(c.as_mut_ptr(), scales.as_ptr()),
                 epilogue,
             );
             // SAFETY: all lengths validated above for (m, n, kp); c is exclusively
             // borrowed (no overlap with inputs); the token in `b` proves the ISA.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("only Scalar tokens exist off x86-64"),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        _ => unreachable!("only Scalar tokens exist off x86-64 and aarch64"),
     }
     Ok(())
 }
@@ -789,29 +811,29 @@ pub fn gemm_u8s8_par(
     if threads <= 1 || m == 0 || n == 0 || b.isa.kind() == QIsaKind::Scalar {
         return gemm_u8s8(a, scales, m, b, c, epilogue);
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
             let (r0, rn) = (rows.start, rows.len());
             let epi = epilogue.for_rows(r0, rn, n);
             // `at` is C's element (r0, cols.start): r0 < m, cols.start < n (parts are
             // non-empty rectangles of C).
-            let out = x86::Out::F32(at, scales[r0..].as_ptr());
-            let job = x86::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
+            let out = arch::Out::F32(at, scales[r0..].as_ptr());
+            let job = arch::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
             // SAFETY: a, scales, epilogue validated for (m, n, kp) and sliced to this
             // part's rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at
             // ldc = n and columns `cols` lie inside c (m*n floats, exclusively borrowed
             // for this call), and the parts are disjoint rectangles, so no two tasks
             // write the same element; the token in `b` proves the ISA.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         };
         crate::par::split_output(c, (m, n), nr, threads, INT8_COLUMN_SPLIT_MAX_M, run_part);
         Ok(())
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (nr, kp);
-        unreachable!("only Scalar tokens exist off x86-64")
+        unreachable!("only Scalar tokens exist off x86-64 and aarch64")
     }
 }
 
@@ -859,24 +881,24 @@ pub fn gemm_u8s8_cols(
             // NR = 1 on scalar: compute the range through the reference per column.
             reference::gemm_cols_unchecked(a, scales, m, b, cols, c_block, epilogue)
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         _ => {
-            let job = x86::Job::cols(
+            let job = arch::Job::cols(
                 a,
                 m,
                 b,
                 cols,
-                x86::Out::F32(c_block.as_mut_ptr(), scales.as_ptr()),
+                arch::Out::F32(c_block.as_mut_ptr(), scales.as_ptr()),
                 w,
                 epilogue,
             );
             // SAFETY: a, scales, epilogue validated for (m, n, kp); cols validated
             // (starts on a panel, inside 0..n); c_block holds m rows of w at ldc = w
             // and is exclusively borrowed; the token in `b` proves the ISA.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("only Scalar tokens exist off x86-64"),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        _ => unreachable!("only Scalar tokens exist off x86-64 and aarch64"),
     }
     Ok(())
 }
@@ -904,14 +926,14 @@ pub fn gemm_u8s8_i32(
     }
     match b.isa.kind() {
         QIsaKind::Scalar => reference::gemm_unchecked(a, m, b, reference::Out::I32(c)),
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         _ => {
-            let job = x86::Job::new(a, m, b, x86::Out::I32(c.as_mut_ptr()), Epilogue::None);
+            let job = arch::Job::new(a, m, b, arch::Out::I32(c.as_mut_ptr()), Epilogue::None);
             // SAFETY: as in `gemm_u8s8`.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("only Scalar tokens exist off x86-64"),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        _ => unreachable!("only Scalar tokens exist off x86-64 and aarch64"),
     }
     Ok(())
 }
