@@ -113,12 +113,12 @@ unsafe fn k_step_8x12(acc: &mut [[float32x4_t; NV]; MR], a: *const f32, b: *cons
 unsafe fn tile_8x12_packed(t: &Tile) {
     let mut acc = [[vdupq_n_f32(0.0); NV]; MR];
     if t.accumulate {
-        for (r, row) in acc.iter_mut().enumerate() {
+        for r in 0..MR {
             let crow = t.c.add(r * t.ldc);
-            for (v, x) in row.iter_mut().enumerate() {
+            for v in 0..NV {
                 let col = v * 4;
                 if col < t.nr {
-                    *x = Neon::load_n(crow.add(col), (t.nr - col).min(4));
+                    acc[r][v] = Neon::load_n(crow.add(col), (t.nr - col).min(4));
                 }
             }
         }
@@ -141,6 +141,15 @@ unsafe fn tile_8x12_packed(t: &Tile) {
     if kk == 1 {
         k_step_8x12(&mut acc, a, b);
     }
+    store_8x12(acc, t);
+}
+
+/// The epilogue and store of the finished tile. Out of line and taking the tile by
+/// value: with the epilogue's loops inlined LLVM kept `acc` in memory and stored all 24
+/// accumulators to the stack on every K step (seen in the disassembly).
+#[inline(never)]
+#[target_feature(enable = "neon")]
+unsafe fn store_8x12(acc: [[float32x4_t; NV]; MR], t: &Tile) {
     for (r, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
             let col = v * 4;

@@ -199,6 +199,14 @@ unsafe fn tile<const R: usize>(g: &Job, ap: *const i8, i0: usize, p: usize) {
         k_group::<R>(&mut acc, ap.add(q * 4 * MR), bp.add(q * 4 * NR));
         q += 1;
     }
+    store::<R>(acc, g, i0, p);
+}
+
+/// The epilogue and store of a finished tile (out of line, the tile by value, so that
+/// LLVM keeps the accumulators in registers through the K loop, as in `gemm/neon.rs`).
+#[inline(never)]
+#[target_feature(enable = "neon")]
+unsafe fn store<const R: usize>(acc: [[int32x4_t; 3]; MR], g: &Job, i0: usize, p: usize) {
     let j0 = p * NR;
     let ncols = (g.n - j0).min(NR);
     for v in 0..3 {

@@ -91,6 +91,7 @@
 //! | avx2        | `gemm_u8s8_avx2_4x16`         | 4 x 16  | 1: 4, 2: 2, 3: 1              |
 //! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1          |
 //! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-2: 4, 3: 3, 4-6: 2, 7-11: 1 |
+//! | neondot     | `gemm_u8s8_neondot_8x12`      | 8 x 12  | 1-7: the same tile, fewer rows |
 //!
 //! Tile reasoning (Sapphire Rapids; Ice Lake similar):
 //! - **avx512vnni 12 x 32**: `vpdpbusd zmm` issues on p0 and p5 (2/cycle), latency 5,
