@@ -37,13 +37,25 @@ impl Features {
     pub const AVX512_VNNI: Features = Features(1 << 3);
     /// `avx512bf16`: `vdpbf16ps`, `vcvtne2ps2bf16`.
     pub const AVX512_BF16: Features = Features(1 << 4);
+    /// aarch64 `neon` (Advanced SIMD, 128-bit; baseline on aarch64 Linux).
+    pub const NEON: Features = Features(1 << 5);
+    /// aarch64 `dotprod`: `sdot` / `udot` (4-way int8 dot products into i32 lanes).
+    pub const DOTPROD: Features = Features(1 << 6);
+    /// aarch64 `i8mm`: `smmla` / `usmmla` / `usdot` (int8 2x8 by 8x2 matrix multiply).
+    pub const I8MM: Features = Features(1 << 7);
+    /// aarch64 `bf16`: `bfdot` / `bfmmla` / `bfcvt`.
+    pub const BF16: Features = Features(1 << 8);
 
-    const NAMES: [(Features, &'static str); 5] = [
+    const NAMES: [(Features, &'static str); 9] = [
         (Features::AVX2, "avx2+fma"),
         (Features::AVX512, "avx512f/bw/vl/dq"),
         (Features::AVX_VNNI, "avxvnni"),
         (Features::AVX512_VNNI, "avx512vnni"),
         (Features::AVX512_BF16, "avx512bf16"),
+        (Features::NEON, "neon"),
+        (Features::DOTPROD, "dotprod"),
+        (Features::I8MM, "i8mm"),
+        (Features::BF16, "bf16"),
     ];
 
     /// Both sets.
@@ -96,7 +108,26 @@ fn detect() -> Features {
     f
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn detect() -> Features {
+    use std::arch::is_aarch64_feature_detected as has;
+    let mut f = Features::NONE;
+    if has!("neon") {
+        f = f.with(Features::NEON);
+    }
+    if has!("dotprod") {
+        f = f.with(Features::DOTPROD);
+    }
+    if has!("i8mm") {
+        f = f.with(Features::I8MM);
+    }
+    if has!("bf16") {
+        f = f.with(Features::BF16);
+    }
+    f
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect() -> Features {
     Features::NONE
 }
@@ -253,11 +284,18 @@ pub enum IsaKind {
     Avx2,
     /// AVX-512 F/BW/VL/DQ (+ AVX2 + FMA) (512-bit).
     Avx512,
+    /// aarch64 NEON (Advanced SIMD, 128-bit, 32 vector registers).
+    Neon,
 }
 
 impl IsaKind {
     /// Every kind, in order of preference from lowest to highest.
-    pub const ALL: [IsaKind; 3] = [IsaKind::Scalar, IsaKind::Avx2, IsaKind::Avx512];
+    pub const ALL: [IsaKind; 4] = [
+        IsaKind::Scalar,
+        IsaKind::Avx2,
+        IsaKind::Avx512,
+        IsaKind::Neon,
+    ];
 
     /// The name used by `--isa`, logs and kernel names.
     pub fn name(self) -> &'static str {
@@ -265,6 +303,7 @@ impl IsaKind {
             IsaKind::Scalar => "scalar",
             IsaKind::Avx2 => "avx2",
             IsaKind::Avx512 => "avx512",
+            IsaKind::Neon => "neon",
         }
     }
 }
@@ -280,12 +319,13 @@ impl Family for IsaKind {
         IsaKind::name(self)
     }
 
-    /// Avx2 = avx2+fma; Avx512 = avx512f/bw/vl/dq and avx2+fma.
+    /// Avx2 = avx2+fma; Avx512 = avx512f/bw/vl/dq and avx2+fma; Neon = neon.
     fn requires(self) -> Features {
         match self {
             IsaKind::Scalar => Features::NONE,
             IsaKind::Avx2 => Features::AVX2,
             IsaKind::Avx512 => Features::AVX2.with(Features::AVX512),
+            IsaKind::Neon => Features::NEON,
         }
     }
 

@@ -185,6 +185,12 @@ pub(crate) mod testing {
         map::<crate::simd::avx512::Avx512, F>(x)
     }
 
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn map_neon<const F: u8>(x: &mut [f32]) {
+        map::<crate::simd::neon::Neon, F>(x)
+    }
+
     const ERF: u8 = 0;
     const EXP: u8 = 1;
     const EXP2: u8 = 2;
@@ -198,7 +204,9 @@ pub(crate) mod testing {
                 IsaKind::Avx2 => map_avx2::<F>(x),
                 #[cfg(target_arch = "x86_64")]
                 IsaKind::Avx512 => map_avx512::<F>(x),
-                #[cfg(not(target_arch = "x86_64"))]
+                #[cfg(target_arch = "aarch64")]
+                IsaKind::Neon => map_neon::<F>(x),
+                #[allow(unreachable_patterns)]
                 _ => map::<Scalar, F>(x),
             }
         }

@@ -14,7 +14,9 @@ use std::time::Instant;
 /// Independent accumulator chains per probe: FMA latency (4 cycles) x 2 FMA ports = 8
 /// chains are the minimum to saturate both ports; 24 leaves slack for a 5-cycle
 /// latency or a 3rd port, and still fits 32 zmm (AVX2: 12 of 16 ymm).
+#[cfg(target_arch = "x86_64")]
 const CHAINS_512: usize = 24;
+#[cfg(target_arch = "x86_64")]
 const CHAINS_256: usize = 12;
 const CHAINS_SCALAR: usize = 8;
 /// Dependent FMAs per chain per inner call.
@@ -210,7 +212,7 @@ fn probe_for(isa: Isa) -> (f64, Box<dyn Fn(f32) -> f32>) {
             (2 * 16 * CHAINS_512 * STEPS) as f64,
             Box::new(|s| unsafe { probe_avx512(s) }),
         ),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[allow(unreachable_patterns)]
         _ => ((2 * CHAINS_SCALAR * STEPS) as f64, Box::new(probe_scalar)),
     }
 }
@@ -357,11 +359,18 @@ mod tests {
 
     #[test]
     fn probes_return_plausible_rates() {
+        // Off x86-64 these tests run under qemu-user (tools/test-aarch64), whose rates
+        // are the emulator's (0.07 GFLOP/s scalar): there only finite and positive.
+        let floor = if cfg!(target_arch = "x86_64") {
+            0.1
+        } else {
+            0.0
+        };
         for isa in Isa::available() {
             let g = fma_peak_gflops(isa, 0.02);
-            assert!(g.is_finite() && g > 0.1, "{isa}: {g}");
+            assert!(g.is_finite() && g > floor, "{isa}: {g}");
         }
         let bw = read_bandwidth_gbs(Isa::best(), 1 << 20, 0.01);
-        assert!(bw.is_finite() && bw > 0.1, "{bw}");
+        assert!(bw.is_finite() && bw > floor, "{bw}");
     }
 }

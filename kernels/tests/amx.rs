@@ -38,3 +38,12 @@ fn status_agrees_with_cpuid_and_permission() {
     let text = s.to_string();
     assert!(text.contains("AMX"), "{text}");
 }
+
+/// Off x86-64 (aarch64 under tools/test-aarch64) there is no AMX: the status says so.
+#[cfg(not(target_arch = "x86_64"))]
+#[test]
+fn no_amx_off_x86() {
+    let s = amx::status();
+    assert!(matches!(s, AmxStatus::NotX86), "{s}");
+    assert!(!amx::cpuid().tile);
+}

@@ -67,6 +67,32 @@ fn tokens() {
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512dq");
         assert_eq!(Isa::new(IsaKind::Avx512).is_some(), avx512);
+        assert!(Isa::new(IsaKind::Neon).is_none());
+    }
+    // And on aarch64 (under qemu-aarch64 -cpu MODEL, tools/test-aarch64, std reads the
+    // emulated CPU's HWCAPs). NEON is baseline on aarch64 Linux.
+    #[cfg(target_arch = "aarch64")]
+    {
+        use e5embed_kernels::isa::Features;
+        let neon = std::arch::is_aarch64_feature_detected!("neon");
+        assert!(neon, "aarch64 Linux without NEON");
+        assert_eq!(Isa::new(IsaKind::Neon).is_some(), neon);
+        assert!(Isa::new(IsaKind::Avx2).is_none() && Isa::new(IsaKind::Avx512).is_none());
+        assert_eq!(Isa::best().kind(), IsaKind::Neon);
+        let f = Features::detected();
+        assert_eq!(
+            f.contains(Features::DOTPROD),
+            std::arch::is_aarch64_feature_detected!("dotprod")
+        );
+        assert_eq!(
+            f.contains(Features::I8MM),
+            std::arch::is_aarch64_feature_detected!("i8mm")
+        );
+        assert_eq!(
+            f.contains(Features::BF16),
+            std::arch::is_aarch64_feature_detected!("bf16")
+        );
+        eprintln!("aarch64 features detected: {f:?}");
     }
 }
 

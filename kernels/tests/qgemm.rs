@@ -93,7 +93,14 @@ fn tokens_and_names() {
                 && std::arch::is_x86_feature_detected!("fma"),
             QIsaKind::AvxVnni,
         );
+        assert!(QIsa::new(QIsaKind::NeonDot).is_none());
     }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(
+        QIsa::new(QIsaKind::NeonDot).is_some(),
+        std::arch::is_aarch64_feature_detected!("dotprod"),
+        "the sdot path exists exactly where the (emulated) CPU has dotprod"
+    );
 }
 
 #[test]

@@ -387,8 +387,12 @@ macro_rules! isa_entry {
 pub(crate) const KR_AVX512: usize = 12;
 pub(crate) const KR_AVX2: usize = 6;
 pub(crate) const KR_SCALAR: usize = 4;
+/// NEON: 12 keys x 2 q-registers = 24 accumulators + 2 Qᵀ + 2 running max (of 32).
+pub(crate) const KR_NEON: usize = 12;
 
 isa_entry!(head_scalar, crate::simd::Scalar, 4, 4);
+#[cfg(target_arch = "aarch64")]
+isa_entry!(head_neon, crate::simd::neon::Neon, 12, 12, "neon");
 #[cfg(target_arch = "x86_64")]
 isa_entry!(head_avx2, crate::simd::avx2::Avx2, 6, 6, "avx2,fma");
 #[cfg(target_arch = "x86_64")]

@@ -88,6 +88,7 @@ fn lanes(isa: Isa) -> usize {
         crate::IsaKind::Scalar => 1,
         crate::IsaKind::Avx2 => 8,
         crate::IsaKind::Avx512 => 16,
+        crate::IsaKind::Neon => 4,
     }
 }
 
@@ -96,6 +97,7 @@ fn keys_per_tile(isa: Isa) -> usize {
         crate::IsaKind::Scalar => fused::KR_SCALAR,
         crate::IsaKind::Avx2 => fused::KR_AVX2,
         crate::IsaKind::Avx512 => fused::KR_AVX512,
+        crate::IsaKind::Neon => fused::KR_NEON,
     }
 }
 
@@ -106,6 +108,7 @@ pub fn kernel_name(isa: Isa) -> &'static str {
         crate::IsaKind::Scalar => "attention_f32_scalar_qb2",
         crate::IsaKind::Avx2 => "attention_f32_avx2_qb16",
         crate::IsaKind::Avx512 => "attention_f32_avx512_qb32",
+        crate::IsaKind::Neon => "attention_f32_neon_qb8",
     }
 }
 
@@ -288,7 +291,10 @@ unsafe fn heads_into(
                 crate::IsaKind::Avx2 => fused::head_avx2(&hd, &b),
                 #[cfg(target_arch = "x86_64")]
                 crate::IsaKind::Avx512 => fused::head_avx512(&hd, &b),
-                #[cfg(not(target_arch = "x86_64"))]
+                #[cfg(target_arch = "aarch64")]
+                crate::IsaKind::Neon => fused::head_neon(&hd, &b),
+                // Kinds of another architecture: no token can exist for them here.
+                #[allow(unreachable_patterns)]
                 _ => fused::head_scalar(&hd, &b),
             }
         }

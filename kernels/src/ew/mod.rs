@@ -23,8 +23,8 @@ pub(crate) fn validate_rows(what: &str, len: usize, cols: usize) -> Result<(), K
 
 /// Per-ISA `#[target_feature]` entry points around the generic row ops.
 macro_rules! isa_entries {
-    ($modname:ident, $simd:path, $feat:literal) => {
-        #[cfg(target_arch = "x86_64")]
+    ($arch:literal, $modname:ident, $simd:path, $feat:literal) => {
+        #[cfg(target_arch = $arch)]
         mod $modname {
             use super::rows;
 
@@ -52,8 +52,10 @@ macro_rules! isa_entries {
     };
 }
 
-isa_entries!(avx2, crate::simd::avx2::Avx2, "avx2,fma");
+isa_entries!("x86_64", avx2, crate::simd::avx2::Avx2, "avx2,fma");
+isa_entries!("aarch64", neon, crate::simd::neon::Neon, "neon");
 isa_entries!(
+    "x86_64",
     avx512,
     crate::simd::avx512::Avx512,
     "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"
@@ -85,7 +87,10 @@ pub fn layernorm(
             IsaKind::Avx2 => avx2::layernorm(x, cols, gamma, beta, eps),
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx512 => avx512::layernorm(x, cols, gamma, beta, eps),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            IsaKind::Neon => neon::layernorm(x, cols, gamma, beta, eps),
+            // Kinds of another architecture: no token can exist for them here.
+            #[allow(unreachable_patterns)]
             _ => rows::layernorm::<Scalar>(x, cols, gamma, beta, eps),
         }
     }
@@ -103,7 +108,10 @@ pub fn gelu_erf(isa: Isa, x: &mut [f32]) {
             IsaKind::Avx2 => avx2::gelu(x),
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx512 => avx512::gelu(x),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            IsaKind::Neon => neon::gelu(x),
+            // Kinds of another architecture: no token can exist for them here.
+            #[allow(unreachable_patterns)]
             _ => rows::gelu::<Scalar>(x),
         }
     }
@@ -126,7 +134,10 @@ pub fn softmax_scaled(isa: Isa, x: &mut [f32], cols: usize, scale: f32) -> Resul
             IsaKind::Avx2 => avx2::softmax_scaled(x, cols, scale),
             #[cfg(target_arch = "x86_64")]
             IsaKind::Avx512 => avx512::softmax_scaled(x, cols, scale),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            IsaKind::Neon => neon::softmax_scaled(x, cols, scale),
+            // Kinds of another architecture: no token can exist for them here.
+            #[allow(unreachable_patterns)]
             _ => rows::softmax_scaled::<Scalar>(x, cols, scale),
         }
     }

@@ -43,6 +43,7 @@
 //! | scalar | `gemm_f32_scalar_4x8`   | 4 x 8   | 32 f32         | 1 x 2                        |
 //! | avx2   | `gemm_f32_avx2_6x16`    | 6 x 16  | 12 ymm (of 16) | 1 x 4, 2 x 2                 |
 //! | avx512 | `gemm_f32_avx512_12x32` | 12 x 32 | 24 zmm (of 32) | 1-2 x 4, 3-6 x 2; 13-16 x 1 (tall) |
+//! | neon   | `gemm_f32_neon_8x12`    | 8 x 12  | 24 q (of 32)   | 1 x 4, 2-4 x 2                |
 //!
 //! - **MR x NR**: FMA latency 4 x 2 FMA ports needs >= 8 independent accumulators;
 //!   more amortizes the loads. AVX2: 12 acc + 2 B + 1 broadcast = 15 of 16 ymm (the
@@ -78,6 +79,8 @@ mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 pub use reference::gemm_f32_reference;
 pub(crate) use reference::{gelu_f64, validate_dense};
@@ -119,7 +122,10 @@ pub(crate) fn kernel_info(kind: IsaKind) -> KernelInfo {
         IsaKind::Avx2 => info_of::<avx2::Avx2Kernel>(),
         #[cfg(target_arch = "x86_64")]
         IsaKind::Avx512 => info_of::<avx512::Avx512Kernel>(),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        IsaKind::Neon => info_of::<neon::NeonKernel>(),
+        // Kinds of another architecture: no token can exist for them here.
+        #[allow(unreachable_patterns)]
         _ => info_of::<scalar::ScalarKernel>(),
     }
 }
@@ -184,7 +190,10 @@ pub(crate) unsafe fn run_path(isa: Isa, mut g: Raw, path: GemmPath) {
         IsaKind::Avx2 => avx2::gemm(g, path, bl),
         #[cfg(target_arch = "x86_64")]
         IsaKind::Avx512 => avx512::gemm(g, path, bl),
-        #[cfg(not(target_arch = "x86_64"))]
+        // SAFETY: the token proves NEON.
+        #[cfg(target_arch = "aarch64")]
+        IsaKind::Neon => neon::gemm(g, path, bl),
+        #[allow(unreachable_patterns)]
         _ => scalar::gemm(g, path, bl),
     };
     if path == GemmPath::Skinny {

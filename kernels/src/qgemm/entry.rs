@@ -1,9 +1,9 @@
-//! The int8 GEMM entry points: argument checks, then the scalar reference or the x86
+//! The int8 GEMM entry points: argument checks, then the scalar reference or the x86-64 / aarch64
 //! driver for the matrix's [`QIsa`](super::QIsa).
 
 use super::reference::{self, InputMode};
-#[cfg(target_arch = "x86_64")]
-use super::x86;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::arch;
 use super::{padded_k, quantize_rows_impl, QIsaKind, QuantizedMatrix};
 use crate::buf::AlignedBuf;
 use crate::epilogue::{validate as validate_epilogue, Epilogue};
@@ -70,21 +70,21 @@ pub fn gemm_u8s8(
         QIsaKind::Scalar => {
             reference::gemm_unchecked(a, m, b, reference::Out::F32(c, scales, epilogue))
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         _ => {
-            let job = x86::Job::new(
+            let job = arch::Job::new(
                 a,
                 m,
                 b,
-                x86::Out::F32(c.as_mut_ptr(), scales.as_ptr()),
+                arch::Out::F32(c.as_mut_ptr(), scales.as_ptr()),
                 epilogue,
             );
             // SAFETY: all lengths validated above for (m, n, kp); c is exclusively
             // borrowed (no overlap with inputs); the token in `b` proves the ISA.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("only Scalar tokens exist off x86-64"),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        _ => unreachable!("only Scalar tokens exist off x86-64 and aarch64"),
     }
     Ok(())
 }
@@ -123,29 +123,29 @@ pub fn gemm_u8s8_par(
     if threads <= 1 || m == 0 || n == 0 || b.isa.kind() == QIsaKind::Scalar {
         return gemm_u8s8(a, scales, m, b, c, epilogue);
     }
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let run_part = |(rows, cols): crate::par::Part, at: *mut f32| {
             let (r0, rn) = (rows.start, rows.len());
             let epi = epilogue.for_rows(r0, rn, n);
             // `at` is C's element (r0, cols.start): r0 < m, cols.start < n (parts are
             // non-empty rectangles of C).
-            let out = x86::Out::F32(at, scales[r0..].as_ptr());
-            let job = x86::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
+            let out = arch::Out::F32(at, scales[r0..].as_ptr());
+            let job = arch::Job::cols(&a[r0 * kp..(r0 + rn) * kp], rn, b, cols, out, n, epi);
             // SAFETY: a, scales, epilogue validated for (m, n, kp) and sliced to this
             // part's rows; `cols` starts on a panel boundary inside 0..n; C rows r0.. at
             // ldc = n and columns `cols` lie inside c (m*n floats, exclusively borrowed
             // for this call), and the parts are disjoint rectangles, so no two tasks
             // write the same element; the token in `b` proves the ISA.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         };
         crate::par::split_output(c, (m, n), nr, threads, INT8_COLUMN_SPLIT_MAX_M, run_part);
         Ok(())
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (nr, kp);
-        unreachable!("only Scalar tokens exist off x86-64")
+        unreachable!("only Scalar tokens exist off x86-64 and aarch64")
     }
 }
 
@@ -193,24 +193,24 @@ pub fn gemm_u8s8_cols(
             // NR = 1 on scalar: compute the range through the reference per column.
             reference::gemm_cols_unchecked(a, scales, m, b, cols, c_block, epilogue)
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         _ => {
-            let job = x86::Job::cols(
+            let job = arch::Job::cols(
                 a,
                 m,
                 b,
                 cols,
-                x86::Out::F32(c_block.as_mut_ptr(), scales.as_ptr()),
+                arch::Out::F32(c_block.as_mut_ptr(), scales.as_ptr()),
                 w,
                 epilogue,
             );
             // SAFETY: a, scales, epilogue validated for (m, n, kp); cols validated
             // (starts on a panel, inside 0..n); c_block holds m rows of w at ldc = w
             // and is exclusively borrowed; the token in `b` proves the ISA.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("only Scalar tokens exist off x86-64"),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        _ => unreachable!("only Scalar tokens exist off x86-64 and aarch64"),
     }
     Ok(())
 }
@@ -238,14 +238,14 @@ pub fn gemm_u8s8_i32(
     }
     match b.isa.kind() {
         QIsaKind::Scalar => reference::gemm_unchecked(a, m, b, reference::Out::I32(c)),
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         _ => {
-            let job = x86::Job::new(a, m, b, x86::Out::I32(c.as_mut_ptr()), Epilogue::None);
+            let job = arch::Job::new(a, m, b, arch::Out::I32(c.as_mut_ptr()), Epilogue::None);
             // SAFETY: as in `gemm_u8s8`.
-            unsafe { x86::run(b.isa.kind(), &job) }
+            unsafe { arch::run(b.isa.kind(), &job) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => unreachable!("only Scalar tokens exist off x86-64"),
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        _ => unreachable!("only Scalar tokens exist off x86-64 and aarch64"),
     }
     Ok(())
 }

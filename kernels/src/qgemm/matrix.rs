@@ -23,6 +23,10 @@ pub struct QuantizedMatrix {
     pub(super) scales: Vec<f32>,
     /// `comp[j] = 128 · Σ_k Wq[j, k]`: `[npanels · NR]`, zero past `n`.
     pub(super) comp: Vec<i32>,
+    /// `128 · Σ_k Wq[j, k]` whatever the input mode (`comp` is 0 in unsigned mode):
+    /// the aarch64 `sdot` kernel adds it back (`qgemm/aarch64.rs`).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub(super) colsum128: Vec<i32>,
     /// SmoothQuant: `[k]` per-input-channel multipliers `1 / s` applied to the
     /// activations before they are quantized ([`QuantizedMatrix::quantize_input`]),
     /// when the weights were quantized from `W · diag(s)`.
@@ -161,6 +165,7 @@ impl QuantizedMatrix {
             qmax,
             data,
             scales: sc,
+            colsum128: comp.clone(),
             comp,
             input_mul: None,
             input_offset: None,

@@ -91,6 +91,7 @@
 //! | avx2        | `gemm_u8s8_avx2_4x16`         | 4 x 16  | 1: 4, 2: 2, 3: 1              |
 //! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1          |
 //! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-2: 4, 3: 3, 4-6: 2, 7-11: 1 |
+//! | neondot     | `gemm_u8s8_neondot_8x12`      | 8 x 12  | 1-7: the same tile, fewer rows |
 //!
 //! Tile reasoning (Sapphire Rapids; Ice Lake similar):
 //! - **avx512vnni 12 x 32**: `vpdpbusd zmm` issues on p0 and p5 (2/cycle), latency 5,
@@ -117,12 +118,20 @@
 //! chunking or which tile computed it. Different QIsas give identical results except
 //! for GELU (vector erf) and for Avx2 vs the others (different `Wq`).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod entry;
 mod matrix;
 mod quantize;
 mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+/// This architecture's int8 GEMM backend (`Job`, `Out`, `run`): x86-64 VNNI / AVX2,
+/// aarch64 `sdot` (`qgemm/aarch64.rs`).
+#[cfg(target_arch = "aarch64")]
+use aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
+use x86 as arch;
 
 pub(crate) use entry::validate_gemm;
 pub use entry::{
@@ -161,15 +170,19 @@ pub enum QIsaKind {
     AvxVnni,
     /// AVX-512 VNNI: `vpdpbusd` on zmm (+ AVX-512 F/BW/VL/DQ).
     Avx512Vnni,
+    /// aarch64 NEON `sdot` by element (the `dotprod` extension), s8 x s8 with the
+    /// activations' +128 folded back exactly (`qgemm/aarch64.rs`).
+    NeonDot,
 }
 
 impl QIsaKind {
     /// Every kind, lowest to highest preference.
-    pub const ALL: [QIsaKind; 4] = [
+    pub const ALL: [QIsaKind; 5] = [
         QIsaKind::Scalar,
         QIsaKind::Avx2,
         QIsaKind::AvxVnni,
         QIsaKind::Avx512Vnni,
+        QIsaKind::NeonDot,
     ];
 
     /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`.
@@ -179,6 +192,7 @@ impl QIsaKind {
             QIsaKind::Avx2 => "avx2",
             QIsaKind::AvxVnni => "avxvnni",
             QIsaKind::Avx512Vnni => "avx512vnni",
+            QIsaKind::NeonDot => "neondot",
         }
     }
 
@@ -206,6 +220,7 @@ impl Family for QIsaKind {
         match self {
             QIsaKind::AvxVnni => &["avx-vnni"],
             QIsaKind::Avx512Vnni => &["avx512-vnni", "vnni"],
+            QIsaKind::NeonDot => &["dotprod", "sdot"],
             _ => &[],
         }
     }
@@ -220,6 +235,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx512Vnni => Features::AVX2
                 .with(Features::AVX512)
                 .with(Features::AVX512_VNNI),
+            QIsaKind::NeonDot => Features::NEON.with(Features::DOTPROD),
         }
     }
 
@@ -230,6 +246,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx2 => "gemm_u8s8_avx2_4x16",
             QIsaKind::AvxVnni => "gemm_u8s8_avxvnni_6x16",
             QIsaKind::Avx512Vnni => "gemm_u8s8_avx512vnni_12x32",
+            QIsaKind::NeonDot => "gemm_u8s8_neondot_8x12",
         }
     }
 
@@ -239,6 +256,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx2 => (4, 16),
             QIsaKind::AvxVnni => (6, 16),
             QIsaKind::Avx512Vnni => (12, 32),
+            QIsaKind::NeonDot => (8, 12),
         }
     }
 }
