@@ -29,7 +29,14 @@ fn all(ts: &[usize]) {
         .into_iter()
         .filter(|b| b.kind() != BIsaKind::Scalar)
         .collect();
-    print!("{:9} {:>5} {:>5} {:>5} | f32 {:>6}", "shape", "T", "N", "K", isa.name());
+    print!(
+        "{:9} {:>5} {:>5} {:>5} | f32 {:>6}",
+        "shape",
+        "T",
+        "N",
+        "K",
+        isa.name()
+    );
     for b in &bisas {
         print!(" | {:>12}", b.name());
     }
