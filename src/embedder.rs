@@ -136,12 +136,12 @@ option_setters! {
 /// The precision `auto` picks, and why (printed by `e5embed info`).
 ///
 /// - A model saved by `e5embed quantize` runs in int8 (that is what it was saved for).
-/// - Otherwise f32. bf16 would be chosen where its GEMM is faster than f32 at the model's
-///   shapes, i.e. on AMX tiles (`tdpbf16ps`), which this build does not have yet (and the
-///   machines it was built on do not expose). On AVX512-BF16 without AMX, `vdpbf16ps` does
-///   32 products per ~2 cycles against 64 for two f32 FMA ports (measured,
-///   `kernels/src/bgemm/mod.rs`), so bf16 is slower than f32 from 16 tokens up and `auto`
-///   keeps f32. `--precision bf16` still runs it (accuracy: `tests/bf16.rs`).
+/// - Otherwise f32. bf16 is to be chosen where it measures faster than f32 at the model's
+///   shapes (issue 17 item 1: per-CPU measurement, not built yet). On Zen 5 (AVX512-BF16,
+///   no AMX) `vdpbf16ps` measured 2x the f32 FMA rate and the bf16 forward 1.7x the f32 one
+///   (`kernels/PERF.md`), while on Sapphire Rapids its rate is about the f32 FMA rate, so no
+///   fixed rule is right for both: `auto` keeps f32 until the choice is measured.
+///   `--precision bf16` runs it (accuracy: `tests/bf16.rs`).
 pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
     if prequantized {
         return (
@@ -151,8 +151,9 @@ pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
     }
     let why = match bisa.kind() {
         BIsaKind::Avx512Bf16 => {
-            "auto: no AMX; AVX512-BF16 (vdpbf16ps) is half the f32 FMA rate here, so bf16 \
-             would be slower"
+            "auto: bf16 (vdpbf16ps) can be faster than f32 on this CPU (measured 1.7x on \
+             Zen 5), but auto does not choose by measurement yet, so f32 (exact) is kept; \
+             --precision bf16 runs it"
         }
         BIsaKind::Avx512Widen => {
             "auto: no AMX; bf16 weights widened to f32 FMAs (the fastest bf16 path here) \

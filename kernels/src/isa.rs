@@ -149,7 +149,7 @@ pub trait Family: Copy + Eq + Hash + fmt::Debug + Send + Sync + 'static + sealed
     /// The portable kind, available everywhere.
     const SCALAR: Self;
     /// The kind [`Path::best`] takes where the CPU has it, before the last available of
-    /// [`Family::KINDS`] (bf16: the widening path beats `vdpbf16ps`, see `bgemm`).
+    /// [`Family::KINDS`].
     const PREFERRED: Option<Self> = None;
 
     /// The name used by `--isa`, logs and kernel names.

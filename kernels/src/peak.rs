@@ -181,6 +181,229 @@ unsafe fn probe_avx2(seed: f32) -> f32 {
     x
 }
 
+/// `chains x STEPS` `vdpbf16ps zmm` (32 bf16 products = 64 FLOPs each) into
+/// `chains` independent f32 accumulators, the bf16 operands fixed (`x = 2^-10`,
+/// `y = -2^-10` in every element, so the products are tiny and exact and the sums stay
+/// normal and bounded). With `CHAINS_512` chains this is the throughput; with one chain
+/// ([`probe_bf16_dot_latency`]) each instruction waits for the previous: the latency.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn probe_bf16_dot(seed: f32) -> f32 {
+    let mut x = seed;
+    // Pairs of bf16 2^-10 (0x3a80) and -2^-10 (0xba80).
+    let pa = 0x3a80_3a80u32;
+    let pb = 0xba80_3a80u32;
+    // SAFETY: register-only arithmetic (the caller holds an Avx512Bf16 token); every
+    // register written is declared as an output or clobber.
+    std::arch::asm!(
+            "vpbroadcastd zmm24, dword ptr [{pa}]",
+            "vpbroadcastd zmm25, dword ptr [{pb}]",
+            "vbroadcastss zmm0, xmm0",
+            "vmovaps zmm1, zmm0",
+            "vmovaps zmm2, zmm0",
+            "vmovaps zmm3, zmm0",
+            "vmovaps zmm4, zmm0",
+            "vmovaps zmm5, zmm0",
+            "vmovaps zmm6, zmm0",
+            "vmovaps zmm7, zmm0",
+            "vmovaps zmm8, zmm0",
+            "vmovaps zmm9, zmm0",
+            "vmovaps zmm10, zmm0",
+            "vmovaps zmm11, zmm0",
+            "vmovaps zmm12, zmm0",
+            "vmovaps zmm13, zmm0",
+            "vmovaps zmm14, zmm0",
+            "vmovaps zmm15, zmm0",
+            "vmovaps zmm16, zmm0",
+            "vmovaps zmm17, zmm0",
+            "vmovaps zmm18, zmm0",
+            "vmovaps zmm19, zmm0",
+            "vmovaps zmm20, zmm0",
+            "vmovaps zmm21, zmm0",
+            "vmovaps zmm22, zmm0",
+            "vmovaps zmm23, zmm0",
+            "2:",
+            "vdpbf16ps zmm0, zmm24, zmm25",
+            "vdpbf16ps zmm1, zmm24, zmm25",
+            "vdpbf16ps zmm2, zmm24, zmm25",
+            "vdpbf16ps zmm3, zmm24, zmm25",
+            "vdpbf16ps zmm4, zmm24, zmm25",
+            "vdpbf16ps zmm5, zmm24, zmm25",
+            "vdpbf16ps zmm6, zmm24, zmm25",
+            "vdpbf16ps zmm7, zmm24, zmm25",
+            "vdpbf16ps zmm8, zmm24, zmm25",
+            "vdpbf16ps zmm9, zmm24, zmm25",
+            "vdpbf16ps zmm10, zmm24, zmm25",
+            "vdpbf16ps zmm11, zmm24, zmm25",
+            "vdpbf16ps zmm12, zmm24, zmm25",
+            "vdpbf16ps zmm13, zmm24, zmm25",
+            "vdpbf16ps zmm14, zmm24, zmm25",
+            "vdpbf16ps zmm15, zmm24, zmm25",
+            "vdpbf16ps zmm16, zmm24, zmm25",
+            "vdpbf16ps zmm17, zmm24, zmm25",
+            "vdpbf16ps zmm18, zmm24, zmm25",
+            "vdpbf16ps zmm19, zmm24, zmm25",
+            "vdpbf16ps zmm20, zmm24, zmm25",
+            "vdpbf16ps zmm21, zmm24, zmm25",
+            "vdpbf16ps zmm22, zmm24, zmm25",
+            "vdpbf16ps zmm23, zmm24, zmm25",
+            "dec {steps}",
+            "jnz 2b",
+            "vaddps zmm0, zmm0, zmm1",
+            "vaddps zmm0, zmm0, zmm2",
+            "vaddps zmm0, zmm0, zmm3",
+            "vaddps zmm0, zmm0, zmm4",
+            "vaddps zmm0, zmm0, zmm5",
+            "vaddps zmm0, zmm0, zmm6",
+            "vaddps zmm0, zmm0, zmm7",
+            "vaddps zmm0, zmm0, zmm8",
+            "vaddps zmm0, zmm0, zmm9",
+            "vaddps zmm0, zmm0, zmm10",
+            "vaddps zmm0, zmm0, zmm11",
+            "vaddps zmm0, zmm0, zmm12",
+            "vaddps zmm0, zmm0, zmm13",
+            "vaddps zmm0, zmm0, zmm14",
+            "vaddps zmm0, zmm0, zmm15",
+            "vaddps zmm0, zmm0, zmm16",
+            "vaddps zmm0, zmm0, zmm17",
+            "vaddps zmm0, zmm0, zmm18",
+            "vaddps zmm0, zmm0, zmm19",
+            "vaddps zmm0, zmm0, zmm20",
+            "vaddps zmm0, zmm0, zmm21",
+            "vaddps zmm0, zmm0, zmm22",
+            "vaddps zmm0, zmm0, zmm23",
+            steps = inout(reg) STEPS => _,
+            pa = in(reg) &pa,
+            pb = in(reg) &pb,
+            inout("xmm0") x,
+            out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _, out("zmm24") _, out("zmm25") _,
+            options(nostack, readonly),
+    );
+    x
+}
+
+/// One dependent chain of `4 x STEPS` `vdpbf16ps zmm`: the instruction's latency.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn probe_bf16_dot_latency(seed: f32) -> f32 {
+    let mut x = seed;
+    let pa = 0x3a80_3a80u32;
+    let pb = 0xba80_3a80u32;
+    // SAFETY: as probe_bf16_dot.
+    std::arch::asm!(
+            "vpbroadcastd zmm24, dword ptr [{pa}]",
+            "vpbroadcastd zmm25, dword ptr [{pb}]",
+            "vbroadcastss zmm0, xmm0",
+            "2:",
+            "vdpbf16ps zmm0, zmm24, zmm25",
+            "vdpbf16ps zmm0, zmm24, zmm25",
+            "vdpbf16ps zmm0, zmm24, zmm25",
+            "vdpbf16ps zmm0, zmm24, zmm25",
+            "dec {steps}",
+            "jnz 2b",
+            steps = inout(reg) STEPS => _,
+            pa = in(reg) &pa,
+            pb = in(reg) &pb,
+            inout("xmm0") x,
+            out("zmm24") _, out("zmm25") _,
+            options(nostack, readonly),
+    );
+    x
+}
+
+/// One dependent chain of `4 x STEPS` `vfmadd213ps zmm`: the f32 FMA latency (the
+/// yardstick the bf16 latency is quoted against).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn probe_fma_latency(seed: f32) -> f32 {
+    let mut x = seed;
+    let m = 0.999_999f32;
+    let a = 1e-6f32;
+    // SAFETY: register-only arithmetic (the caller holds an Avx512 token).
+    std::arch::asm!(
+            "vbroadcastss zmm24, dword ptr [{m}]",
+            "vbroadcastss zmm25, dword ptr [{a}]",
+            "vbroadcastss zmm0, xmm0",
+            "2:",
+            "vfmadd213ps zmm0, zmm24, zmm25",
+            "vfmadd213ps zmm0, zmm24, zmm25",
+            "vfmadd213ps zmm0, zmm24, zmm25",
+            "vfmadd213ps zmm0, zmm24, zmm25",
+            "dec {steps}",
+            "jnz 2b",
+            steps = inout(reg) STEPS => _,
+            m = in(reg) &m,
+            a = in(reg) &a,
+            inout("xmm0") x,
+            out("zmm24") _, out("zmm25") _,
+            options(nostack, readonly),
+    );
+    x
+}
+
+/// What [`bf16_dot_peak`] measured on one thread.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bf16DotPeak {
+    /// `vdpbf16ps zmm` throughput in GFLOP/s (1 bf16 product + add = 2 FLOPs, 64 per
+    /// instruction), `CHAINS_512` independent accumulators.
+    pub gflops: f64,
+    /// The f32 FMA zmm throughput measured alongside (GFLOP/s), for the ratio.
+    pub fma_gflops: f64,
+    /// Nanoseconds per dependent `vdpbf16ps zmm`.
+    pub dot_latency_ns: f64,
+    /// Nanoseconds per dependent `vfmadd213ps zmm`.
+    pub fma_latency_ns: f64,
+}
+
+impl Bf16DotPeak {
+    /// `vdpbf16ps` latency in units of the f32 FMA latency (x 4 = cycles on a core
+    /// whose FMA latency is 4 cycles: Zen 4/5, Ice Lake and later).
+    pub fn latency_ratio(&self) -> f64 {
+        self.dot_latency_ns / self.fma_latency_ns
+    }
+
+    /// Independent accumulators needed to keep the dot-product units busy: latency x
+    /// instructions per ns (Little's law).
+    pub fn chains_needed(&self) -> f64 {
+        self.dot_latency_ns * self.gflops / 64.0
+    }
+}
+
+/// Measures the AVX512-BF16 dot-product peak (throughput, latency) against the f32
+/// FMA on one thread, about `seconds` in total; `None` without AVX512-BF16.
+pub fn bf16_dot_peak(seconds: f64) -> Option<Bf16DotPeak> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::bgemm::{BIsa, BIsaKind};
+        // The token proves AVX512-BF16 + AVX-512 F.
+        BIsa::new(BIsaKind::Avx512Bf16)?;
+        let s = (seconds / 4.0).max(1e-3);
+        let mut seed = 0.0f32;
+        let mut run = |units: f64, f: unsafe fn(f32) -> f32| {
+            best_rate(s, 5, units, || {
+                seed += 1.0;
+                // SAFETY: AVX512-BF16 + AVX-512 F checked above.
+                unsafe { f(black_box(seed)) }
+            })
+        };
+        let gflops = run((64 * CHAINS_512 * STEPS) as f64, probe_bf16_dot) / 1e9;
+        let fma_gflops = run((32 * CHAINS_512 * STEPS) as f64, probe_avx512) / 1e9;
+        let dot_latency_ns = 1e9 / run((4 * STEPS) as f64, probe_bf16_dot_latency);
+        let fma_latency_ns = 1e9 / run((4 * STEPS) as f64, probe_fma_latency);
+        Some(Bf16DotPeak {
+            gflops,
+            fma_gflops,
+            dot_latency_ns,
+            fma_latency_ns,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = seconds;
+        None
+    }
+}
+
 /// Portable probe: separate multiply and add (what the scalar kernels issue).
 fn probe_scalar(seed: f32) -> f32 {
     let m = black_box(0.999_999f32);
@@ -369,6 +592,10 @@ mod tests {
         for isa in Isa::available() {
             let g = fma_peak_gflops(isa, 0.02);
             assert!(g.is_finite() && g > floor, "{isa}: {g}");
+        }
+        if let Some(p) = bf16_dot_peak(0.02) {
+            assert!(p.gflops > 0.1 && p.fma_gflops > 0.1, "{p:?}");
+            assert!(p.dot_latency_ns > 0.0 && p.fma_latency_ns > 0.0, "{p:?}");
         }
         let bw = read_bandwidth_gbs(Isa::best(), 1 << 20, 0.01);
         assert!(bw.is_finite() && bw > floor, "{bw}");

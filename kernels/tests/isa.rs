@@ -157,8 +157,10 @@ fn one_token_for_every_family() {
     for k in BIsaKind::ALL {
         assert_eq!(k.to_string().parse::<BIsaKind>(), Ok(k));
     }
-    // The bf16 family prefers the widening path wherever AVX-512 F is present.
-    if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
+    // The bf16 family takes vdpbf16ps where AVX512-BF16 is, else the widening path.
+    if let Some(d) = BIsa::new(BIsaKind::Avx512Bf16) {
+        assert_eq!(BIsa::best(), d);
+    } else if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
         assert_eq!(BIsa::best(), w);
     } else {
         assert_eq!(BIsa::best(), BIsa::scalar());

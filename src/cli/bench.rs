@@ -27,8 +27,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Also measure this machine's single-thread FMA peak (every ISA path) and DRAM read
-    /// bandwidth, and print the forward's GFLOP/s as a fraction of the peak.
+    /// Also measure this machine's single-thread FMA peak (every ISA path), the AVX512-BF16
+    /// dot-product peak and latency (`vdpbf16ps`, where present) and DRAM read bandwidth, and print the forward's GFLOP/s as a fraction of the peak.
     #[arg(long)]
     peak: bool,
 }
@@ -135,6 +135,11 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
     } else {
         Vec::new()
     };
+    let bf16_peak = if a.peak {
+        e5embed_kernels::peak::bf16_dot_peak(1.0)
+    } else {
+        None
+    };
     let bandwidth = a
         .peak
         .then(|| e5embed_kernels::peak::memory_bandwidth_gbs(1.0));
@@ -203,6 +208,11 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
                 .map(|(n, g)| (n.to_string(), *g))
                 .collect::<std::collections::BTreeMap<_, _>>());
         }
+        if let Some(p) = bf16_peak {
+            obj["bf16_dot_gflops_per_thread"] = p.gflops.into();
+            obj["bf16_dot_latency_ns"] = p.dot_latency_ns.into();
+            obj["fma_latency_ns"] = p.fma_latency_ns.into();
+        }
         if let Some(bw) = bandwidth {
             obj["dram_read_gbs"] = bw.into();
         }
@@ -242,6 +252,19 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
         );
         for (name, g) in &peaks {
             println!("peak: {name} FMA {g:.1} GFLOP/s per thread");
+        }
+        if let Some(p) = bf16_peak {
+            println!(
+                "peak: vdpbf16ps zmm {:.1} GFLOP/s per thread ({:.2}x the f32 FMA {:.1}), \
+                 latency {:.2} ns = {:.2}x the FMA's {:.2} ns, {:.1} independent accumulators needed",
+                p.gflops,
+                p.gflops / p.fma_gflops,
+                p.fma_gflops,
+                p.dot_latency_ns,
+                p.latency_ratio(),
+                p.fma_latency_ns,
+                p.chains_needed()
+            );
         }
         if let Some(bw) = bandwidth {
             println!("peak: DRAM read {bw:.1} GB/s (one thread)");

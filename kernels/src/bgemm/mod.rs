@@ -113,7 +113,19 @@
 //! port is. MR = 12 is also the f32 and int8 GEMMs' MR (the engine's row chunks are
 //! multiples of 12), NR = 32 divides every model N (384, 1152, 1536).
 //!
-//! **Measured on this machine (one thread, GFLOP/s, `benches/bgemm.rs`)**: the
+//! **Zen 5 (AMD EPYC family 25 model 17, KVM, Dec 2; `e5embed bench --peak`)**:
+//! `vdpbf16ps zmm` issues one per cycle (234 GFLOP/s per thread = **2.0x the f32 FMA
+//! zmm peak** of 117: one 512-bit FMA per cycle here) with a latency of 1.5x the FMA's
+//! (6 cycles at the FMA's 4): 6 independent accumulators saturate it, the 12 x 32
+//! tile has 24, and per k-pair its 2 + 12 loads for 24 `vdpbf16ps` leave the load
+//! ports idle half the time. The intrinsic K loop ran at 38% of that peak because
+//! LLVM stored every accumulator to the stack after each `vdpbf16ps` (the accumulator
+//! array's address escaped to the out-of-line epilogue): the full tile's K loop is now
+//! `asm!` (`x86::dp_12x32`, fixed registers), 84-94 -> 160-217 GFLOP/s, 1.7-1.9x the
+//! f32 GEMM at T = 128 and 4096 (`examples/bgemm_probe 1,128,4096 all`, kernels/PERF.md).
+//!
+//! **Measured on the Sapphire Rapids VM before that fix (one thread, GFLOP/s,
+//! `benches/bgemm.rs`)**: the
 //! `vdpbf16ps` kernel runs at 75-90 GFLOP/s at every T, i.e. at the instruction's
 //! own ceiling (probe: ~2 cycles per `vdpbf16ps zmm` = 32 products / 2 cycles,
 //! while f32 FMA does 2 x 16 products / cycle). So on Sapphire Rapids AVX512-BF16 is
@@ -208,12 +220,15 @@ impl Family for BIsaKind {
     const TOKEN: &'static str = "BIsa";
     const KINDS: &'static [BIsaKind] = &BIsaKind::ALL;
     const SCALAR: BIsaKind = BIsaKind::Scalar;
-    /// Avx512Widen where AVX-512 F is present (f32 FMAs on widened weights: the f32 FMA
-    /// rate), even where AVX512-BF16 is: `vdpbf16ps` issues at half that rate on
-    /// Sapphire Rapids (whole e5-small-v2-shape forward, 32 x 128, one thread: Widen
-    /// 1347 ms, `vdpbf16ps` 2356 ms, f32 1245 ms). The `vdpbf16ps` path stays
-    /// selectable by name.
-    const PREFERRED: Option<BIsaKind> = Some(BIsaKind::Avx512Widen);
+    /// None: the last available of [`BIsaKind::ALL`], i.e. `vdpbf16ps` wherever
+    /// AVX512-BF16 is, else Avx512Widen on AVX-512 F. Until the `vdpbf16ps` tile's K
+    /// loop moved to `asm!` (Dec 2) LLVM stored every accumulator after each
+    /// `vdpbf16ps` and Avx512Widen was preferred; with the fix, on Zen 5 (AMD EPYC
+    /// family 25 model 17, KVM) `vdpbf16ps` runs the model's GEMMs at 1.7-1.9x the f32
+    /// GEMM and the whole forward at 1.7x (module docs). Not re-measured on Sapphire
+    /// Rapids (whose `vdpbf16ps` probe was one per ~2 cycles: about the f32 FMA rate,
+    /// half the weight bytes); per-CPU choice by measurement is issue 17 item 1.
+    const PREFERRED: Option<BIsaKind> = None;
 
     fn name(self) -> &'static str {
         BIsaKind::name(self)
