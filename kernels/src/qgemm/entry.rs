@@ -1,9 +1,9 @@
 //! The int8 GEMM entry points: argument checks, then the scalar reference or the x86-64 / aarch64
 //! driver for the matrix's [`QIsa`](super::QIsa).
 
-use super::reference::{self, InputMode};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::arch;
+use super::reference::{self, InputMode};
 use super::{padded_k, quantize_rows_impl, QIsaKind, QuantizedMatrix};
 use crate::buf::AlignedBuf;
 use crate::epilogue::{validate as validate_epilogue, Epilogue};

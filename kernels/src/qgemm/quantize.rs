@@ -4,7 +4,9 @@
 use super::reference::{self, InputMode};
 #[cfg(target_arch = "x86_64")]
 use super::x86;
-use super::{padded_k, QIsa, QIsaKind};
+#[cfg(target_arch = "x86_64")]
+use super::QIsaKind;
+use super::{padded_k, QIsa};
 use crate::{shape_err, KernelError};
 
 /// Checks `a: [m, kp]`, `out: [m, kp]`, `scales: [m]` for the quantizers.
