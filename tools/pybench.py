@@ -3,9 +3,9 @@
 1. `Embedder.encode` of the tools/compare corpus vs `e5embed embed --input` on the same texts,
    same precision (f32) and threads: texts/s (the CLI's own "embedded ... texts/s" line, which
    excludes its model load; encode is timed around the call). Target: within 3%.
-2. One 8-token query: the Python-side overhead = median `encode(query)` minus the median of the
-   engine's own time for the same call, timed inside Rust without the GIL
-   (`Embedder._engine_seconds`: tokenize + forward + pool into a buffer). Target: <= 30 us.
+2. One 8-token query: the Python-side overhead = the median over calls of `encode(query)`'s wall
+   time minus the engine's own time in that same call, timed inside Rust without the GIL
+   (`Embedder._last_engine_seconds()`: tokenize + forward + pool + normalize). Target: <= 30 us.
 3. e5embed vs fastembed (pointed at a local ONNX export of the same model: tools/compare's
    graph, tools/onnx_bert.py) vs onnxruntime + tokenizers as the model card's ONNX usage
    (tokenize with padding, session.run, attention-masked mean pooling, L2 normalize), on the
@@ -145,14 +145,20 @@ def main() -> int:
     log("single 8-token query: encode vs the engine's own time")
     for _ in range(50):
         e5.encode(query)
-    enc_t, eng_t = [], []
-    for _ in range(5):
-        for _ in range(args.query_reps // 5):
-            t = time.perf_counter()
-            e5.encode(query)
-            enc_t.append(time.perf_counter() - t)
-        eng_t += e5._engine_seconds([query], args.query_reps // 5)
+    # Paired per call: the wall time of one `encode` minus the engine time Rust measured inside
+    # that same call (`_last_engine_seconds`), so the pool's idle/warm state and machine noise
+    # cancel; the overhead is the median of those differences.
+    enc_t, eng_t, over_t = [], [], []
+    for _ in range(args.query_reps):
+        t = time.perf_counter()
+        e5.encode(query)
+        wall = time.perf_counter() - t
+        eng = e5._last_engine_seconds()
+        enc_t.append(wall)
+        eng_t.append(eng)
+        over_t.append(wall - eng)
     enc_q, eng_q = statistics.median(enc_t), statistics.median(eng_t)
+    over_q = statistics.median(over_t)
     rows["e5embed (Python)"] = (len(texts) / py_s, enc_q)
 
     log("e5embed Python encode on the corpus, 1 thread (a Ray worker's rate per core)")
@@ -203,9 +209,10 @@ def main() -> int:
     ratio = (len(texts) / py_s) / (len(texts) / cli_s)
     print(f"| encode texts/s within 3% of `e5embed embed --input` | {len(texts) / py_s:.1f} vs "
           f"{len(texts) / cli_s:.1f} texts/s ({(ratio - 1) * 100:+.1f}%) | {'yes' if ratio >= 0.97 else 'no'} |")
-    over = (enc_q - eng_q) * 1e6
-    print(f"| 8-token query: Python overhead <= 30 us | encode {enc_q * 1e6:.1f} us - engine {eng_q * 1e6:.1f} us "
-          f"= {over:.1f} us | {'yes' if over <= 30 else 'no'} |")
+    over = over_q * 1e6
+    print(f"| 8-token query: Python overhead <= 30 us | median per call of (encode wall - engine time of that "
+          f"call) = {over:.1f} us (encode median {enc_q * 1e6:.1f} us, engine median {eng_q * 1e6:.1f} us) | "
+          f"{'yes' if over <= 30 else 'no'} |")
     print()
     print("| engine | corpus texts/s | single query (median ms) |")
     print("|---|---|---|")

@@ -10,6 +10,7 @@
 //!   bad input, `OSError` for files and models, `RuntimeError` otherwise (see [`to_py_err`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use e5embed::{Embedder, EmbedderOptions, Error, ModelConfig, Precision};
@@ -101,6 +102,10 @@ pub struct PyEmbedder {
     /// normalizes (or not) with the engine's own `l2_normalize`, so `normalize_embeddings`
     /// can differ per call and the default stays bitwise equal to the engine.
     normalize: bool,
+    /// Nanoseconds the last `embed_flat` took inside Rust without the GIL (tokenize, forward,
+    /// pool, normalize): what `tools/pybench` subtracts from the same call's wall time to get
+    /// the Python-side overhead. With several threads calling at once it is any one of theirs.
+    last_engine_ns: AtomicU64,
 }
 
 impl PyEmbedder {
@@ -129,6 +134,20 @@ impl PyEmbedder {
     /// Tokenizes (prompt included) and embeds `texts` into `out` (`[texts, dim]`), normalizing
     /// when asked. Runs without the GIL.
     fn embed_flat(
+        &self,
+        texts: &[String],
+        prompt: &str,
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let start = Instant::now();
+        let r = self.embed_flat_timed(texts, prompt, normalize, out);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_engine_ns.store(ns, Ordering::Relaxed);
+        r
+    }
+
+    fn embed_flat_timed(
         &self,
         texts: &[String],
         prompt: &str,
@@ -385,7 +404,11 @@ impl PyEmbedder {
                 )
             })
             .map_err(|e| to_py_err(e, Stage::Load))?;
-        Ok(PyEmbedder { inner, normalize })
+        Ok(PyEmbedder {
+            inner,
+            normalize,
+            last_engine_ns: AtomicU64::new(0),
+        })
     }
 
     #[pyo3(signature = (sentences, prompt=None, prompt_name=None, batch_size=None, normalize_embeddings=None, show_progress_bar=false, convert_to_numpy=true))]
@@ -567,6 +590,12 @@ impl PyEmbedder {
                 .collect::<Result<Vec<f64>, Error>>()
         })
         .map_err(|e| to_py_err(e, Stage::Call))
+    }
+
+    /// Seconds the last call spent in the engine (Rust, GIL released: tokenize, forward, pool,
+    /// normalize), for measuring the Python-side overhead of the same call (`tools/pybench`).
+    fn _last_engine_seconds(&self) -> f64 {
+        self.last_engine_ns.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     fn __repr__(&self) -> String {

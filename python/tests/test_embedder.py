@@ -231,3 +231,17 @@ def test_gil_released_while_embedding(minilm):
     t.join()
     # With the GIL held through the call, this thread could not run until it returned.
     assert spins > 1000, f"the main thread ran only {spins} loops while encode ran"
+
+
+def test_last_engine_seconds_is_the_calls_own_engine_time(minilm):
+    """The benchmark hook tools/pybench pairs with each call's wall time: set by every call,
+    positive, and never more than the wall time of the call that set it."""
+    import time
+
+    assert minilm._last_engine_seconds() >= 0.0
+    for text in ["one short query", "a somewhat longer passage " * 20]:
+        t = time.perf_counter()
+        minilm.encode(text)
+        wall = time.perf_counter() - t
+        eng = minilm._last_engine_seconds()
+        assert 0.0 < eng <= wall, (eng, wall)
