@@ -424,7 +424,8 @@ def markdown(rep: dict) -> str:
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in h["flags"].items())
     engines = rep["engines"]
     e5 = [e for e in engines if e["key"].startswith("e5embed")]
-    peers = [e for e in engines if not e["key"].startswith("e5embed")]
+    base = [e for e in engines if e["key"].startswith("base-")]
+    peers = [e for e in engines if not e["key"].startswith(("e5embed", "base-"))]
     lines = [
         f"# tools/compare: {Path(rep['model']).name}",
         "",
@@ -433,8 +434,10 @@ def markdown(rep: dict) -> str:
         f"`{rep['command']}`",
         "",
     ]
-    cols = [e["label"] for e in engines] + [f"{a['label'].replace('e5embed ', '')} ÷ {b['label']}"
-                                            for a in e5 for b in peers]
+    # With --base-binary: this build against the base build, precision by precision.
+    vs = [(a, b) for a in e5 for b in base if a["key"][len("e5embed-"):] == b["key"][len("base-"):]] \
+        if base else [(a, b) for a in e5 for b in peers]
+    cols = [e["label"] for e in engines] + [f"{a['label'].replace('e5embed ', '')} ÷ {b['label']}" for a, b in vs]
     lines.append("| workload | " + " | ".join(cols) + " |")
     lines.append("| --- | " + " | ".join("---:" for _ in cols) + " |")
     flagged = set(rep["timing"]["flagged"])
@@ -451,15 +454,14 @@ def markdown(rep: dict) -> str:
             r = res.get(e["key"])
             mark = "†" if any(f == f"{w['id']} {e['label']}" for f in flagged) else ""
             cells.append(fmt(r["value"], r["unit"]) + mark if r else "n/a")
-        for a in e5:
-            for b in peers:
-                ra, rb = res.get(a["key"]), res.get(b["key"])
-                if not (ra and rb):
-                    cells.append("n/a")
-                    continue
-                # Speed ratio: > 1 means e5embed is faster, whatever the row's unit.
-                ratio = rb["value"] / ra["value"] if w["unit"] == "ms" else ra["value"] / rb["value"]
-                cells.append(f"{ratio:.2f}×")
+        for a, b in vs:
+            ra, rb = res.get(a["key"]), res.get(b["key"])
+            if not (ra and rb):
+                cells.append("n/a")
+                continue
+            # Speed ratio: > 1 means e5embed (this build) is faster, whatever the row's unit.
+            ratio = rb["value"] / ra["value"] if w["unit"] == "ms" else ra["value"] / rb["value"]
+            cells.append(f"{ratio:.2f}×")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     lines += ["", "Cells: median over rounds (batch-1 rows: ms per forward, lower is better; other rows: "
@@ -544,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     args.sample = args.sample or (50 if args.quick else 200)
 
     rep = run(args)
+    if args.json:  # the raw numbers first, so a report bug cannot lose a run
+        Path(args.json).write_text(json.dumps(rep, indent=1, default=str) + "\n")
     text = markdown(rep)
     sys.stdout.write(text)
     if args.json:

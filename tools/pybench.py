@@ -12,7 +12,7 @@
    corpus (texts/s) and on single queries (median latency). Target: e5embed ahead on every row.
 
 Every timing is the median of --reps runs. Run it on a quiet machine
-(`/work/bin/bench-quiet tools/pybench`): it takes no lock itself.
+(`flock -x /tmp/e5embed-bench.lock tools/pybench`): it takes no lock itself.
 """
 
 from __future__ import annotations
