@@ -36,13 +36,18 @@ pub enum Epilogue<'a> {
 
 impl<'a> Epilogue<'a> {
     /// The same epilogue for output rows `r0 .. r0 + rows` of an `n`-column call (the
-    /// residual sliced to those rows; bias and the rest unchanged). Panics if the residual
-    /// is shorter: callers pass a validated epilogue and rows inside it.
-    pub(crate) fn for_rows(self, r0: usize, rows: usize, n: usize) -> Epilogue<'a> {
+    /// residual sliced to those rows; bias and the rest unchanged): what a caller splitting
+    /// one GEMM by rows passes for each share. Rows outside the residual give an empty
+    /// residual, which the GEMM then refuses as a shape error (never a panic here).
+    pub fn for_rows(self, r0: usize, rows: usize, n: usize) -> Epilogue<'a> {
         match self {
             Epilogue::BiasResidual { bias, residual } => Epilogue::BiasResidual {
                 bias,
-                residual: &residual[r0 * n..(r0 + rows) * n],
+                residual: r0
+                    .checked_mul(n)
+                    .zip((r0 + rows).checked_mul(n))
+                    .and_then(|(lo, hi)| residual.get(lo..hi))
+                    .unwrap_or(&[]),
             },
             e => e,
         }

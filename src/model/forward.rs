@@ -8,11 +8,11 @@
 use e5embed_kernels::bgemm::BIsa;
 use e5embed_kernels::gemm::PackedMatrix;
 use e5embed_kernels::qgemm::{self, QIsa};
-use e5embed_kernels::{attention, Isa};
+use e5embed_kernels::{attention, Epilogue, Isa};
 use rayon::prelude::*;
 
 use super::linear::{unsigned_gelu_input, Linear, Paths};
-use super::parallel::{par_ffn_int8, par_layernorm, par_linear, with_workers_awake, Epi, FfnInt8};
+use super::parallel::{par_ffn_int8, par_layernorm, par_linear, with_workers_awake, FfnInt8};
 use super::scratch::Scratch;
 use super::smooth::Int8Recipe;
 use super::Precision;
@@ -415,7 +415,7 @@ pub(crate) fn layer_step(
         0 => {
             see(0, x, h);
             let qkv = &mut work[..t * 3 * h];
-            par_linear(x, t, &l.qkv, qkv, Epi::Bias(&l.qkv_b), q)?;
+            par_linear(x, t, &l.qkv, qkv, Epilogue::Bias(&l.qkv_b), q)?;
             timing.lap(Op::QkvGemm, &mut clock);
         }
         1 => {
@@ -451,7 +451,10 @@ pub(crate) fn layer_step(
             // x1 = LN(ctx Woᵀ + bo + x)
             let ctx: &[f32] = &work[t * 3 * h..t * 4 * h];
             see(1, ctx, h);
-            let epi = Epi::BiasResidual(&l.attn_out_b, x);
+            let epi = Epilogue::BiasResidual {
+                bias: &l.attn_out_b,
+                residual: x,
+            };
             par_linear(ctx, t, &l.attn_out, x1, epi, q)?;
             timing.lap(Op::AttnOutGemm, &mut clock);
         }
@@ -466,7 +469,7 @@ pub(crate) fn layer_step(
                 par_ffn_int8(x1, t, &ffn, x, q, q2)?;
             } else {
                 let ffn = &mut work[..t * inter];
-                par_linear(x1, t, &l.ffn_up, ffn, Epi::BiasGelu(&l.ffn_up_b), q)?;
+                par_linear(x1, t, &l.ffn_up, ffn, Epilogue::BiasGelu(&l.ffn_up_b), q)?;
             }
             timing.lap(Op::FfnUpGemm, &mut clock);
         }
@@ -475,7 +478,10 @@ pub(crate) fn layer_step(
             if fused_ffn.is_none() {
                 let ffn = &work[..t * inter];
                 see(3, ffn, inter);
-                let epi = Epi::BiasResidual(&l.ffn_down_b, x1);
+                let epi = Epilogue::BiasResidual {
+                    bias: &l.ffn_down_b,
+                    residual: x1,
+                };
                 par_linear(ffn, t, &l.ffn_down, x, epi, q)?;
                 timing.lap(Op::FfnDownGemm, &mut clock);
             }

@@ -13,27 +13,6 @@ use super::linear::Linear;
 use super::scratch::QScratch;
 use crate::error::Result;
 
-/// A GEMM epilogue over the whole token matrix, sliced per row chunk for the threads.
-#[derive(Clone, Copy)]
-pub(crate) enum Epi<'a> {
-    Bias(&'a [f32]),
-    BiasGelu(&'a [f32]),
-    BiasResidual(&'a [f32], &'a [f32]),
-}
-
-impl<'a> Epi<'a> {
-    fn rows(self, r0: usize, rows: usize, n: usize) -> Epilogue<'a> {
-        match self {
-            Epi::Bias(b) => Epilogue::Bias(b),
-            Epi::BiasGelu(b) => Epilogue::BiasGelu(b),
-            Epi::BiasResidual(bias, r) => Epilogue::BiasResidual {
-                bias,
-                residual: &r[r0 * n..(r0 + rows) * n],
-            },
-        }
-    }
-}
-
 /// Rows per task when splitting a `[m, *]` op across `threads`: an even share. (Rounding
 /// the share up to whole MR-row tiles, as before, left the threads unbalanced at the
 /// lengths of a query: 128 rows went 72 + 56 on MR = 12. Even shares: int8 batch 1 x 128
@@ -48,7 +27,7 @@ pub(crate) fn par_gemm(
     m: usize,
     w: &PackedMatrix,
     c: &mut [f32],
-    epi: Epi<'_>,
+    epi: Epilogue<'_>,
 ) -> Result<()> {
     // Row blocks for large m; column ranges for skinny m (a query), where splitting rows
     // would make every thread stream all the weights. Bitwise equal either way.
@@ -58,7 +37,7 @@ pub(crate) fn par_gemm(
         m,
         w,
         &mut c[..m * w.n()],
-        epi.rows(0, m, w.n()),
+        epi.for_rows(0, m, w.n()),
         threads,
     )?;
     Ok(())
@@ -71,7 +50,7 @@ pub(crate) fn par_linear(
     m: usize,
     w: &Linear,
     c: &mut [f32],
-    epi: Epi<'_>,
+    epi: Epilogue<'_>,
     q: &mut QScratch,
 ) -> Result<()> {
     let w = match w {
@@ -86,7 +65,7 @@ pub(crate) fn par_linear(
         // weight panels, writing its columns of C in place (bitwise equal to one call).
         let (qa, qs) = (&mut q.bytes[..m * kp], &mut q.scales[..m]);
         par_quantize_input(w, &a[..m * k], m, qa, qs, threads)?;
-        let epi = epi.rows(0, m, n);
+        let epi = epi.for_rows(0, m, n);
         qgemm::gemm_u8s8_par(qa, qs, m, w, &mut c[..m * n], epi, threads)?;
         return Ok(());
     }
@@ -100,7 +79,7 @@ pub(crate) fn par_linear(
             let r0 = i * per;
             let rows = cc.len() / n;
             w.quantize_input(&a[r0 * k..(r0 + rows) * k], rows, qa, qs)?;
-            qgemm::gemm_u8s8(qa, qs, rows, w, cc, epi.rows(r0, rows, n))
+            qgemm::gemm_u8s8(qa, qs, rows, w, cc, epi.for_rows(r0, rows, n))
         })?;
     Ok(())
 }
@@ -114,7 +93,7 @@ pub(crate) fn par_bf16(
     m: usize,
     w: &Bf16Matrix,
     c: &mut [f32],
-    epi: Epi<'_>,
+    epi: Epilogue<'_>,
 ) -> Result<()> {
     let (n, k) = (w.n(), w.k());
     let threads = rayon::current_num_threads();
@@ -123,7 +102,7 @@ pub(crate) fn par_bf16(
         m,
         w,
         &mut c[..m * n],
-        epi.rows(0, m, n),
+        epi.for_rows(0, m, n),
         threads,
     )?;
     Ok(())
