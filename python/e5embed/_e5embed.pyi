@@ -147,5 +147,3 @@ class Embedder:
         """The prompt applied when ``encode`` gets neither ``prompt`` nor ``prompt_name``."""
     def _last_engine_seconds(self) -> float:
         """Seconds the last call spent in the engine (GIL released); for tools/pybench."""
-    def _engine_seconds(self, sentences: List[str], repeat: int = 1) -> List[float]:
-        """Benchmark hook: seconds of each of ``repeat`` engine calls, timed inside Rust."""

@@ -567,31 +567,6 @@ impl PyEmbedder {
         self.inner.config().default_prompt_name.clone()
     }
 
-    /// Measurement hook for tools/pybench: runs the engine on `sentences` (as given: no
-    /// prompt) `repeat` times from Rust, without the GIL, and returns each call's seconds —
-    /// the engine's own time, with no Python in it.
-    #[pyo3(signature = (sentences, repeat=1))]
-    fn _engine_seconds(
-        &self,
-        py: Python<'_>,
-        sentences: Vec<String>,
-        repeat: usize,
-    ) -> PyResult<Vec<f64>> {
-        let dim = self.inner.dim();
-        py.detach(|| {
-            let mut out = vec![0f32; sentences.len() * dim];
-            (0..repeat)
-                .map(|_| {
-                    let t = Instant::now();
-                    let tokens = self.inner.tokenize(&sentences)?;
-                    self.inner.embed_tokens_into(&tokens, &mut out)?;
-                    Ok(t.elapsed().as_secs_f64())
-                })
-                .collect::<Result<Vec<f64>, Error>>()
-        })
-        .map_err(|e| to_py_err(e, Stage::Call))
-    }
-
     /// Seconds the last call spent in the engine (Rust, GIL released: tokenize, forward, pool,
     /// normalize), for measuring the Python-side overhead of the same call (`tools/pybench`).
     fn _last_engine_seconds(&self) -> f64 {

@@ -25,7 +25,7 @@ pub struct QuantizedMatrix {
     pub(super) comp: Vec<i32>,
     /// `128 · Σ_k Wq[j, k]` whatever the input mode (`comp` is 0 in unsigned mode):
     /// the aarch64 `sdot` kernel adds it back (`qgemm/aarch64.rs`).
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    #[cfg(target_arch = "aarch64")]
     pub(super) colsum128: Vec<i32>,
     /// SmoothQuant: `[k]` per-input-channel multipliers `1 / s` applied to the
     /// activations before they are quantized ([`QuantizedMatrix::quantize_input`]),
@@ -165,6 +165,7 @@ impl QuantizedMatrix {
             qmax,
             data,
             scales: sc,
+            #[cfg(target_arch = "aarch64")]
             colsum128: comp.clone(),
             comp,
             input_mul: None,
