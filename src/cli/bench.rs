@@ -24,6 +24,11 @@ pub struct BenchArgs {
     /// Timed runs (default: as many as fit in about 3 seconds, at least 5).
     #[arg(long)]
     iters: Option<usize>,
+    /// Idle time before each timed run, in microseconds (0: back to back). A server's or an
+    /// interactive caller's requests arrive with gaps in which the pool's workers may fall
+    /// asleep; this measures the latency such a lone call sees.
+    #[arg(long, default_value_t = 0)]
+    gap_us: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -156,6 +161,9 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
         .max(1);
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
+        if a.gap_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(a.gap_us));
+        }
         let t = Instant::now();
         embedder.embed_tokens(&tokens)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -190,6 +198,7 @@ pub fn run(a: BenchArgs) -> Result<(), Error> {
             "gemm_kernel": embedder.gemm_kernel_name(),
             "max_batch_tokens": embedder.max_batch_tokens(),
             "iters": iters,
+            "gap_us": a.gap_us,
             "median_ms": med,
             "min_ms": min,
             "max_ms": maxt,
