@@ -159,6 +159,10 @@ pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
             "auto: no AMX; bf16 weights widened to f32 FMAs (the fastest bf16 path here) \
              run at about f32 speed, not faster, so f32 (exact) is kept"
         }
+        BIsaKind::Amx => {
+            "auto: AMX bf16 (tdpbf16ps) is available, but auto does not choose by \
+             measurement yet, so f32 (exact) is kept; --precision bf16 runs it"
+        }
         BIsaKind::Scalar => "auto: no bf16 SIMD path on this CPU / ISA",
     };
     (Precision::F32, why.into())
@@ -300,10 +304,19 @@ pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
         "avxvnni" => req(IsaKind::Avx2, Some(QIsaKind::AvxVnni), None),
         "avx512bf16" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Bf16)),
         "avx512widen" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Widen)),
-        "amx" => Err(Error::InvalidInput(format!(
-            "the AMX paths are not implemented yet ({}); use avx512, vnni or avx512bf16",
-            e5embed_kernels::amx::status()
-        ))),
+        "amx" => {
+            // The AMX int8 / bf16 paths (tdpbusd / tdpbf16ps tiles) with the AVX-512 f32
+            // path; refused with the reason where the CPU, OS or Linux lack AMX.
+            let status = e5embed_kernels::amx::status();
+            if !status.is_available() {
+                return Err(Error::InvalidInput(format!(
+                    "--isa amx: {status}; use avx512, vnni or avx512bf16"
+                )));
+            }
+            let q = QIsa::new(QIsaKind::Amx).map(|q| q.kind());
+            let b = BIsa::new(BIsaKind::Amx).map(|b| b.kind());
+            req(IsaKind::Avx512, q, b)
+        }
         other => other
             .parse::<IsaKind>()
             .map(|k| IsaRequest {
@@ -312,8 +325,8 @@ pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
             })
             .map_err(|_| {
                 Error::InvalidInput(format!(
-                    "unknown ISA `{spec}`: use scalar, avx2, avxvnni, avx512, vnni, avx512bf16 \
-                     or avx512widen"
+                    "unknown ISA `{spec}`: use scalar, avx2, avxvnni, avx512, vnni, avx512bf16, \
+                     avx512widen or amx"
                 ))
             }),
     }

@@ -15,10 +15,15 @@
 //! fallback: the caller keeps its AVX-512 VNNI / BF16 path and can print
 //! [`AmxStatus`]'s `Display` to say why.
 //!
-//! **No AMX kernel exists yet**: the machines this crate was built and measured on
-//! (KVM guests of a Sapphire Rapids class host) expose no AMX (step 1 fails: the three
-//! CPUID bits are 0, and `arch_prctl` answers `EINVAL`), so a tile kernel could be
-//! neither run nor tested here. This module is the plumbing such a kernel will sit on.
+//! The AMX kernels (`qgemm/amx.rs`, `bgemm/amx.rs`) are written over the tile interface
+//! of [`crate::tiles`], whose hardware backend exists only where [`status`] is
+//! Available (the `Amx` kinds of `QIsa` / `BIsa` require the `AMX_INT8` / `AMX_BF16`
+//! [`crate::isa::Features`], which come from [`status`]). **They have never run on AMX
+//! hardware**: the machines this crate was built on (KVM guests of a Sapphire Rapids
+//! class host, an AMD EPYC Zen 5) expose no AMX (step 1 fails: the three CPUID bits are
+//! 0, and `arch_prctl` answers `EINVAL`); they were tested through the tile emulator,
+//! and `kernels/tests/amx_tiles.rs` compares hardware and emulator bit for bit wherever
+//! AMX exists.
 
 use std::sync::OnceLock;
 

@@ -45,8 +45,13 @@ impl Features {
     pub const I8MM: Features = Features(1 << 7);
     /// aarch64 `bf16`: `bfdot` / `bfmmla` / `bfcvt`.
     pub const BF16: Features = Features(1 << 8);
+    /// x86 AMX-TILE + AMX-INT8 (`tdpbusd`), enabled by the OS and permitted by Linux
+    /// ([`crate::amx::status`] = Available with int8).
+    pub const AMX_INT8: Features = Features(1 << 9);
+    /// x86 AMX-TILE + AMX-BF16 (`tdpbf16ps`), enabled and permitted likewise.
+    pub const AMX_BF16: Features = Features(1 << 10);
 
-    const NAMES: [(Features, &'static str); 9] = [
+    const NAMES: [(Features, &'static str); 11] = [
         (Features::AVX2, "avx2+fma"),
         (Features::AVX512, "avx512f/bw/vl/dq"),
         (Features::AVX_VNNI, "avxvnni"),
@@ -56,6 +61,8 @@ impl Features {
         (Features::DOTPROD, "dotprod"),
         (Features::I8MM, "i8mm"),
         (Features::BF16, "bf16"),
+        (Features::AMX_INT8, "amx-int8"),
+        (Features::AMX_BF16, "amx-bf16"),
     ];
 
     /// Both sets.
@@ -104,6 +111,17 @@ fn detect() -> Features {
     }
     if has!("avx512bf16") {
         f = f.with(Features::AVX512_BF16);
+    }
+    // AMX needs the CPU, the OS (XCR0) and Linux's per-process permission: the one
+    // check is `amx::status` (which asks for the permission once, only where the CPU
+    // and OS have AMX).
+    if let crate::amx::AmxStatus::Available { int8, bf16 } = crate::amx::status() {
+        if int8 {
+            f = f.with(Features::AMX_INT8);
+        }
+        if bf16 {
+            f = f.with(Features::AMX_BF16);
+        }
     }
     f
 }

@@ -16,6 +16,8 @@
 //! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
 //! - [`peak`]: measured FMA peak and memory bandwidth (speed-of-light probes).
 //! - [`amx`]: AMX detection (CPUID, XCR0) and Linux's tile-data permission, once.
+//! - [`tiles`]: the AMX tile-instruction interface, its emulator and hardware backends,
+//!   and the one tile GEMM loop the AMX int8 and bf16 GEMMs share.
 //! - [`hugepage`]: big buffers advised onto transparent huge pages (Linux).
 //!
 //! Internals: `epilogue` (the one [`Epilogue`] of the f32, int8 and bf16 GEMMs: its
@@ -60,6 +62,7 @@ pub mod hugepage;
 pub mod isa;
 pub mod peak;
 pub mod qgemm;
+pub mod tiles;
 
 mod buf;
 mod epilogue;

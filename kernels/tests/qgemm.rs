@@ -72,8 +72,16 @@ fn tokens_and_names() {
         assert_eq!(QIsa::from_name(i.name()).unwrap(), *i);
         assert!(i.kernel_name().starts_with("gemm_u8s8_"));
     }
+    // The AMX path is a known name, available only where amx::status() says so.
+    match QIsa::from_name("amx") {
+        Ok(q) => assert_eq!(q.kind(), QIsaKind::Amx),
+        Err(e) => {
+            assert!(matches!(e, KernelError::UnsupportedIsa(_)), "{e}");
+            assert!(!e5embed_kernels::amx::status().is_available());
+        }
+    }
     assert!(matches!(
-        QIsa::from_name("amx"),
+        QIsa::from_name("tmul"),
         Err(KernelError::UnknownIsa(_))
     ));
     assert_eq!(QIsa::from_name("").unwrap(), QIsa::best());

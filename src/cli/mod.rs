@@ -29,7 +29,8 @@ pub enum IsaArg {
     Avx512bf16,
     /// AVX-512 with the bf16-weights-widened-to-f32 bf16 path.
     Avx512widen,
-    /// AMX tiles (not implemented yet: refused with an explanation).
+    /// AVX-512 with the AMX int8 (tdpbusd) and bf16 (tdpbf16ps) tile paths (refused
+    /// with the reason where the CPU, OS or Linux lack AMX).
     Amx,
 }
 

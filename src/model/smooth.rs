@@ -56,7 +56,7 @@ fn calibration_isa(qisa: QIsa) -> Isa {
     let kind = match qisa.kind() {
         QIsaKind::Scalar => IsaKind::Scalar,
         QIsaKind::Avx2 | QIsaKind::AvxVnni => IsaKind::Avx2,
-        QIsaKind::Avx512Vnni => IsaKind::Avx512,
+        QIsaKind::Avx512Vnni | QIsaKind::Amx => IsaKind::Avx512,
         QIsaKind::NeonDot => IsaKind::Neon,
     };
     Isa::new(kind).unwrap_or_else(|| Isa::new(IsaKind::Scalar).expect("scalar always exists"))

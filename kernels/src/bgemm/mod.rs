@@ -82,6 +82,14 @@
 //! | scalar      | `gemm_bf16_scalar`            | 1 x 1   | all    | -  |
 //! | avx512bf16  | `gemm_bf16_avx512bf16_12x32`  | 12 x 32 | 384    | 48 |
 //! | avx512widen | `gemm_bf16w_avx512_10x32`     | 10 x 32 | all    | 60 |
+//! | amx         | `gemm_bf16_amx_32x32`         | 32 x 16 | all    | 64 |
+//!
+//! **Amx** (`bgemm/amx.rs`): `tdpbf16ps` tiles over [`crate::tiles`], panels of NR = 16
+//! with K padded to whole 32-element tiles. Its accumulation order is the instruction's
+//! (per 16 pairs, even and odd chains summed, then added to the accumulator), so it is
+//! **not** bitwise equal to the other paths: within `2·kp·2^-24·Σ|a·w|` of the
+//! reference, and bitwise equal to the scalar model of its own order. Only where
+//! `amx::status()` is Available; never run on hardware yet.
 //!
 //! **Avx512Widen** uses the same packed weights but no BF16 instruction: each
 //! 64-byte load of 16 pairs becomes two f32 vectors by bit moves (`vpslld 16` gives
@@ -137,7 +145,8 @@
 //! 48 KB L1D; K = 1536 runs as 4 slices. **MC = 48**: the converted A block
 //! (48 x 1536 bf16 = 147 KB) and its C rows stay in L2 across the panel sweep.
 
-mod reference;
+pub(crate) mod amx;
+pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -192,24 +201,30 @@ pub enum BIsaKind {
     /// instruction; more accurate than Avx512Bf16 (only W is rounded). Work in
     /// progress on speed (see the module docs).
     Avx512Widen,
+    /// AMX `tdpbf16ps` tiles (`bgemm/amx.rs`, over the tile interface of `tiles/`):
+    /// AMX-BF16 + AVX-512 F/BW/VL/DQ + BF16 (conversion and epilogue). Not bitwise
+    /// equal to Avx512Bf16 (the instruction's own accumulation order, `bgemm/amx.rs`).
+    Amx,
 }
 
 impl BIsaKind {
     /// Every kind, lowest to highest preference by instruction set; [`BIsa::best`]
     /// still takes Avx512Widen wherever AVX-512 F is present ([`Family::PREFERRED`]:
     /// see the bench numbers in the module docs for how they compare).
-    pub const ALL: [BIsaKind; 3] = [
+    pub const ALL: [BIsaKind; 4] = [
         BIsaKind::Scalar,
         BIsaKind::Avx512Widen,
         BIsaKind::Avx512Bf16,
+        BIsaKind::Amx,
     ];
 
-    /// `scalar`, `avx512bf16`, `avx512widen`.
+    /// `scalar`, `avx512bf16`, `avx512widen`, `amx`.
     pub fn name(self) -> &'static str {
         match self {
             BIsaKind::Scalar => "scalar",
             BIsaKind::Avx512Bf16 => "avx512bf16",
             BIsaKind::Avx512Widen => "avx512widen",
+            BIsaKind::Amx => "amx",
         }
     }
 }
@@ -238,7 +253,7 @@ impl Family for BIsaKind {
         match self {
             BIsaKind::Avx512Bf16 => &["avx512-bf16", "avx512_bf16", "bf16"],
             BIsaKind::Avx512Widen => &["widen"],
-            BIsaKind::Scalar => &[],
+            BIsaKind::Scalar | BIsaKind::Amx => &[],
         }
     }
 
@@ -250,6 +265,7 @@ impl Family for BIsaKind {
             BIsaKind::Scalar => Features::NONE,
             BIsaKind::Avx512Bf16 => avx512.with(Features::AVX512_BF16),
             BIsaKind::Avx512Widen => avx512,
+            BIsaKind::Amx => avx512.with(Features::AVX512_BF16).with(Features::AMX_BF16),
         }
     }
 
@@ -259,6 +275,7 @@ impl Family for BIsaKind {
             BIsaKind::Scalar => "gemm_bf16_scalar",
             BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
             BIsaKind::Avx512Widen => "gemm_bf16w_avx512_10x32",
+            BIsaKind::Amx => "gemm_bf16_amx_32x32",
         }
     }
 
@@ -267,6 +284,7 @@ impl Family for BIsaKind {
             BIsaKind::Scalar => (1, 1),
             BIsaKind::Avx512Bf16 => (12, 32),
             BIsaKind::Avx512Widen => (10, 32),
+            BIsaKind::Amx => (32, amx::NR),
         }
     }
 }
@@ -306,8 +324,8 @@ pub fn convert_rows(
     }
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        BIsaKind::Avx512Bf16 => {
-            // SAFETY: the token proves AVX-512 F/BW + BF16; a holds m rows of k,
+        BIsaKind::Avx512Bf16 | BIsaKind::Amx => {
+            // SAFETY: the token proves AVX-512 F/BW + BF16 (Amx requires them too); a holds m rows of k,
             // out m rows of kp (validated above).
             unsafe { x86::convert_rows(a.as_ptr(), m, k, out.as_mut_ptr()) }
         }
@@ -324,6 +342,9 @@ pub struct Bf16Matrix {
     n: usize,
     k: usize,
     kp: usize,
+    /// Elements per column in a panel: `kp`, or for the AMX layout `kp` rounded up to
+    /// whole 32-element tiles (zeros past `kp`).
+    pk: usize,
     nr: usize,
     /// `ceil(n / NR)` panels of `[kp / 2][NR][2]` bf16, 64-byte aligned (an f32
     /// buffer holding one bf16 pair per element: `npanels · NR · kp / 2` pairs).
@@ -356,14 +377,15 @@ impl Bf16Matrix {
         }
         let nr = isa.tile().1;
         // Padded size (bf16 elements), checked too.
-        crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k)])?;
+        crate::checked_len(what, &[n.div_ceil(nr), nr, panel_k(isa, padded_k(k))])?;
         Ok(())
     }
 
     fn pack(isa: BIsa, n: usize, k: usize, w: impl Fn(usize, usize) -> u16) -> Bf16Matrix {
         let nr = isa.tile().1;
         let kp = padded_k(k);
-        let elems = n.div_ceil(nr) * nr * kp;
+        let pk = panel_k(isa, kp);
+        let elems = n.div_ceil(nr) * nr * pk;
         let mut data = AlignedBuf::zeroed(elems / 2);
         {
             let s = data.as_mut_slice();
@@ -374,7 +396,7 @@ impl Bf16Matrix {
                 unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u16>(), elems) };
             for j in 0..n {
                 for q in 0..k {
-                    d[index(nr, kp, j, q)] = w(j, q);
+                    d[index(nr, pk, j, q)] = w(j, q);
                 }
             }
         }
@@ -383,6 +405,7 @@ impl Bf16Matrix {
             n,
             k,
             kp,
+            pk,
             nr,
             data,
         }
@@ -423,7 +446,7 @@ impl Bf16Matrix {
         let mut w = vec![0u16; self.n * self.k];
         for j in 0..self.n {
             for q in 0..self.k {
-                w[j * self.k + q] = d[index(self.nr, self.kp, j, q)];
+                w[j * self.k + q] = d[index(self.nr, self.pk, j, q)];
             }
         }
         w
@@ -434,6 +457,16 @@ impl Bf16Matrix {
         let s = self.data.as_slice();
         // SAFETY: see `pack`: `2 · s.len()` initialised u16.
         unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u16>(), s.len() * 2) }
+    }
+}
+
+/// Elements per column of a weight panel for `isa`: `kp`, or on the AMX layout `kp`
+/// rounded up to whole 32-element tiles (`bgemm/amx.rs`).
+fn panel_k(isa: BIsa, kp: usize) -> usize {
+    if isa.kind() == BIsaKind::Amx {
+        amx::panel_k(kp)
+    } else {
+        kp
     }
 }
 
@@ -606,6 +639,27 @@ unsafe fn call(
             // SAFETY: per this function's contract; the token in `b` proves the ISA
             // and the buffer is packed for its NR.
             x86::run(&job)
+        }
+        #[cfg(target_arch = "x86_64")]
+        BIsaKind::Amx if b.k > 0 => {
+            let (j0, pk) = (cols.start, b.pk);
+            let elems = b.elems();
+            let call = amx::Call {
+                a,
+                k: b.k,
+                m,
+                b: &elems[((j0 / amx::NR) * pk * amx::NR).min(elems.len())..],
+                pk,
+                n: cols.len(),
+                c,
+                ldc,
+                epi: crate::epilogue::Epi::new(epilogue, b.n, j0),
+            };
+            let mut unit =
+                crate::tiles::Hardware::new().expect("the Amx token proves AMX is available");
+            // SAFETY: per this function's contract (C rows and the epilogue hold the
+            // call's rows and columns); the token's features include AVX-512.
+            amx::run(&mut unit, &call, true).expect("AMX bf16 tile GEMM on validated operands");
         }
         _ => reference::gemm_unchecked(a, m, b, cols, c, ldc, epilogue),
     }

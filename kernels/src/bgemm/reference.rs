@@ -25,7 +25,7 @@ fn daz(h: u16) -> f64 {
 /// An f32 as `vdpbf16ps` treats it: subnormals become signed zero (DAZ on the
 /// accumulator input, FTZ on every rounded sum).
 #[inline(always)]
-fn flush(x: f32) -> f32 {
+pub(crate) fn flush(x: f32) -> f32 {
     if x.is_subnormal() {
         0.0f32.copysign(x)
     } else {
@@ -39,7 +39,7 @@ fn flush(x: f32) -> f32 {
 /// correctly rounded f32 sum (double rounding is innocuous for a sum of an f32 and
 /// a 16-bit-significand value: 53 >= 2·24 + 2).
 #[inline(always)]
-fn dot_step(acc: f32, x: u16, y: u16) -> f32 {
+pub(crate) fn dot_step(acc: f32, x: u16, y: u16) -> f32 {
     let p = daz(x) * daz(y);
     flush((flush(acc) as f64 + p) as f32)
 }

@@ -6,6 +6,16 @@ use super::{padded_k, quantize_rows_impl, validate_mul, validate_offset, QIsa, Q
 use crate::buf::AlignedBuf;
 use crate::{shape_err, KernelError};
 
+/// Bytes per column of a weight panel for `isa`: `kp`, or on the AMX layout `kp`
+/// rounded up to a whole 64-byte tile (`qgemm/amx.rs`).
+fn panel_k(isa: QIsa, kp: usize) -> usize {
+    if isa.kind() == super::QIsaKind::Amx {
+        super::amx::panel_k(kp)
+    } else {
+        kp
+    }
+}
+
 /// Weights quantized (symmetric int8 per output channel) and packed once for one
 /// [`QIsa`]'s microkernel (layout in the module docs). Immutable, `Send + Sync`.
 #[derive(Clone)]
@@ -14,6 +24,9 @@ pub struct QuantizedMatrix {
     pub(super) n: usize,
     pub(super) k: usize,
     pub(super) kp: usize,
+    /// Bytes per column in a panel: `kp`, or for the AMX layout `kp` rounded up to a
+    /// whole 64-byte tile (zero bytes past `kp`).
+    pub(super) pk: usize,
     pub(super) nr: usize,
     pub(super) qmax: i32,
     /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8, 64-byte aligned (an f32
@@ -112,7 +125,7 @@ impl QuantizedMatrix {
             return shape_err!("{what}: k = {k} exceeds QK_MAX = {QK_MAX} (i32 accumulators)");
         }
         let nr = isa.tile().1;
-        crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k)])?;
+        crate::checked_len(what, &[n.div_ceil(nr), nr, panel_k(isa, padded_k(k))])?;
         Ok(())
     }
 
@@ -127,8 +140,9 @@ impl QuantizedMatrix {
     ) -> Result<QuantizedMatrix, KernelError> {
         let nr = isa.tile().1;
         let kp = padded_k(k);
+        let pk = panel_k(isa, kp);
         let np = n.div_ceil(nr);
-        let bytes = np * nr * kp;
+        let bytes = np * nr * pk;
         let mut data = AlignedBuf::zeroed(bytes / 4);
         {
             let s = data.as_mut_slice();
@@ -140,7 +154,7 @@ impl QuantizedMatrix {
             for j in 0..n {
                 let (p, jj) = (j / nr, j % nr);
                 for q in 0..k {
-                    d[p * kp * nr + (q / 4) * nr * 4 + jj * 4 + q % 4] = wq[j * k + q];
+                    d[p * pk * nr + (q / 4) * nr * 4 + jj * 4 + q % 4] = wq[j * k + q];
                 }
             }
         }
@@ -161,6 +175,7 @@ impl QuantizedMatrix {
             n,
             k,
             kp,
+            pk,
             nr,
             qmax,
             data,
@@ -309,7 +324,7 @@ impl QuantizedMatrix {
     #[inline]
     pub(super) fn index(&self, j: usize, q: usize) -> usize {
         let nr = self.nr;
-        (j / nr) * self.kp * nr + (q / 4) * nr * 4 + (j % nr) * 4 + q % 4
+        (j / nr) * self.pk * nr + (q / 4) * nr * 4 + (j % nr) * 4 + q % 4
     }
 
     pub(super) fn bytes(&self) -> &[i8] {

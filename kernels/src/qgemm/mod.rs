@@ -92,6 +92,15 @@
 //! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1          |
 //! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-2: 4, 3: 3, 4-6: 2, 7-11: 1 |
 //! | neondot     | `gemm_u8s8_neondot_8x12`      | 8 x 12  | 1-7: the same tile, fewer rows |
+//! | amx         | `gemm_u8s8_amx_32x32`         | 32 x 16 | edge tiles of 1-15 rows / columns |
+//!
+//! **amx** (`qgemm/amx.rs`): `tdpbusd` tiles over the tile interface of
+//! [`crate::tiles`] (2 x 2 accumulator tiles per 32 x 32 block); panels of NR = 16 with
+//! K padded with zeros to whole 64-byte tiles ([`QuantizedMatrix`] then stores
+//! `pk = round_up(kp, 64)` bytes per column), A copied into a per-thread scratch with the
+//! same padding; the epilogue is the VNNI kernel's, so its results are bitwise those of
+//! `avx512vnni`. Only where `amx::status()` is Available; never run on hardware yet
+//! (tested through the emulator: `kernels/tests/amx_tiles.rs`).
 //!
 //! Tile reasoning (Sapphire Rapids; Ice Lake similar):
 //! - **avx512vnni 12 x 32**: `vpdpbusd zmm` issues on p0 and p5 (2/cycle), latency 5,
@@ -120,6 +129,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+pub(crate) mod amx;
 mod entry;
 mod matrix;
 mod quantize;
@@ -173,19 +183,23 @@ pub enum QIsaKind {
     /// aarch64 NEON `sdot` by element (the `dotprod` extension), s8 x s8 with the
     /// activations' +128 folded back exactly (`qgemm/aarch64.rs`).
     NeonDot,
+    /// AMX `tdpbusd` tiles (`qgemm/amx.rs`, over the tile interface of `tiles/`), with
+    /// the AVX-512 quantizer and epilogue (+ AMX-INT8, AVX-512 F/BW/VL/DQ, VNNI).
+    Amx,
 }
 
 impl QIsaKind {
     /// Every kind, lowest to highest preference.
-    pub const ALL: [QIsaKind; 5] = [
+    pub const ALL: [QIsaKind; 6] = [
         QIsaKind::Scalar,
         QIsaKind::Avx2,
         QIsaKind::AvxVnni,
         QIsaKind::Avx512Vnni,
         QIsaKind::NeonDot,
+        QIsaKind::Amx,
     ];
 
-    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`.
+    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neondot`, `amx`.
     pub fn name(self) -> &'static str {
         match self {
             QIsaKind::Scalar => "scalar",
@@ -193,6 +207,7 @@ impl QIsaKind {
             QIsaKind::AvxVnni => "avxvnni",
             QIsaKind::Avx512Vnni => "avx512vnni",
             QIsaKind::NeonDot => "neondot",
+            QIsaKind::Amx => "amx",
         }
     }
 
@@ -236,6 +251,10 @@ impl Family for QIsaKind {
                 .with(Features::AVX512)
                 .with(Features::AVX512_VNNI),
             QIsaKind::NeonDot => Features::NEON.with(Features::DOTPROD),
+            QIsaKind::Amx => Features::AVX2
+                .with(Features::AVX512)
+                .with(Features::AVX512_VNNI)
+                .with(Features::AMX_INT8),
         }
     }
 
@@ -247,6 +266,7 @@ impl Family for QIsaKind {
             QIsaKind::AvxVnni => "gemm_u8s8_avxvnni_6x16",
             QIsaKind::Avx512Vnni => "gemm_u8s8_avx512vnni_12x32",
             QIsaKind::NeonDot => "gemm_u8s8_neondot_8x12",
+            QIsaKind::Amx => "gemm_u8s8_amx_32x32",
         }
     }
 
@@ -257,6 +277,7 @@ impl Family for QIsaKind {
             QIsaKind::AvxVnni => (6, 16),
             QIsaKind::Avx512Vnni => (12, 32),
             QIsaKind::NeonDot => (8, 12),
+            QIsaKind::Amx => (32, amx::NR),
         }
     }
 }

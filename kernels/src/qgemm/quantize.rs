@@ -109,8 +109,8 @@ pub(crate) fn quantize_rows_impl(
     }
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        QIsaKind::Avx512Vnni => {
-            // SAFETY: the token proves AVX-512 F/BW/VL/DQ; lengths validated (mul: [k]).
+        QIsaKind::Avx512Vnni | QIsaKind::Amx => {
+            // SAFETY: the token proves AVX-512 F/BW/VL/DQ (Amx requires it too); lengths validated (mul: [k]).
             unsafe { x86::quantize_rows_avx512(a, m, k, mode, out, scales) }
         }
         #[cfg(target_arch = "x86_64")]

@@ -78,7 +78,7 @@ impl Job {
             m,
             n: cols.len(),
             ldc,
-            b: b.bytes()[(j0 / b.nr) * b.kp * b.nr..].as_ptr(),
+            b: b.bytes()[(j0 / b.nr) * b.pk * b.nr..].as_ptr(),
             sw: b.scales[j0..].as_ptr(),
             comp: b.comp[j0..].as_ptr(),
             out,
@@ -509,6 +509,39 @@ unsafe fn run_maddubs256(g: &Job) {
     driver::<Maddubs256>(g)
 }
 
+/// The AMX kernel (`qgemm/amx.rs`) on the hardware tile unit.
+///
+/// # Safety
+/// As [`run`], for an Amx-packed matrix (panels of 16 columns, `panel_k(kp)` bytes per
+/// column) on a CPU with AMX-INT8 and AVX-512 (the Amx token).
+unsafe fn run_amx(g: &Job) {
+    use super::amx;
+    let pk = amx::panel_k(g.kp);
+    let np = g.n.div_ceil(amx::NR);
+    // SAFETY: the job's operands (see `Job::cols`): A holds m rows of kp bytes; from
+    // the call's first panel the matrix holds at least `np` panels of `16 · pk` bytes
+    // and `s_w` / `comp` at least `np · 16` entries (zero-padded to whole panels).
+    let call = amx::Call {
+        a: std::slice::from_raw_parts(g.a, g.m * g.kp),
+        kp: g.kp,
+        m: g.m,
+        b: std::slice::from_raw_parts(g.b, np * amx::NR * pk),
+        pk,
+        n: g.n,
+        sw: std::slice::from_raw_parts(g.sw, np * amx::NR),
+        comp: std::slice::from_raw_parts(g.comp, np * amx::NR),
+        out: match g.out {
+            Out::F32(c, sa) => amx::Out::F32(c, sa),
+            Out::I32(c) => amx::Out::I32(c),
+        },
+        ldc: g.ldc,
+        epi: g.epi,
+    };
+    let mut unit = crate::tiles::Hardware::new().expect("the Amx token proves AMX is available");
+    // The token's features include AVX-512 F/BW/VL/DQ (`vector`).
+    amx::run(&mut unit, &call, true).expect("AMX int8 tile GEMM on validated operands");
+}
+
 /// Runs a validated job on `kind`'s kernel.
 ///
 /// # Safety
@@ -520,6 +553,7 @@ pub(crate) unsafe fn run(kind: QIsaKind, g: &Job) {
         QIsaKind::Avx512Vnni => run_vnni512(g),
         QIsaKind::AvxVnni => run_vnni256(g),
         QIsaKind::Avx2 => run_maddubs256(g),
+        QIsaKind::Amx => run_amx(g),
         QIsaKind::Scalar => unreachable!("scalar runs the reference"),
         QIsaKind::NeonDot => unreachable!("aarch64 kinds have no token on x86-64"),
     }
