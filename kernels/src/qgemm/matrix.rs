@@ -16,8 +16,9 @@ pub struct QuantizedMatrix {
     pub(super) kp: usize,
     pub(super) nr: usize,
     pub(super) qmax: i32,
-    /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8, 64-byte aligned (an f32
-    /// buffer viewed as bytes: its length `npanels · kp · NR` is a multiple of 4).
+    /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8 (`[kp8 / 8][NR][8]` for `smmla`),
+    /// 64-byte aligned (an f32 buffer viewed as bytes: its length
+    /// `npanels · panel_depth · NR` is a multiple of 4).
     pub(super) data: AlignedBuf,
     /// `s_w`: `[npanels · NR]`, zero past `n`.
     pub(super) scales: Vec<f32>,
@@ -112,7 +113,8 @@ impl QuantizedMatrix {
             return shape_err!("{what}: k = {k} exceeds QK_MAX = {QK_MAX} (i32 accumulators)");
         }
         let nr = isa.tile().1;
-        crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k)])?;
+        let kg = isa.kind().k_group();
+        crate::checked_len(what, &[n.div_ceil(nr), nr, padded_k(k).div_ceil(kg) * kg])?;
         Ok(())
     }
 
@@ -126,21 +128,24 @@ impl QuantizedMatrix {
         qmax: i32,
     ) -> Result<QuantizedMatrix, KernelError> {
         let nr = isa.tile().1;
+        let kg = isa.kind().k_group();
         let kp = padded_k(k);
+        // Panel depth: kp rounded up to the layout's k-group (kp itself but for smmla).
+        let kpk = kp.div_ceil(kg) * kg;
         let np = n.div_ceil(nr);
-        let bytes = np * nr * kp;
+        let bytes = np * nr * kpk;
         let mut data = AlignedBuf::zeroed(bytes / 4);
         {
             let s = data.as_mut_slice();
             // SAFETY: the f32 buffer holds `bytes / 4` initialised floats = `bytes`
-            // bytes (bytes is a multiple of 4 because kp is); u8/i8 have no
+            // bytes (bytes is a multiple of 4 because kpk is); u8/i8 have no
             // invalid values and alignment 1.
             let d: &mut [i8] =
                 unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<i8>(), bytes) };
             for j in 0..n {
                 let (p, jj) = (j / nr, j % nr);
                 for q in 0..k {
-                    d[p * kp * nr + (q / 4) * nr * 4 + jj * 4 + q % 4] = wq[j * k + q];
+                    d[p * kpk * nr + (q / kg) * nr * kg + jj * kg + q % kg] = wq[j * k + q];
                 }
             }
         }
@@ -308,8 +313,17 @@ impl QuantizedMatrix {
     /// Byte index of `Wq[j, q]` in the packed buffer.
     #[inline]
     pub(super) fn index(&self, j: usize, q: usize) -> usize {
-        let nr = self.nr;
-        (j / nr) * self.kp * nr + (q / 4) * nr * 4 + (j % nr) * 4 + q % 4
+        let (nr, kg) = (self.nr, self.isa.kind().k_group());
+        (j / nr) * self.panel_depth() * nr + (q / kg) * nr * kg + (j % nr) * kg + q % kg
+    }
+
+    /// Bytes of K per column in a panel: `kp` rounded up to the layout's k-group
+    /// ([`QIsaKind::k_group`](super::QIsaKind::k_group); `kp` itself but for `smmla`).
+    /// Panel `p` starts at byte `p · panel_depth · NR`.
+    #[inline]
+    pub(super) fn panel_depth(&self) -> usize {
+        let kg = self.isa.kind().k_group();
+        self.kp.div_ceil(kg) * kg
     }
 
     pub(super) fn bytes(&self) -> &[i8] {

@@ -74,7 +74,11 @@
 //! consecutive `Wq[p·NR + j, 4g .. 4g+4]` side by side (what `vpdpbusd` /
 //! `vpmaddubsw` multiply with the 4 broadcast activation bytes `A[m, 4g .. 4g+4]`).
 //! Columns past `n` and k past `k` are zero. Panel `p` starts at byte `p · kp · NR`
-//! (64-byte aligned buffer). `s_w` and `comp` are stored zero-padded to the panels.
+//! (64-byte aligned buffer). The `smmla` path ([`QIsaKind::NeonI8mm`]) packs k-groups
+//! of 8 instead ([`QIsaKind::k_group`]): panel `p` is `[kp8 / 8][NR][8]` with `kp8` =
+//! `kp` rounded up to a multiple of 8 (zeros past `k`), starting at byte `p · kp8 · NR`;
+//! two adjacent columns' 8 bytes are one `smmla` operand. The activation rows stay
+//! `kp` bytes on every path. `s_w` and `comp` are stored zero-padded to the panels.
 //!
 //! The microkernel holds an `R x V` tile of i32 vectors (`V` vectors of `LANES`
 //! columns per row, i.e. `V / 2` panels: NR = 2 vectors), loops over all of K
@@ -92,6 +96,7 @@
 //! | avxvnni     | `gemm_u8s8_avxvnni_6x16`      | 6 x 16  | 1: 4, 2-3: 2, 4-5: 1          |
 //! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-2: 4, 3: 3, 4-6: 2, 7-11: 1 |
 //! | neondot     | `gemm_u8s8_neondot_8x12`      | 8 x 12  | 1-7: the same tile, fewer rows |
+//! | neoni8mm    | `gemm_u8s8_neoni8mm_8x12`     | 8 x 12  | 1-7: the same tile, fewer rows |
 //!
 //! Tile reasoning (Sapphire Rapids; Ice Lake similar):
 //! - **avx512vnni 12 x 32**: `vpdpbusd zmm` issues on p0 and p5 (2/cycle), latency 5,
@@ -127,7 +132,7 @@ mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 /// This architecture's int8 GEMM backend (`Job`, `Out`, `run`): x86-64 VNNI / AVX2,
-/// aarch64 `sdot` (`qgemm/aarch64.rs`).
+/// aarch64 `sdot` / `smmla` (`qgemm/aarch64.rs`).
 #[cfg(target_arch = "aarch64")]
 use aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
@@ -173,19 +178,24 @@ pub enum QIsaKind {
     /// aarch64 NEON `sdot` by element (the `dotprod` extension), s8 x s8 with the
     /// activations' +128 folded back exactly (`qgemm/aarch64.rs`).
     NeonDot,
+    /// aarch64 `smmla` (the `i8mm` extension: 2x8 by 8x2 int8 matrix multiply into a
+    /// 2x2 i32 block), s8 x s8 as [`QIsaKind::NeonDot`], on weights packed in k-groups
+    /// of 8 (`qgemm/aarch64.rs`); bitwise equal to it.
+    NeonI8mm,
 }
 
 impl QIsaKind {
     /// Every kind, lowest to highest preference.
-    pub const ALL: [QIsaKind; 5] = [
+    pub const ALL: [QIsaKind; 6] = [
         QIsaKind::Scalar,
         QIsaKind::Avx2,
         QIsaKind::AvxVnni,
         QIsaKind::Avx512Vnni,
         QIsaKind::NeonDot,
+        QIsaKind::NeonI8mm,
     ];
 
-    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`.
+    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neondot`, `neoni8mm`.
     pub fn name(self) -> &'static str {
         match self {
             QIsaKind::Scalar => "scalar",
@@ -193,6 +203,17 @@ impl QIsaKind {
             QIsaKind::AvxVnni => "avxvnni",
             QIsaKind::Avx512Vnni => "avx512vnni",
             QIsaKind::NeonDot => "neondot",
+            QIsaKind::NeonI8mm => "neoni8mm",
+        }
+    }
+
+    /// Bytes of K per column side by side in the packed weights (the k-group of the
+    /// layout): 8 for `smmla` ([`QIsaKind::NeonI8mm`]), 4 (the VNNI / `sdot` group)
+    /// for every other path.
+    pub fn k_group(self) -> usize {
+        match self {
+            QIsaKind::NeonI8mm => 8,
+            _ => 4,
         }
     }
 
@@ -221,6 +242,7 @@ impl Family for QIsaKind {
             QIsaKind::AvxVnni => &["avx-vnni"],
             QIsaKind::Avx512Vnni => &["avx512-vnni", "vnni"],
             QIsaKind::NeonDot => &["dotprod", "sdot"],
+            QIsaKind::NeonI8mm => &["i8mm", "smmla"],
             _ => &[],
         }
     }
@@ -236,6 +258,7 @@ impl Family for QIsaKind {
                 .with(Features::AVX512)
                 .with(Features::AVX512_VNNI),
             QIsaKind::NeonDot => Features::NEON.with(Features::DOTPROD),
+            QIsaKind::NeonI8mm => Features::NEON.with(Features::I8MM),
         }
     }
 
@@ -247,6 +270,7 @@ impl Family for QIsaKind {
             QIsaKind::AvxVnni => "gemm_u8s8_avxvnni_6x16",
             QIsaKind::Avx512Vnni => "gemm_u8s8_avx512vnni_12x32",
             QIsaKind::NeonDot => "gemm_u8s8_neondot_8x12",
+            QIsaKind::NeonI8mm => "gemm_u8s8_neoni8mm_8x12",
         }
     }
 
@@ -256,7 +280,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx2 => (4, 16),
             QIsaKind::AvxVnni => (6, 16),
             QIsaKind::Avx512Vnni => (12, 32),
-            QIsaKind::NeonDot => (8, 12),
+            QIsaKind::NeonDot | QIsaKind::NeonI8mm => (8, 12),
         }
     }
 }

@@ -521,7 +521,9 @@ pub(crate) unsafe fn run(kind: QIsaKind, g: &Job) {
         QIsaKind::AvxVnni => run_vnni256(g),
         QIsaKind::Avx2 => run_maddubs256(g),
         QIsaKind::Scalar => unreachable!("scalar runs the reference"),
-        QIsaKind::NeonDot => unreachable!("aarch64 kinds have no token on x86-64"),
+        QIsaKind::NeonDot | QIsaKind::NeonI8mm => {
+            unreachable!("aarch64 kinds have no token on x86-64")
+        }
     }
 }
 
