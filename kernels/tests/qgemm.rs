@@ -109,6 +109,80 @@ fn tokens_and_names() {
         std::arch::is_aarch64_feature_detected!("dotprod"),
         "the sdot path exists exactly where the (emulated) CPU has dotprod"
     );
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert_eq!(
+            QIsa::new(QIsaKind::NeonI8mm).is_some(),
+            std::arch::is_aarch64_feature_detected!("i8mm"),
+            "the smmla path exists exactly where the (emulated) CPU has i8mm"
+        );
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            assert_eq!(QIsa::best().kind(), QIsaKind::NeonI8mm, "smmla preferred");
+        }
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    assert!(QIsa::new(QIsaKind::NeonI8mm).is_none());
+}
+
+/// The `smmla` kernel (i8mm) against the `sdot` one (dotprod): the same i32 sums and the
+/// same epilogue code, so bitwise equal for every epilogue, GELU included; on awkward
+/// shapes (k = 4 mod 8: the last 8-byte group half padding; every row remainder) and
+/// both input modes. Runs where the (emulated) CPU has both (`qemu-aarch64 -cpu max`).
+#[test]
+fn smmla_equals_sdot_bitwise() {
+    let (Some(mm), Some(dot)) = (QIsa::new(QIsaKind::NeonI8mm), QIsa::new(QIsaKind::NeonDot))
+    else {
+        println!("no i8mm + dotprod here: nothing to compare");
+        return;
+    };
+    let mut r = rng(18);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for &(n, k) in &[
+        (12usize, 8usize),
+        (13, 4),
+        (25, 12),
+        (24, 36),
+        (50, 100),
+        (384, 1536),
+    ] {
+        let w = gauss(&mut r, n * k);
+        for unsigned in [false, true] {
+            let (mut bm, mut bd) = (
+                QuantizedMatrix::quantize(mm, &w, n, k).unwrap(),
+                QuantizedMatrix::quantize(dot, &w, n, k).unwrap(),
+            );
+            if unsigned {
+                bm = bm.with_unsigned_input(0.17).unwrap();
+                bd = bd.with_unsigned_input(0.17).unwrap();
+            }
+            assert_eq!(
+                bm.unpack_weights(),
+                bd.unpack_weights(),
+                "n={n} k={k}: weights"
+            );
+            let ms: &[usize] = if n * k > 100_000 {
+                &[1, 9, 50]
+            } else {
+                &[1, 2, 3, 7, 8, 9, 15, 49]
+            };
+            for &m in ms {
+                let what = format!("smmla vs sdot m={m} n={n} k={k} unsigned={unsigned}");
+                let a = bytes(&mut r, m * padded_k(k));
+                let sa: Vec<f32> = (0..m).map(|_| r.gen_range(0.0..0.05)).collect();
+                let bias = uni(&mut r, n, 1.0);
+                let (mut im, mut id) = (vec![0i32; m * n], vec![1i32; m * n]);
+                gemm_u8s8_i32(&a, m, &bm, &mut im).unwrap();
+                gemm_u8s8_i32(&a, m, &bd, &mut id).unwrap();
+                assert_eq!(im, id, "{what}: i32");
+                for e in [Epilogue::None, Epilogue::BiasGelu(&bias)] {
+                    let (mut cm, mut cd) = (vec![f32::NAN; m * n], vec![0f32; m * n]);
+                    gemm_u8s8(&a, &sa, m, &bm, &mut cm, e).unwrap();
+                    gemm_u8s8(&a, &sa, m, &bd, &mut cd, e).unwrap();
+                    assert!(bits(&cm) == bits(&cd), "{what}: f32 not bitwise equal");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -57,7 +57,7 @@ fn calibration_isa(qisa: QIsa) -> Isa {
         QIsaKind::Scalar => IsaKind::Scalar,
         QIsaKind::Avx2 | QIsaKind::AvxVnni => IsaKind::Avx2,
         QIsaKind::Avx512Vnni | QIsaKind::Amx => IsaKind::Avx512,
-        QIsaKind::NeonDot => IsaKind::Neon,
+        QIsaKind::NeonDot | QIsaKind::NeonI8mm => IsaKind::Neon,
     };
     Isa::new(kind).unwrap_or_else(|| Isa::new(IsaKind::Scalar).expect("scalar always exists"))
 }

@@ -6,13 +6,15 @@ use super::{padded_k, quantize_rows_impl, validate_mul, validate_offset, QIsa, Q
 use crate::buf::AlignedBuf;
 use crate::{shape_err, KernelError};
 
-/// Bytes per column of a weight panel for `isa`: `kp`, or on the AMX layout `kp`
-/// rounded up to a whole 64-byte tile (`qgemm/amx.rs`).
+/// Bytes per column of a weight panel for `isa`: `kp` rounded up to the layout's k-group
+/// (8 for `smmla`, else 4: `kp` itself), or on the AMX layout `kp` rounded up to a whole
+/// 64-byte tile (`qgemm/amx.rs`).
 fn panel_k(isa: QIsa, kp: usize) -> usize {
     if isa.kind() == super::QIsaKind::Amx {
         super::amx::panel_k(kp)
     } else {
-        kp
+        let kg = isa.kind().k_group();
+        kp.div_ceil(kg) * kg
     }
 }
 
@@ -24,13 +26,15 @@ pub struct QuantizedMatrix {
     pub(super) n: usize,
     pub(super) k: usize,
     pub(super) kp: usize,
-    /// Bytes per column in a panel: `kp`, or for the AMX layout `kp` rounded up to a
-    /// whole 64-byte tile (zero bytes past `kp`).
+    /// Bytes per column in a panel: `kp` rounded up to the layout's k-group (8 for
+    /// `smmla`, else `kp` itself), or for the AMX layout to a whole 64-byte tile (zero
+    /// bytes past `kp`). Panel `p` starts at byte `p · pk · NR`.
     pub(super) pk: usize,
     pub(super) nr: usize,
     pub(super) qmax: i32,
-    /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8, 64-byte aligned (an f32
-    /// buffer viewed as bytes: its length `npanels · kp · NR` is a multiple of 4).
+    /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8 (`[kp8 / 8][NR][8]` for `smmla`),
+    /// 64-byte aligned (an f32 buffer viewed as bytes: its length
+    /// `npanels · pk · NR` is a multiple of 4).
     pub(super) data: AlignedBuf,
     /// `s_w`: `[npanels · NR]`, zero past `n`.
     pub(super) scales: Vec<f32>,
@@ -139,6 +143,7 @@ impl QuantizedMatrix {
         qmax: i32,
     ) -> Result<QuantizedMatrix, KernelError> {
         let nr = isa.tile().1;
+        let kg = isa.kind().k_group();
         let kp = padded_k(k);
         let pk = panel_k(isa, kp);
         let np = n.div_ceil(nr);
@@ -147,14 +152,14 @@ impl QuantizedMatrix {
         {
             let s = data.as_mut_slice();
             // SAFETY: the f32 buffer holds `bytes / 4` initialised floats = `bytes`
-            // bytes (bytes is a multiple of 4 because kp is); u8/i8 have no
+            // bytes (bytes is a multiple of 4 because pk is); u8/i8 have no
             // invalid values and alignment 1.
             let d: &mut [i8] =
                 unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<i8>(), bytes) };
             for j in 0..n {
                 let (p, jj) = (j / nr, j % nr);
                 for q in 0..k {
-                    d[p * pk * nr + (q / 4) * nr * 4 + jj * 4 + q % 4] = wq[j * k + q];
+                    d[p * pk * nr + (q / kg) * nr * kg + jj * kg + q % kg] = wq[j * k + q];
                 }
             }
         }
@@ -323,8 +328,8 @@ impl QuantizedMatrix {
     /// Byte index of `Wq[j, q]` in the packed buffer.
     #[inline]
     pub(super) fn index(&self, j: usize, q: usize) -> usize {
-        let nr = self.nr;
-        (j / nr) * self.pk * nr + (q / 4) * nr * 4 + (j % nr) * 4 + q % 4
+        let (nr, kg) = (self.nr, self.isa.kind().k_group());
+        (j / nr) * self.pk * nr + (q / kg) * nr * kg + (j % nr) * kg + q % kg
     }
 
     pub(super) fn bytes(&self) -> &[i8] {

@@ -74,7 +74,11 @@
 //! consecutive `Wq[p·NR + j, 4g .. 4g+4]` side by side (what `vpdpbusd` /
 //! `vpmaddubsw` multiply with the 4 broadcast activation bytes `A[m, 4g .. 4g+4]`).
 //! Columns past `n` and k past `k` are zero. Panel `p` starts at byte `p · kp · NR`
-//! (64-byte aligned buffer). `s_w` and `comp` are stored zero-padded to the panels.
+//! (64-byte aligned buffer). The `smmla` path ([`QIsaKind::NeonI8mm`]) packs k-groups
+//! of 8 instead ([`QIsaKind::k_group`]): panel `p` is `[kp8 / 8][NR][8]` with `kp8` =
+//! `kp` rounded up to a multiple of 8 (zeros past `k`), starting at byte `p · kp8 · NR`;
+//! two adjacent columns' 8 bytes are one `smmla` operand. The activation rows stay
+//! `kp` bytes on every path. `s_w` and `comp` are stored zero-padded to the panels.
 //!
 //! The microkernel holds an `R x V` tile of i32 vectors (`V` vectors of `LANES`
 //! columns per row, i.e. `V / 2` panels: NR = 2 vectors), loops over all of K
@@ -93,6 +97,7 @@
 //! | avx512vnni  | `gemm_u8s8_avx512vnni_12x32`  | 12 x 32 | 1-2: 4, 3: 3, 4-6: 2, 7-11: 1 |
 //! | neondot     | `gemm_u8s8_neondot_8x12`      | 8 x 12  | 1-7: the same tile, fewer rows |
 //! | amx         | `gemm_u8s8_amx_32x32`         | 32 x 16 | edge tiles of 1-15 rows / columns |
+//! | neoni8mm    | `gemm_u8s8_neoni8mm_8x12`     | 8 x 12  | 1-7: the same tile, fewer rows |
 //!
 //! **amx** (`qgemm/amx.rs`): `tdpbusd` tiles over the tile interface of
 //! [`crate::tiles`] (2 x 2 accumulator tiles per 32 x 32 block); panels of NR = 16 with
@@ -137,7 +142,7 @@ mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 /// This architecture's int8 GEMM backend (`Job`, `Out`, `run`): x86-64 VNNI / AVX2,
-/// aarch64 `sdot` (`qgemm/aarch64.rs`).
+/// aarch64 `sdot` / `smmla` (`qgemm/aarch64.rs`).
 #[cfg(target_arch = "aarch64")]
 use aarch64 as arch;
 #[cfg(target_arch = "x86_64")]
@@ -186,20 +191,25 @@ pub enum QIsaKind {
     /// AMX `tdpbusd` tiles (`qgemm/amx.rs`, over the tile interface of `tiles/`), with
     /// the AVX-512 quantizer and epilogue (+ AMX-INT8, AVX-512 F/BW/VL/DQ, VNNI).
     Amx,
+    /// aarch64 `smmla` (the `i8mm` extension: 2x8 by 8x2 int8 matrix multiply into a
+    /// 2x2 i32 block), s8 x s8 as [`QIsaKind::NeonDot`], on weights packed in k-groups
+    /// of 8 (`qgemm/aarch64.rs`); bitwise equal to it.
+    NeonI8mm,
 }
 
 impl QIsaKind {
     /// Every kind, lowest to highest preference.
-    pub const ALL: [QIsaKind; 6] = [
+    pub const ALL: [QIsaKind; 7] = [
         QIsaKind::Scalar,
         QIsaKind::Avx2,
         QIsaKind::AvxVnni,
         QIsaKind::Avx512Vnni,
         QIsaKind::NeonDot,
         QIsaKind::Amx,
+        QIsaKind::NeonI8mm,
     ];
 
-    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neondot`, `amx`.
+    /// `scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neondot`, `amx`, `neoni8mm`.
     pub fn name(self) -> &'static str {
         match self {
             QIsaKind::Scalar => "scalar",
@@ -208,6 +218,17 @@ impl QIsaKind {
             QIsaKind::Avx512Vnni => "avx512vnni",
             QIsaKind::NeonDot => "neondot",
             QIsaKind::Amx => "amx",
+            QIsaKind::NeonI8mm => "neoni8mm",
+        }
+    }
+
+    /// Bytes of K per column side by side in the packed weights (the k-group of the
+    /// layout): 8 for `smmla` ([`QIsaKind::NeonI8mm`]), 4 (the VNNI / `sdot` group)
+    /// for every other path.
+    pub fn k_group(self) -> usize {
+        match self {
+            QIsaKind::NeonI8mm => 8,
+            _ => 4,
         }
     }
 
@@ -236,6 +257,7 @@ impl Family for QIsaKind {
             QIsaKind::AvxVnni => &["avx-vnni"],
             QIsaKind::Avx512Vnni => &["avx512-vnni", "vnni"],
             QIsaKind::NeonDot => &["dotprod", "sdot"],
+            QIsaKind::NeonI8mm => &["i8mm", "smmla"],
             _ => &[],
         }
     }
@@ -255,6 +277,7 @@ impl Family for QIsaKind {
                 .with(Features::AVX512)
                 .with(Features::AVX512_VNNI)
                 .with(Features::AMX_INT8),
+            QIsaKind::NeonI8mm => Features::NEON.with(Features::I8MM),
         }
     }
 
@@ -267,6 +290,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx512Vnni => "gemm_u8s8_avx512vnni_12x32",
             QIsaKind::NeonDot => "gemm_u8s8_neondot_8x12",
             QIsaKind::Amx => "gemm_u8s8_amx_32x32",
+            QIsaKind::NeonI8mm => "gemm_u8s8_neoni8mm_8x12",
         }
     }
 
@@ -276,7 +300,7 @@ impl Family for QIsaKind {
             QIsaKind::Avx2 => (4, 16),
             QIsaKind::AvxVnni => (6, 16),
             QIsaKind::Avx512Vnni => (12, 32),
-            QIsaKind::NeonDot => (8, 12),
+            QIsaKind::NeonDot | QIsaKind::NeonI8mm => (8, 12),
             QIsaKind::Amx => (32, amx::NR),
         }
     }

@@ -555,7 +555,9 @@ pub(crate) unsafe fn run(kind: QIsaKind, g: &Job) {
         QIsaKind::Avx2 => run_maddubs256(g),
         QIsaKind::Amx => run_amx(g),
         QIsaKind::Scalar => unreachable!("scalar runs the reference"),
-        QIsaKind::NeonDot => unreachable!("aarch64 kinds have no token on x86-64"),
+        QIsaKind::NeonDot | QIsaKind::NeonI8mm => {
+            unreachable!("aarch64 kinds have no token on x86-64")
+        }
     }
 }
 
