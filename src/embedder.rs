@@ -95,6 +95,15 @@ pub struct EmbedderOptions {
     /// An experiment: a different int8 recipe than the measured default
     /// ([`Int8Recipe::default_for`]); used at int8 precision only.
     pub int8_recipe: Option<Int8Recipe>,
+    /// Choose the kernel paths (and `auto`'s precision) by measurement, cached per CPU
+    /// ([`crate::tune`]); default: yes, unless a path is forced (`isa`, `qisa`, `bisa`).
+    /// `false`: the best path of each family by the fixed rule and `auto` = f32 (reproducible
+    /// benchmarks).
+    pub tune: Option<bool>,
+    /// Where the tuning (and the int8 calibration) cache lives; default
+    /// [`crate::tune::default_cache_dir`] (`$XDG_CACHE_HOME/e5embed`, else
+    /// `~/.cache/e5embed`): a location, it changes no numerics by itself.
+    pub cache_dir: Option<PathBuf>,
 }
 
 macro_rules! option_setters {
@@ -131,41 +140,39 @@ option_setters! {
     pooling: Pooling;
     /// An int8 recipe other than the measured default (an experiment).
     int8_recipe: Int8Recipe;
+    /// Kernel choice by measurement, cached per CPU (`true`, the default) or the fixed rule.
+    tune: bool;
+    /// The tuning and calibration cache directory.
+    cache_dir: PathBuf;
 }
 
 /// The precision `auto` picks, and why (printed by `e5embed info`).
 ///
 /// - A model saved by `e5embed quantize` runs in int8 (that is what it was saved for).
-/// - Otherwise f32. bf16 is to be chosen where it measures faster than f32 at the model's
-///   shapes (issue 17 item 1: per-CPU measurement, not built yet). On Zen 5 (AVX512-BF16,
-///   no AMX) `vdpbf16ps` measured 2x the f32 FMA rate and the bf16 forward 1.7x the f32 one
-///   (`kernels/PERF.md`), while on Sapphire Rapids its rate is about the f32 FMA rate, so no
-///   fixed rule is right for both: `auto` keeps f32 until the choice is measured.
-///   `--precision bf16` runs it (accuracy: `tests/bf16.rs`).
-pub fn auto_precision(prequantized: bool, bisa: BIsa) -> (Precision, String) {
+/// - Otherwise, with a tuning ([`crate::tune`]): bf16 where its fastest path measured at
+///   least 5% faster than f32's on the model's GEMM shapes ([`crate::tune::BF16_MIN_GAIN`];
+///   bf16's mean cosine to f32 is >= 0.9999, `tests/bf16.rs`, the accuracy taken as equal),
+///   else f32. int8 is never chosen for an f32 model: its accuracy is lower.
+/// - Without one (tuning off, or a forced kernel path): f32 (exact), whatever the CPU.
+pub fn auto_precision(
+    prequantized: bool,
+    tuning: Option<&crate::tune::Tuning>,
+) -> (Precision, String) {
     if prequantized {
         return (
             Precision::Int8,
             "auto: the model was saved by `e5embed quantize`".into(),
         );
     }
-    let why = match bisa.kind() {
-        BIsaKind::Avx512Bf16 => {
-            "auto: bf16 (vdpbf16ps) can be faster than f32 on this CPU (measured 1.7x on \
-             Zen 5), but auto does not choose by measurement yet, so f32 (exact) is kept; \
-             --precision bf16 runs it"
-        }
-        BIsaKind::Avx512Widen => {
-            "auto: no AMX; bf16 weights widened to f32 FMAs (the fastest bf16 path here) \
-             run at about f32 speed, not faster, so f32 (exact) is kept"
-        }
-        BIsaKind::Amx => {
-            "auto: AMX bf16 (tdpbf16ps) is available, but auto does not choose by \
-             measurement yet, so f32 (exact) is kept; --precision bf16 runs it"
-        }
-        BIsaKind::Scalar => "auto: no bf16 SIMD path on this CPU / ISA",
-    };
-    (Precision::F32, why.into())
+    match tuning.and_then(|t| Some((t.auto.parse::<Precision>().ok()?, t))) {
+        Some((p @ (Precision::F32 | Precision::Bf16), t)) => (p, t.auto_reason.clone()),
+        _ => (
+            Precision::F32,
+            "auto: no measured kernel choice (tuning off or a kernel path forced), so f32 \
+             (exact)"
+                .into(),
+        ),
+    }
 }
 
 /// The result of embedding a list of texts.
@@ -222,6 +229,8 @@ pub struct Embedder {
     max_batch_tokens: usize,
     /// Why the precision was chosen ("requested", or `auto`'s reason).
     precision_reason: String,
+    /// The measured kernel choice, when tuning ran (or was read from the cache).
+    tuned: Option<crate::tune::Tuned>,
     /// Forward buffers, one per concurrent call, reused across calls (flat memory).
     scratch: std::sync::Mutex<Vec<Scratch>>,
     /// Whose work is on the pool (see `turns.rs`).
@@ -401,12 +410,35 @@ impl Embedder {
             &config,
             opts.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
         )?;
-        let paths = resolve_paths(opts.isa, opts.qisa, opts.bisa)?;
-        let mut weights = BertWeights::load(dir, &config.bert)?;
+        let forced = opts.isa.is_some() || opts.qisa.is_some() || opts.bisa.is_some();
+        let cache_dir = opts
+            .cache_dir
+            .clone()
+            .or_else(crate::tune::default_cache_dir);
+        let tuned = if opts.tune.unwrap_or(true) && !forced {
+            tune_or_warn(cache_dir.as_deref(), &config.bert)
+        } else {
+            None
+        };
+        let paths = match tuned.as_ref().and_then(|t| t.tuning.choice()) {
+            Some(c) => Paths {
+                isa: c.isa,
+                qisa: c.qisa,
+                bisa: c.bisa,
+            },
+            None => resolve_paths(opts.isa, opts.qisa, opts.bisa)?,
+        };
+        // The pool first: loading converts and packs the layers in parallel on it.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("e5embed-{i}"))
+            .build()
+            .map_err(|e| Error::ThreadPool(e.to_string()))?;
+        let mut weights = pool.install(|| BertWeights::load(dir, &config.bert))?;
         let prequantized = crate::model::is_prequantized(&weights);
         let (precision, precision_reason) = match opts.precision {
             Some(p) => (p, "requested".to_owned()),
-            None => auto_precision(prequantized, paths.bisa),
+            None => auto_precision(prequantized, tuned.as_ref().map(|t| &t.tuning)),
         };
         let max_batch_tokens = opts
             .max_batch_tokens
@@ -422,14 +454,22 @@ impl Embedder {
             .clone()
             .unwrap_or_else(|| Int8Recipe::default_for(paths.qisa));
         if precision == Precision::Int8 {
-            crate::model::smooth::calibrate(&mut weights, &tokenizer, paths.qisa, &recipe)?;
+            // Cached beside the tuning (a deterministic function of the files, the int8 path
+            // and the recipe: a cached calibration loads bitwise equal to computing it).
+            let mut warnings = Vec::new();
+            crate::model::smooth::calibrate_cached(
+                &mut weights,
+                &tokenizer,
+                paths.qisa,
+                &recipe,
+                cache_dir.as_deref().map(|c| (c, dir)),
+                &mut warnings,
+            )?;
+            for w in warnings {
+                eprintln!("e5embed: warning: {w}");
+            }
         }
-        let model = FastModel::new(weights, paths, precision, &recipe)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("e5embed-{i}"))
-            .build()
-            .map_err(|e| Error::ThreadPool(e.to_string()))?;
+        let model = pool.install(|| FastModel::new(weights, paths, precision, &recipe))?;
         Ok(Embedder {
             dir: dir.to_owned(),
             config,
@@ -439,6 +479,7 @@ impl Embedder {
             threads,
             max_batch_tokens,
             precision_reason,
+            tuned,
             scratch: std::sync::Mutex::new(Vec::new()),
             turns: Turns::default(),
             timings: std::sync::Mutex::new(OpTimes::from_env()),
@@ -483,6 +524,12 @@ impl Embedder {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The measured kernel choice and where it came from (`None`: tuning off, or a kernel
+    /// path forced).
+    pub fn tuning(&self) -> Option<&crate::tune::Tuned> {
+        self.tuned.as_ref()
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -819,6 +866,24 @@ impl Embedder {
     /// Pooling mode in use.
     pub fn pooling(&self) -> Pooling {
         self.config.pooling
+    }
+}
+
+/// The tuning for `c` from the cache in `dir`, or measured now. Its warnings (a corrupt
+/// cache, a failed write) go to stderr; a failed measurement is a warning too, and the fixed
+/// rule then chooses: tuning never stops a model from loading.
+fn tune_or_warn(dir: Option<&Path>, c: &crate::config::BertConfig) -> Option<crate::tune::Tuned> {
+    match crate::tune::load_or_measure(dir, c, false) {
+        Ok(t) => {
+            for w in &t.warnings {
+                eprintln!("e5embed: warning: {w}");
+            }
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("e5embed: warning: kernel tuning failed ({e}); using the fixed choice");
+            None
+        }
     }
 }
 

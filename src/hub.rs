@@ -514,7 +514,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = TempFile::next_to(dest);
     std::fs::write(&tmp.path, bytes).map_err(io_err(&tmp.path))?;
     tmp.persist(dest)

@@ -24,7 +24,8 @@
 //!
 //! The API: [`Embedder`] (load, embed, prompts, `embed_into`), [`EmbedderOptions`],
 //! [`Embeddings`] / [`EmbedInfo`], [`Error`], the pooling helpers in [`pool`], the hub
-//! resolver in [`hub`], int8 saving in [`quantize`], the configuration types in [`config`].
+//! resolver in [`hub`], int8 saving in [`quantize`], the configuration types in [`config`], the kernel choice by
+//! measurement in [`tune`].
 #![deny(unsafe_code)]
 
 pub mod config;
@@ -34,6 +35,7 @@ pub mod hub;
 pub mod pool;
 pub mod quantize;
 pub mod tokenize;
+pub mod tune;
 mod turns;
 
 /// The engine's insides (src/internals.rs): not a stable API, users need none of it.

@@ -1,5 +1,6 @@
 //! The `e5embed` command line: `embed` texts to JSON lines or .npy, `bench` the forward pass,
-//! `info` about the model and the kernels this CPU will run, `quantize` a model to int8.
+//! `info` about the model and the kernels this CPU will run, `quantize` a model to int8,
+//! `tune` the kernel choice.
 //! Each subcommand lives in `src/cli/`.
 
 mod cli;
@@ -30,6 +31,9 @@ enum Command {
     /// Save an int8 copy of a model (per-channel int8 Linear weights + scales) that loads
     /// instantly and runs at --precision int8.
     Quantize(cli::quantize::QuantizeArgs),
+    /// Measure the kernel paths on this CPU at the model's GEMM shapes and rewrite the cache
+    /// that loads read (the choice `info` shows).
+    Tune(cli::tune::TuneArgs),
     /// Serve embeddings over HTTP (OpenAI /v1/embeddings and TEI /embed): runs the
     /// e5embed-server binary with these arguments.
     Serve(cli::serve::ServeArgs),
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Info(a) => cli::info::run(a),
         Command::Quantize(a) => cli::quantize::run(a),
         Command::Serve(a) => cli::serve::run(a),
+        Command::Tune(a) => cli::tune::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::config::BertConfig;
@@ -35,6 +36,14 @@ impl Matrix {
         }
     }
 
+    /// Number of weights.
+    fn len(&self) -> usize {
+        match self {
+            Matrix::F32(w) => w.len(),
+            Matrix::Int8 { q, .. } => q.len(),
+        }
+    }
+
     /// Stacks matrices with the same `in` dimension along `out` (Q, K, V → QKV). Int8 stays
     /// int8 when all parts are (per-channel scales stack with their rows); otherwise f32.
     fn stack(parts: Vec<Matrix>) -> Matrix {
@@ -48,7 +57,11 @@ impl Matrix {
             }
             Matrix::Int8 { q, scales }
         } else {
-            Matrix::F32(parts.iter().flat_map(|m| m.to_f32().into_owned()).collect())
+            let mut w = Vec::with_capacity(parts.iter().map(|m| m.len()).sum());
+            for m in &parts {
+                w.extend_from_slice(&m.to_f32());
+            }
+            Matrix::F32(w)
         }
     }
 }
@@ -273,8 +286,9 @@ impl BertWeights {
     fn from_source(src: &TensorSource<'_>, c: &BertConfig) -> Result<Self> {
         let h = c.hidden_size;
         let i = c.intermediate_size;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for l in 0..c.num_hidden_layers {
+        // Layers are read, converted and checked in parallel (on the caller's rayon pool); the
+        // first error in file order is the one reported, as a sequential read would.
+        let layer = |l: usize| -> Result<LayerWeights> {
             let p = format!("encoder.layer.{l}.");
             let q_w = src.matrix(&format!("{p}attention.self.query.weight"), &[h, h])?;
             let k_w = src.matrix(&format!("{p}attention.self.key.weight"), &[h, h])?;
@@ -331,11 +345,21 @@ impl BertWeights {
                     });
                 }
             }
-            layers.push(layer);
-        }
+            Ok(layer)
+        };
+        let (layers, word_emb) = rayon::join(
+            || {
+                (0..c.num_hidden_layers)
+                    .into_par_iter()
+                    .map(layer)
+                    .collect::<Vec<Result<LayerWeights>>>()
+            },
+            || src.get("embeddings.word_embeddings.weight", &[c.vocab_size, h]),
+        );
+        let layers = layers.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(BertWeights {
             config: c.clone(),
-            word_emb: src.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            word_emb: word_emb?,
             pos_emb: src.get(
                 "embeddings.position_embeddings.weight",
                 &[c.max_position_embeddings, h],

@@ -118,16 +118,27 @@ fn bf16_is_bitwise_batch_invariant() {
 }
 
 #[test]
-fn auto_precision_is_f32_without_amx_and_int8_for_a_quantized_model() {
-    for bisa in BIsa::available() {
-        let (p, why) = auto_precision(false, bisa);
-        assert_eq!(p, Precision::F32, "{}: {why}", bisa.name());
-        assert!(why.starts_with("auto: "), "{why}");
-        assert_eq!(auto_precision(true, bisa).0, Precision::Int8);
-    }
-    let e = Embedder::load(model_dir("all-MiniLM-L6-v2")).unwrap();
-    assert_eq!(e.precision(), Precision::F32);
-    assert!(e.precision_reason().starts_with("auto: "));
+fn auto_precision_follows_the_measurement_and_int8_for_a_quantized_model() {
+    // No measurement (tuning off, a forced path): f32, exact.
+    let (p, why) = auto_precision(false, None);
+    assert_eq!(p, Precision::F32, "{why}");
+    assert!(why.starts_with("auto: "), "{why}");
+    assert_eq!(auto_precision(true, None).0, Precision::Int8);
+    let dir = model_dir("all-MiniLM-L6-v2");
+    let off = Embedder::load_with(&dir, &EmbedderOptions::default().tune(false)).unwrap();
+    assert_eq!(off.precision(), Precision::F32);
+    assert!(off.tuning().is_none());
+    // Measured (in a private cache directory, so this test measures): auto is the
+    // measurement's choice, and a saved int8 model stays int8 whatever was measured.
+    let cache = std::env::temp_dir().join(format!("e5embed-bf16-auto-{}", std::process::id()));
+    let e =
+        Embedder::load_with(&dir, &EmbedderOptions::default().cache_dir(cache.clone())).unwrap();
+    let t = e.tuning().expect("tuning runs by default");
+    assert_eq!(e.precision().name(), t.tuning.auto);
+    assert_eq!(e.precision_reason(), t.tuning.auto_reason);
+    assert_eq!(auto_precision(true, Some(&t.tuning)).0, Precision::Int8);
+    assert!(cache.join(e5embed::tune::CACHE_FILE).is_file());
+    let _ = std::fs::remove_dir_all(&cache);
     assert_eq!(Precision::parse_request("auto").unwrap(), None);
     assert_eq!(
         Precision::parse_request("BF16").unwrap(),

@@ -140,6 +140,7 @@ fn bench_json_has_the_documented_keys() {
             "--iters",
             "3",
             "--json",
+            "--no-tune",
         ],
         b"",
     );
@@ -312,6 +313,74 @@ fn bench_corpus_and_info_json() {
     );
 }
 
+/// `e5embed` with its cache directory at `cache` (`XDG_CACHE_HOME`).
+fn run_cached(args: &[&str], cache: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tune_writes_the_cache_that_info_reads_and_a_corrupt_cache_is_a_warning() {
+    let m = tiny_model();
+    let m = m.to_str().unwrap();
+    let cache = temp_dir("cli-tune-cache");
+    let file = cache.join("e5embed").join(e5embed::tune::CACHE_FILE);
+    // First load: measured and saved.
+    let out = run_cached(&["info", "--model", m], &cache);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("measured at this load"), "{text}");
+    assert!(file.is_file());
+    // Second load: read from the cache.
+    let out = run_cached(&["info", "--model", m, "--json"], &cache);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tuning"]["source"], "cached");
+    // `tune` measures again and rewrites the file.
+    let before = std::fs::read(&file).unwrap();
+    let out = run_cached(&["tune", "--model", m], &cache);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("auto ") && text.contains("saved "), "{text}");
+    assert_ne!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "tune rewrites the cache"
+    );
+    // A corrupt file: a warning, a new measurement, and the load succeeds.
+    std::fs::write(&file, b"{\"machine\": [1, 2").unwrap();
+    let out = run_cached(&["embed", "--model", m, "hello"], &cache);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("unreadable"),
+        "{err}"
+    );
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+    let out = run_cached(&["info", "--model", m, "--json"], &cache);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["tuning"]["source"], "cached",
+        "the file was rewritten whole"
+    );
+    // --no-tune and a forced --isa bypass it.
+    let out = run_cached(&["info", "--model", m, "--json", "--isa", "scalar"], &cache);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["tuning"].is_null());
+    assert_eq!(v["precision"], "f32");
+}
+
 #[test]
 fn precision_and_isa_choices_are_reported_or_refused_clearly() {
     let m = tiny_model();
@@ -324,11 +393,17 @@ fn precision_and_isa_choices_are_reported_or_refused_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["precision"], "f32");
+    // The measured choice (f32 or bf16, whichever measured faster here).
+    assert_eq!(info["precision"], info["tuning"]["measured"]["auto"]);
     assert!(info["precision_reason"]
         .as_str()
         .unwrap()
         .starts_with("auto: "));
+    // No tuning: f32, by the fixed rule.
+    let out = run(&["info", "--model", m, "--json", "--no-tune"], b"");
+    let fixed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fixed["precision"], "f32");
+    assert!(fixed["tuning"].is_null());
     assert!(info["amx"].as_str().unwrap().contains("AMX"));
     assert_eq!(
         info["precisions"],

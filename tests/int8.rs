@@ -136,3 +136,105 @@ fn int8_is_batch_invariant() {
         );
     }
 }
+
+/// The int8 calibration cache (`smooth::calibrate_cached`): computed once and written, read
+/// back bitwise, a corrupt or mismatching file is a warning and a new calibration, a model
+/// file with another modification time is another key; and an embedder loaded through the
+/// cache gives bitwise the vectors of one without it.
+#[test]
+fn calibration_cache_round_trip_corrupt_and_stale() {
+    use e5embed::internals::model::smooth::{
+        calibrate, calibrate_cached, CalibrationSource, CALIBRATION_DIR,
+    };
+    use e5embed::internals::weights::BertWeights;
+    use e5embed::Int8Recipe;
+    let dir = temp_dir("calib-model");
+    write_tiny_model(&dir, &tiny_tensors(11), safetensors::tensor::Dtype::F32);
+    let config = e5embed::ModelConfig::from_dir(&dir).unwrap();
+    let tok = e5embed::tokenize::TextTokenizer::from_file(
+        &dir.join("tokenizer.json"),
+        config.max_seq_length,
+    )
+    .unwrap();
+    let qisa = QIsa::best();
+    let recipe = Int8Recipe::default_for(qisa);
+    let cache = temp_dir("calib-cache");
+    let load = || BertWeights::load(&dir, &config.bert).unwrap();
+    let factors =
+        |w: &BertWeights| -> Vec<_> { w.layers.iter().map(|l| l.smooth.clone()).collect() };
+    let run = |w: &mut BertWeights| {
+        let mut warnings = Vec::new();
+        let s =
+            calibrate_cached(w, &tok, qisa, &recipe, Some((&cache, &dir)), &mut warnings).unwrap();
+        (s, warnings)
+    };
+    let mut plain = load();
+    calibrate(&mut plain, &tok, qisa, &recipe).unwrap();
+    let expected = factors(&plain);
+    if recipe.smoothed.is_empty() {
+        return; // the AVX2 int8 path smooths nothing: no calibration to cache
+    }
+    assert!(expected.iter().any(|l| l.iter().any(|s| s.is_some())));
+    let mut a = load();
+    assert_eq!(run(&mut a), (CalibrationSource::Computed, vec![]));
+    assert_eq!(factors(&a), expected);
+    let mut b = load();
+    assert_eq!(run(&mut b), (CalibrationSource::Cached, vec![]));
+    assert_eq!(
+        factors(&b),
+        expected,
+        "cached factors are bitwise the computed ones"
+    );
+    let files: Vec<_> = std::fs::read_dir(cache.join(CALIBRATION_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    let good = std::fs::read(file).unwrap();
+    // Corrupt: a warning, computed again, the file rewritten whole.
+    std::fs::write(file, b"{\"key\": nul").unwrap();
+    let mut c = load();
+    let (src, warnings) = run(&mut c);
+    assert_eq!(src, CalibrationSource::Computed);
+    assert!(
+        warnings.iter().any(|w| w.contains("unreadable")),
+        "{warnings:?}"
+    );
+    assert_eq!(factors(&c), expected);
+    assert_eq!(run(&mut load()).0, CalibrationSource::Cached);
+    // Factors of the wrong length under the right key: a warning, computed again.
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["factors"][0]["bits"].as_array_mut().unwrap().pop();
+    std::fs::write(file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (src, warnings) = run(&mut load());
+    assert_eq!(src, CalibrationSource::Computed);
+    assert!(
+        warnings.iter().any(|w| w.contains("does not fit")),
+        "{warnings:?}"
+    );
+    // The model file changed (another modification time): another key, computed again.
+    let st = std::fs::File::options()
+        .append(true)
+        .open(dir.join("model.safetensors"))
+        .unwrap();
+    st.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(st);
+    assert_eq!(run(&mut load()).0, CalibrationSource::Computed);
+    assert_eq!(run(&mut load()).0, CalibrationSource::Cached);
+    // Through the embedder: the same vectors with and without the cache.
+    let texts = ["hello world", "a longer text about calibration caches"];
+    let with = |cache_dir: Option<std::path::PathBuf>| {
+        let mut o = EmbedderOptions::default()
+            .precision(Precision::Int8)
+            .qisa(qisa.kind());
+        o.cache_dir = cache_dir;
+        let e = Embedder::load_with(&dir, &o).unwrap();
+        e.embed(&texts).unwrap().vectors
+    };
+    let cached = with(Some(cache.clone()));
+    let fresh = with(Some(temp_dir("calib-cache-2")));
+    assert_eq!(cached, fresh);
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -175,9 +175,15 @@ class Guard:
 # Setup
 
 
+def _cpuinfo_field(cpuinfo: str, name: str) -> str:
+    return next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines()
+                 if l.split(":", 1)[0].strip() == name), "?")
+
+
 def machine_header() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
+    model = _cpuinfo_field(cpuinfo, "model name")
+    family, cpu_model_no = _cpuinfo_field(cpuinfo, "cpu family"), _cpuinfo_field(cpuinfo, "model")
     flags = set(next((l.split(":", 1)[1].split() for l in cpuinfo.splitlines() if l.startswith("flags")), []))
     summary = {"avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
                "avx512_bf16": "avx512_bf16" in flags, "amx": any(f.startswith("amx") for f in flags)}
@@ -188,7 +194,8 @@ def machine_header() -> dict:
 
     dirty = git("status", "--porcelain", "--", "src", "kernels", "Cargo.toml", "Cargo.lock")
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu_model": model, "cpus": os.cpu_count(), "flags": summary, "commit": git("rev-parse", "--short", "HEAD"),
+            "cpu_model": model, "cpu_family": family, "cpu_model_number": cpu_model_no,
+            "cpus": os.cpu_count(), "flags": summary, "commit": git("rev-parse", "--short", "HEAD"),
             "engine_tree_dirty": bool(dirty)}
 
 
@@ -429,7 +436,8 @@ def markdown(rep: dict) -> str:
     lines = [
         f"# tools/compare: {Path(rep['model']).name}",
         "",
-        f"{h['date']} · {h['cpu_model']} ({h['cpus']} CPUs; {flags}) · threads {rep['threads']} · "
+        f"{h['date']} · {h['cpu_model']} (family {h.get('cpu_family', '?')} model "
+        f"{h.get('cpu_model_number', '?')}; {h['cpus']} CPUs; {flags}) · threads {rep['threads']} · "
         f"commit {h['commit']}{' + uncommitted engine changes' if h['engine_tree_dirty'] else ''} · "
         f"`{rep['command']}`",
         "",
@@ -518,6 +526,29 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_slug(h: dict) -> str:
+    """`amd-epyc-f25-m17`: the model string's words and the family / model numbers (a model string
+    alone, e.g. a VM's "AMD EPYC", does not tell CPU generations apart)."""
+    words = "".join(c if c.isalnum() else "-" for c in h["cpu_model"].lower())
+    words = "-".join(w for w in words.split("-") if w and w not in ("r", "tm", "cpu", "processor"))
+    return f"{words or 'unknown'}-f{h.get('cpu_family', '?')}-m{h.get('cpu_model_number', '?')}"
+
+
+def save_result(rep: dict, text: str, results_dir: Path) -> Path:
+    """Writes the run's table to results_dir/<date>-<cpu-slug>-<commit>.md (a temporary name renamed
+    into place); a second run the same day on the same commit and CPU gets a -2, -3, ... suffix."""
+    h = rep["header"]
+    stem = f"{h['date'][:10]}-{cpu_slug(h)}-{h['commit']}{'-dirty' if h['engine_tree_dirty'] else ''}"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path, n = results_dir / f"{stem}.md", 2
+    while path.exists():
+        path, n = results_dir / f"{stem}-{n}.md", n + 1
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Compare e5embed with ONNX Runtime and OpenVINO on this machine.")
     ap.add_argument("--model", default="e5-small-v2-shape", help="model name under $E5EMBED_MODELS or a directory")
@@ -540,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="hold the bench lock for the whole timed phase (default, like `flock LOCK cmd`) "
                          "or take it for each timing and let other benches run in between")
     ap.add_argument("--retries", type=int, default=3, help="reruns of a disturbed timing (default 3)")
+    ap.add_argument("--results-dir", default=str(REPO_DIR / "bench" / "results"),
+                    help="where the run's table is saved as <date>-<cpu>-<commit>.md (default bench/results)")
+    ap.add_argument("--no-save", action="store_true", help="do not save the table under --results-dir")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.corpus_texts = args.corpus_texts or (200 if args.quick else 2000)
@@ -550,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(rep, indent=1, default=str) + "\n")
     text = markdown(rep)
     sys.stdout.write(text)
+    if not args.no_save:
+        log(f"table saved to {save_result(rep, text, Path(args.results_dir))}")
     if args.json:
         rep["markdown"] = text
         Path(args.json).write_text(json.dumps(rep, indent=1, default=str) + "\n")

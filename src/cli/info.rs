@@ -43,6 +43,11 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
             "precisions": PRECISIONS,
             "threads": embedder.threads(),
             "max_batch_tokens": embedder.max_batch_tokens(),
+            "tuning": embedder.tuning().map(|t| serde_json::json!({
+                "source": format!("{:?}", t.source).to_lowercase(),
+                "cache": t.path,
+                "measured": t.tuning,
+            })),
         });
         println!("{obj}");
         return Ok(());
@@ -79,6 +84,31 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
         embedder.qisa().name(),
         embedder.bisa().name()
     );
+    match embedder.tuning() {
+        Some(t) => {
+            let from = match (t.source, &t.path) {
+                (e5embed::tune::Source::Cached, Some(p)) => format!("cached in {}", p.display()),
+                (_, Some(p)) => format!(
+                    "measured at this load in {:.1} ms, saved to {}",
+                    t.tuning.measure_ms,
+                    p.display()
+                ),
+                (_, None) => format!(
+                    "measured at this load in {:.1} ms, no cache directory",
+                    t.tuning.measure_ms
+                ),
+            };
+            println!(
+                "kernel choice    measured, {} x GEMMs of {} rows ({from})",
+                t.tuning.shapes.nk.len(),
+                t.tuning.shapes.m
+            );
+            for line in t.tuning.summary() {
+                println!("                 {line}");
+            }
+        }
+        None => println!("kernel choice    fixed rule (--no-tune or --isa)"),
+    }
     println!("threads          {}", embedder.threads());
     println!("max batch tokens {}", embedder.max_batch_tokens());
     Ok(())

@@ -6,6 +6,7 @@ pub mod embed;
 pub mod info;
 pub mod quantize;
 pub mod serve;
+pub mod tune;
 
 use std::path::PathBuf;
 
@@ -102,8 +103,8 @@ pub struct ModelArgs {
     /// qkv, out, up, down; default: the measured recipe). Used by tools/accuracy.
     #[arg(long, hide = true)]
     pub int8_gemms: Option<String>,
-    /// GEMM precision (default auto: int8 for a model saved by `e5embed quantize`, else f32
-    /// unless the CPU's bf16 path is faster; `info` says why).
+    /// GEMM precision (default auto: int8 for a model saved by `e5embed quantize`, else bf16
+    /// where it measured faster than f32 on this CPU, else f32; `info` says why).
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
     /// Pooling (default: the model's 1_Pooling/config.json, else mean).
@@ -113,6 +114,12 @@ pub struct ModelArgs {
     /// one, false, as sentence-transformers).
     #[arg(long)]
     pub normalize: Option<bool>,
+    /// Do not choose kernels by measurement: the best path of each family by the fixed rule,
+    /// and auto = f32 (reproducible benchmarks). Default: measured once per CPU and model
+    /// shape, cached in $XDG_CACHE_HOME/e5embed or ~/.cache/e5embed (`e5embed tune`
+    /// re-measures); a forced --isa also turns it off.
+    #[arg(long)]
+    pub no_tune: bool,
 }
 
 /// The model directory: a local directory, a hub repo id, or the default test model.
@@ -150,6 +157,7 @@ pub fn load(m: &ModelArgs) -> Result<Embedder, Error> {
     opts.precision = m.precision.and_then(PrecisionArg::precision);
     opts.int8_recipe = int8_recipe;
     opts.normalize = m.normalize;
+    opts.tune = m.no_tune.then_some(false);
     opts.pooling = m.pooling.map(|p| match p {
         PoolingArg::Mean => Pooling::Mean,
         PoolingArg::Cls => Pooling::Cls,

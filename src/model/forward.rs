@@ -106,9 +106,11 @@ impl FastModel {
             };
             Linear::new(m, s.as_deref(), n, k, paths, p)
         };
+        // Packed in parallel on the caller's rayon pool (the embedder's, at load); the first
+        // error in layer order is reported.
         let layers = w
             .layers
-            .into_iter()
+            .into_par_iter()
             .map(|l| {
                 let s = &l.smooth;
                 // The down projection's GELU input is one-sided: unsigned int8 (`smooth`).
@@ -130,6 +132,8 @@ impl FastModel {
                     ffn_ln_b: l.ffn_ln_b,
                 })
             })
+            .collect::<Vec<Result<FastLayer>>>()
+            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         Ok(FastModel {
             config: c,

@@ -12,8 +12,12 @@
 //! deterministic function of the model and the int8 path: `e5embed quantize` stores them
 //! (`<weight>_smooth`, `[in]` f32) and a saved model loads bitwise equal to quantizing at load.
 
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
 use e5embed_kernels::qgemm::{QIsa, QIsaKind};
 use e5embed_kernels::{Isa, IsaKind};
+use serde::{Deserialize, Serialize};
 
 use super::forward::{self, FastLayer};
 use super::scratch::Scratch;
@@ -237,39 +241,253 @@ impl Int8Recipe {
     }
 }
 
-/// Calibrates and sets `LayerWeights::smooth` for every GEMM that runs in int8, is smoothed
-/// by `recipe` and still has f32 weights (a saved int8 model carries its own factors).
+/// Sets the SmoothQuant factors of `w`'s f32 Linear layers that `recipe` smooths, from a
+/// calibration forward (see the module docs); a saved smoothed model has its factors already.
 pub fn calibrate(
     w: &mut BertWeights,
     tokenizer: &TextTokenizer,
     qisa: QIsa,
     recipe: &Int8Recipe,
 ) -> Result<()> {
-    recipe.validate()?;
+    calibrate_cached(w, tokenizer, qisa, recipe, None, &mut Vec::new()).map(|_| ())
+}
+
+/// The (layer, GEMM) pairs a calibration sets: smoothed int8 GEMMs whose weights are f32.
+fn calibration_todo(w: &BertWeights, recipe: &Int8Recipe) -> Vec<(usize, usize)> {
     let wanted = |g: &str| recipe.is_int8(g) && recipe.smoothed.iter().any(|s| s == g);
-    let todo: Vec<(usize, usize)> = (0..w.layers.len())
+    (0..w.layers.len())
         .flat_map(|l| (0..4).map(move |g| (l, g)))
         .filter(|&(l, g)| wanted(GEMMS[g]) && matches!(w.layers[l].linear(g), Matrix::F32(_)))
-        .collect();
-    if todo.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+/// The factors of each pair of `todo`, from the calibration forward.
+fn compute_factors(
+    w: &BertWeights,
+    tokenizer: &TextTokenizer,
+    qisa: QIsa,
+    recipe: &Int8Recipe,
+    todo: &[(usize, usize)],
+) -> Result<Vec<Vec<f32>>> {
     let seqs = tokenizer
         .encode_batch(CALIBRATION_TEXTS)?
         .into_iter()
         .map(|t| t.ids)
         .collect::<Vec<_>>();
     let stats = activation_absmax(w, &seqs, qisa)?;
-    let alpha = recipe.alpha;
-    for (l, g) in todo {
-        let k = stats[l][g].len();
-        let s = factors(&stats[l][g], &w.layers[l].linear(g).to_f32(), k, alpha);
-        if s.len() != k {
-            return Err(Error::InvalidInput(
-                "smoothing: factor count mismatch".into(),
-            ));
-        }
+    todo.iter()
+        .map(|&(l, g)| {
+            let k = stats[l][g].len();
+            let s = factors(
+                &stats[l][g],
+                &w.layers[l].linear(g).to_f32(),
+                k,
+                recipe.alpha,
+            );
+            if s.len() != k {
+                return Err(Error::InvalidInput(
+                    "smoothing: factor count mismatch".into(),
+                ));
+            }
+            Ok(s)
+        })
+        .collect()
+}
+
+fn apply(w: &mut BertWeights, todo: &[(usize, usize)], factors: Vec<Vec<f32>>) {
+    for (&(l, g), s) in todo.iter().zip(factors) {
         w.layers[l].smooth[g] = Some(s);
     }
-    Ok(())
+}
+
+/// Bumped whenever the calibration (its texts, statistics or factor rule) changes: a cached
+/// calibration of another version is computed again.
+pub const CALIBRATION_VERSION: u32 = 1;
+
+/// The cache's subdirectory (in the tuning cache directory, `crate::tune::default_cache_dir`).
+pub const CALIBRATION_DIR: &str = "calibration";
+
+/// What a cached calibration is valid for: the model and tokenizer files (path, size,
+/// modification time), the int8 path, the recipe and [`CALIBRATION_VERSION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalibrationKey {
+    pub model: String,
+    pub model_size: u64,
+    pub model_mtime_ns: u128,
+    pub tokenizer_size: u64,
+    pub tokenizer_mtime_ns: u128,
+    pub int8_path: String,
+    pub recipe: String,
+    pub version: u32,
+}
+
+impl CalibrationKey {
+    /// The key of a model directory's files (`None` when their metadata cannot be read:
+    /// nothing is cached then).
+    pub fn of(model_dir: &Path, qisa: QIsa, recipe: &Int8Recipe) -> Option<CalibrationKey> {
+        let stat = |name: &str| -> Option<(u64, u128)> {
+            let m = std::fs::metadata(model_dir.join(name)).ok()?;
+            let t = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+            Some((m.len(), t.as_nanos()))
+        };
+        let (model_size, model_mtime_ns) = stat("model.safetensors")?;
+        let (tokenizer_size, tokenizer_mtime_ns) = stat("tokenizer.json")?;
+        let model = std::fs::canonicalize(model_dir.join("model.safetensors")).ok()?;
+        Some(CalibrationKey {
+            model: model.to_string_lossy().into_owned(),
+            model_size,
+            model_mtime_ns,
+            tokenizer_size,
+            tokenizer_mtime_ns,
+            int8_path: qisa.name().to_owned(),
+            recipe: format!("{recipe:?}"),
+            version: CALIBRATION_VERSION,
+        })
+    }
+
+    /// The file name: a 64-bit FNV-1a hash of the key (stable across builds); the file holds
+    /// the whole key, which is compared on reading.
+    pub fn file_name(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}.json")
+    }
+}
+
+/// A cached calibration: the key and each smoothed GEMM's factors as f32 bits (exact).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CalibrationFile {
+    key: CalibrationKey,
+    factors: Vec<CachedFactors>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedFactors {
+    layer: usize,
+    gemm: usize,
+    bits: Vec<u32>,
+}
+
+/// Where a load's SmoothQuant factors came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalibrationSource {
+    /// Nothing to calibrate (the recipe smooths nothing, or the model was saved smoothed).
+    NotNeeded,
+    /// Read from the cache.
+    Cached,
+    /// Computed at this load (and written to the cache where there is one).
+    Computed,
+}
+
+/// [`calibrate`] through a cache: `cache` is the cache directory and the model directory.
+/// The factors are a deterministic function of what the key holds, so a cached calibration
+/// loads bitwise equal to computing it. A corrupt, unreadable or mismatching file is a
+/// warning (pushed to `warnings`) and a new calibration; a failed write is a warning.
+pub fn calibrate_cached(
+    w: &mut BertWeights,
+    tokenizer: &TextTokenizer,
+    qisa: QIsa,
+    recipe: &Int8Recipe,
+    cache: Option<(&Path, &Path)>,
+    warnings: &mut Vec<String>,
+) -> Result<CalibrationSource> {
+    recipe.validate()?;
+    let todo = calibration_todo(w, recipe);
+    if todo.is_empty() {
+        return Ok(CalibrationSource::NotNeeded);
+    }
+    let key = cache.and_then(|(_, model_dir)| CalibrationKey::of(model_dir, qisa, recipe));
+    let file = match (cache, &key) {
+        (Some((dir, _)), Some(k)) => Some(dir.join(CALIBRATION_DIR).join(k.file_name())),
+        _ => None,
+    };
+    if let (Some(path), Some(key)) = (&file, &key) {
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<CalibrationFile>(&bytes) {
+                Ok(f) if f.key == *key => match cached_factors(w, &todo, &f) {
+                    Some(factors) => {
+                        apply(w, &todo, factors);
+                        return Ok(CalibrationSource::Cached);
+                    }
+                    None => warnings.push(format!(
+                        "the cached calibration {} does not fit the model; calibrating again",
+                        path.display()
+                    )),
+                },
+                Ok(_) => {} // a hash collision or an edited file: computed again, replaced
+                Err(e) => warnings.push(format!(
+                    "the cached calibration {} is unreadable ({e}); calibrating again",
+                    path.display()
+                )),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!(
+                "the cached calibration {} cannot be read ({e}); calibrating again",
+                path.display()
+            )),
+        }
+    }
+    let factors = compute_factors(w, tokenizer, qisa, recipe, &todo)?;
+    if let (Some(path), Some(key)) = (&file, key) {
+        let f = CalibrationFile {
+            key,
+            factors: todo
+                .iter()
+                .zip(&factors)
+                .map(|(&(layer, gemm), s)| CachedFactors {
+                    layer,
+                    gemm,
+                    bits: s.iter().map(|v| v.to_bits()).collect(),
+                })
+                .collect(),
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })
+            .and_then(|()| {
+                let json = serde_json::to_vec(&f)
+                    .map_err(|e| Error::InvalidInput(format!("calibration cache: {e}")))?;
+                crate::hub::write_atomic(path, &json)
+            });
+        if let Err(e) = written {
+            warnings.push(format!("the calibration cache could not be written: {e}"));
+        }
+    }
+    apply(w, &todo, factors);
+    Ok(CalibrationSource::Computed)
+}
+
+/// The cached factors in `todo`'s order, if the file has exactly those GEMMs with the right
+/// lengths and finite, positive values.
+fn cached_factors(
+    w: &BertWeights,
+    todo: &[(usize, usize)],
+    f: &CalibrationFile,
+) -> Option<Vec<Vec<f32>>> {
+    if f.factors.len() != todo.len() {
+        return None;
+    }
+    todo.iter()
+        .zip(&f.factors)
+        .map(|(&(l, g), c)| {
+            let k = if g == 3 {
+                w.config.intermediate_size
+            } else {
+                w.config.hidden_size
+            };
+            let s: Vec<f32> = c.bits.iter().map(|&b| f32::from_bits(b)).collect();
+            let ok = (c.layer, c.gemm) == (l, g)
+                && s.len() == k
+                && s.iter().all(|v| v.is_finite() && *v > 0.0);
+            ok.then_some(s)
+        })
+        .collect()
 }

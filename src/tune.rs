@@ -1,0 +1,903 @@
+//! Kernel choice by measurement, cached per CPU (as FFTW's wisdom).
+//!
+//! At the first load on a machine, every kernel path the CPU supports is timed on the model's
+//! own GEMM shapes (the four Linear layers of one encoder layer, `M` rows, one thread): the
+//! f32 paths (AVX2, AVX-512), the int8 paths that share the best path's recipe (AVX-512 VNNI,
+//! AVX-VNNI), the bf16 paths (`vdpbf16ps`, the widening path). The fastest of each family
+//! runs, and `auto` precision takes bf16 when its fastest path beats f32's by at least
+//! [`BF16_MIN_GAIN`] (bf16's mean cosine to f32 is >= 0.9999, which the project takes as equal
+//! accuracy; int8 is not, so `auto` never picks it for an f32 model). The result is written
+//! as JSON to `tuning.json` in the cache directory ([`default_cache_dir`]), keyed by the CPU's
+//! model string, its kernel-relevant feature set (microcode-independent: the instruction sets
+//! the kernels use, not the microcode revision) and [`KERNEL_VERSION`]; an entry per model
+//! shape. The next load reads it (no measurement). `e5embed tune` re-measures. A corrupt or
+//! unreadable file is a warning and a re-measurement, never an error.
+//!
+//! The measurement is bounded: `M` shrinks for large models so one pass of the four GEMMs
+//! stays near a fixed FLOP count, each candidate gets one warm-up and at most
+//! [`TIMED_RUNS`] timed passes (the minimum is kept), and once [`BUDGET_MS`] is spent the
+//! remaining candidates get a single timed pass.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use e5embed_kernels::bgemm::{self, BIsa, BIsaKind, Bf16Matrix};
+use e5embed_kernels::gemm::{self, PackedMatrix};
+use e5embed_kernels::isa::Features;
+use e5embed_kernels::qgemm::{self, QIsa, QIsaKind, QuantizedMatrix};
+use e5embed_kernels::{Epilogue, Isa, IsaKind};
+use serde::{Deserialize, Serialize};
+
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::model::{Int8Recipe, Precision};
+
+/// Bumped whenever a kernel changes speed enough that old measurements mislead: a cache
+/// written under another version is measured again.
+pub const KERNEL_VERSION: u32 = 1;
+
+/// The file in the cache directory.
+pub const CACHE_FILE: &str = "tuning.json";
+
+/// `auto` takes bf16 only when its fastest path needs at most this fraction of f32's time
+/// (5% faster at least: a smaller difference is within the measurement's noise, and f32 is
+/// exact).
+pub const BF16_MIN_GAIN: f64 = 0.95;
+
+/// The measurement's target wall time (ms); beyond it the remaining candidates are timed once.
+pub const BUDGET_MS: f64 = 50.0;
+
+/// Timed passes per candidate within the budget (after one warm-up).
+pub const TIMED_RUNS: usize = 2;
+
+/// FLOPs of one timed pass (the four GEMMs at `M` rows): `M` is chosen to stay near this
+/// (48 rows at e5-small-v2's shapes).
+const PASS_FLOPS: f64 = 2.0 * 48.0 * 1_769_472.0;
+
+/// `$XDG_CACHE_HOME/e5embed`, else `~/.cache/e5embed` (where `tools/fetch-models` puts the
+/// test models). `None` without either variable: tuning then measures and does not cache.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(x) = var("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(x).join("e5embed"));
+    }
+    var("HOME").map(|h| PathBuf::from(h).join(".cache/e5embed"))
+}
+
+/// What the cache is keyed by: the machine and the kernels' version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineKey {
+    /// The CPU's model string (`/proc/cpuinfo` `model name`, with family / model / stepping).
+    pub cpu: String,
+    /// The instruction sets the kernels use (not the microcode revision).
+    pub features: String,
+    pub kernel_version: u32,
+}
+
+impl MachineKey {
+    /// This machine.
+    pub fn current() -> MachineKey {
+        MachineKey {
+            cpu: cpu_model(),
+            features: format!("{:?}", Features::detected()),
+            kernel_version: KERNEL_VERSION,
+        }
+    }
+}
+
+/// The CPU's model string: `model name (family F model M stepping S)` from `/proc/cpuinfo`
+/// on x86-64 Linux; the `CPU part` fields on aarch64 Linux; `unknown` elsewhere.
+pub fn cpu_model() -> String {
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return "unknown".into();
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    match field("model name") {
+        Some(m) => format!(
+            "{m} (family {} model {} stepping {})",
+            field("cpu family").unwrap_or_default(),
+            field("model").unwrap_or_default(),
+            field("stepping").unwrap_or_default()
+        ),
+        None => match (field("CPU implementer"), field("CPU part")) {
+            (Some(i), Some(p)) => format!("implementer {i} part {p}"),
+            _ => "unknown".into(),
+        },
+    }
+}
+
+/// The GEMM shapes a model's tuning is measured on: `(n, k)` of QKV, output, FFN up, FFN
+/// down, at `m` rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shapes {
+    pub m: usize,
+    pub nk: Vec<(usize, usize)>,
+}
+
+impl Shapes {
+    pub fn of(c: &BertConfig) -> Shapes {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let nk = vec![(3 * h, h), (h, h), (i, h), (h, i)];
+        let per_row: f64 = nk.iter().map(|&(n, k)| 2.0 * (n * k) as f64).sum();
+        // A multiple of 12 (every f32 / int8 / bf16 tile height divides 12 or 24 rows
+        // evenly enough), at least 12, at most 48.
+        let m = ((PASS_FLOPS / per_row.max(1.0)) as usize / 12 * 12).clamp(12, 48);
+        Shapes { m, nk }
+    }
+}
+
+/// One kernel path that can be timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    F32(IsaKind),
+    Int8(QIsaKind),
+    Bf16(BIsaKind),
+}
+
+impl Candidate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Candidate::F32(k) => k.name(),
+            Candidate::Int8(k) => k.name(),
+            Candidate::Bf16(k) => k.name(),
+        }
+    }
+}
+
+/// One family's measurement: each candidate's time (ms per pass, `None` when it was the
+/// only candidate and was not timed) and the winner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyResult {
+    pub choice: String,
+    pub times_ms: Vec<(String, Option<f64>)>,
+}
+
+impl FamilyResult {
+    /// The winner's time.
+    pub fn choice_ms(&self) -> Option<f64> {
+        self.times_ms
+            .iter()
+            .find(|(n, _)| *n == self.choice)
+            .and_then(|(_, t)| *t)
+    }
+}
+
+/// A model shape's tuning: the winners, the measured times and `auto`'s choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tuning {
+    pub shapes: Shapes,
+    pub f32: FamilyResult,
+    pub int8: FamilyResult,
+    pub bf16: FamilyResult,
+    /// The precision `auto` takes for an f32 model.
+    pub auto: String,
+    /// Why.
+    pub auto_reason: String,
+    /// How long the measurement took (ms).
+    pub measure_ms: f64,
+}
+
+/// The kernel paths and `auto` precision a tuning chose, as tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice {
+    pub isa: Isa,
+    pub qisa: QIsa,
+    pub bisa: BIsa,
+    pub auto: Precision,
+}
+
+impl Tuning {
+    /// The tokens, or `None` when a recorded path does not exist on this CPU (a cache written
+    /// elsewhere; it is then measured again).
+    pub fn choice(&self) -> Option<Choice> {
+        Some(Choice {
+            isa: Isa::new(self.f32.choice.parse().ok()?)?,
+            qisa: QIsa::new(self.int8.choice.parse().ok()?)?,
+            bisa: BIsa::new(self.bf16.choice.parse().ok()?)?,
+            auto: self.auto.parse().ok()?,
+        })
+    }
+
+    /// One line per family for `info`: `f32 avx512 (avx2 3.10 ms, avx512 2.05 ms)`.
+    pub fn summary(&self) -> Vec<String> {
+        let fam = |label: &str, r: &FamilyResult| {
+            let times: Vec<String> = r
+                .times_ms
+                .iter()
+                .map(|(n, t)| match t {
+                    Some(t) => format!("{n} {t:.2} ms"),
+                    None => "the only path, not timed".to_owned(),
+                })
+                .collect();
+            format!("{label} {} ({})", r.choice, times.join(", "))
+        };
+        vec![
+            fam("f32", &self.f32),
+            fam("int8", &self.int8),
+            fam("bf16", &self.bf16),
+        ]
+    }
+}
+
+/// The candidates of each family on this CPU: f32 and bf16 paths with SIMD (the scalar one
+/// only where there is nothing else); int8 paths that run the best path's recipe (the AVX2
+/// path's 7-bit weights take another recipe, with different accuracy: never by speed).
+pub fn candidates() -> [Vec<Candidate>; 3] {
+    fn simd<F: e5embed_kernels::isa::Family>(
+        avail: Vec<e5embed_kernels::isa::Path<F>>,
+        scalar: F,
+    ) -> Vec<F> {
+        let v: Vec<F> = avail
+            .iter()
+            .map(|p| p.kind())
+            .filter(|&k| k != scalar)
+            .collect();
+        if v.is_empty() {
+            vec![scalar]
+        } else {
+            v
+        }
+    }
+    let f32s = simd(Isa::available(), IsaKind::Scalar);
+    let best_recipe = Int8Recipe::default_for(QIsa::best());
+    let int8s: Vec<QIsaKind> = QIsa::available()
+        .into_iter()
+        .filter(|q| Int8Recipe::default_for(*q) == best_recipe)
+        .map(|q| q.kind())
+        .filter(|&k| k != QIsaKind::Scalar || QIsa::best().kind() == QIsaKind::Scalar)
+        .collect();
+    let bf16s = simd(BIsa::available(), BIsaKind::Scalar);
+    [
+        f32s.into_iter().map(Candidate::F32).collect(),
+        int8s.into_iter().map(Candidate::Int8).collect(),
+        bf16s.into_iter().map(Candidate::Bf16).collect(),
+    ]
+}
+
+/// Times the candidates with `time` (ms per pass; the seam tests inject timings through) and
+/// chooses. A family with one candidate is not timed, except f32 and bf16 when `auto` needs
+/// both times to compare (bf16 has a SIMD path).
+pub fn measure_with(
+    shapes: Shapes,
+    cands: &[Vec<Candidate>; 3],
+    time: &mut dyn FnMut(Candidate, usize) -> Result<f64>,
+) -> Result<Tuning> {
+    let start = Instant::now();
+    let bf16_simd = cands[2]
+        .iter()
+        .any(|c| !matches!(c, Candidate::Bf16(BIsaKind::Scalar)));
+    let mut family = |list: &[Candidate], force: bool| -> Result<FamilyResult> {
+        let mut times = Vec::new();
+        for &c in list {
+            let t = if list.len() > 1 || force {
+                let spent = start.elapsed().as_secs_f64() * 1e3;
+                let runs = if spent < BUDGET_MS { TIMED_RUNS } else { 1 };
+                Some(time(c, runs)?)
+            } else {
+                None
+            };
+            times.push((c.name().to_owned(), t));
+        }
+        let best = times
+            .iter()
+            .min_by(|a, b| {
+                let (x, y) = (a.1.unwrap_or(f64::INFINITY), b.1.unwrap_or(f64::INFINITY));
+                x.total_cmp(&y)
+            })
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| Error::InvalidInput("tuning: a family with no kernel path".into()))?;
+        Ok(FamilyResult {
+            choice: best,
+            times_ms: times,
+        })
+    };
+    let f32 = family(&cands[0], bf16_simd)?;
+    let bf16 = family(&cands[2], bf16_simd)?;
+    let int8 = family(&cands[1], false)?;
+    let (auto, auto_reason) = match (f32.choice_ms(), bf16.choice_ms()) {
+        (Some(f), Some(b)) if b <= BF16_MIN_GAIN * f => (
+            Precision::Bf16,
+            format!(
+                "auto: bf16 ({}) measured {:.2} ms vs f32 ({}) {:.2} ms on this model's GEMMs: \
+                 {:.2}x, at the accuracy taken as equal (cosine to f32 >= 0.9999)",
+                bf16.choice,
+                b,
+                f32.choice,
+                f,
+                f / b
+            ),
+        ),
+        (Some(f), Some(b)) => (
+            Precision::F32,
+            format!(
+                "auto: bf16 ({}) measured {:.2} ms vs f32 ({}) {:.2} ms on this model's GEMMs, \
+                 not {:.0}% faster, so f32 (exact)",
+                bf16.choice,
+                b,
+                f32.choice,
+                f,
+                (1.0 - BF16_MIN_GAIN) * 100.0
+            ),
+        ),
+        _ => (
+            Precision::F32,
+            "auto: no bf16 SIMD path on this CPU, so f32".to_owned(),
+        ),
+    };
+    Ok(Tuning {
+        shapes,
+        f32,
+        int8,
+        bf16,
+        auto: auto.name().to_owned(),
+        auto_reason,
+        measure_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Measures this CPU's candidates on `shapes` with the real kernels.
+pub fn measure(shapes: &Shapes) -> Result<Tuning> {
+    let mut timer = GemmTimer::new(shapes);
+    measure_with(shapes.clone(), &candidates(), &mut |c, runs| {
+        timer.time(c, runs)
+    })
+}
+
+/// One timed pass of a candidate's GEMMs into the output buffer.
+type Pass<'a> = Box<dyn FnMut(&mut [f32]) -> Result<()> + 'a>;
+
+/// Times one pass of the four GEMMs per candidate on pseudo-random weights (the kernels'
+/// speed does not depend on the values).
+struct GemmTimer {
+    shapes: Shapes,
+    /// Per shape: the f32 weights `[n, k]`.
+    weights: Vec<Vec<f32>>,
+    a: Vec<f32>,
+}
+
+impl GemmTimer {
+    fn new(shapes: &Shapes) -> GemmTimer {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let weights = shapes
+            .nk
+            .iter()
+            .map(|&(n, k)| (0..n * k).map(|_| next() * 0.1).collect())
+            .collect();
+        let kmax = shapes.nk.iter().map(|&(_, k)| k).max().unwrap_or(0);
+        let a = (0..shapes.m * kmax).map(|_| next()).collect();
+        GemmTimer {
+            shapes: shapes.clone(),
+            weights,
+            a,
+        }
+    }
+
+    /// The best of `runs` timed passes after one warm-up, in ms.
+    fn time(&mut self, c: Candidate, runs: usize) -> Result<f64> {
+        let m = self.shapes.m;
+        let nmax = self.shapes.nk.iter().map(|&(n, _)| n).max().unwrap_or(0);
+        let mut out = vec![0f32; m * nmax];
+        let unsupported = |name: &str| {
+            Error::Kernel(e5embed_kernels::KernelError::UnsupportedIsa(format!(
+                "tuning candidate {name}"
+            )))
+        };
+        // Pack for the candidate (not timed), then a closure running the pass.
+        let mut pass: Pass<'_> = match c {
+            Candidate::F32(kind) => {
+                let isa = Isa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
+                let packed = self
+                    .shapes
+                    .nk
+                    .iter()
+                    .zip(&self.weights)
+                    .map(|(&(n, k), w)| PackedMatrix::pack(isa, w, n, k))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let a = &self.a;
+                Box::new(move |out: &mut [f32]| {
+                    for b in &packed {
+                        let (n, k) = (b.n(), b.k());
+                        gemm::gemm_f32(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
+                    }
+                    Ok(())
+                })
+            }
+            Candidate::Bf16(kind) => {
+                let isa = BIsa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
+                let packed = self
+                    .shapes
+                    .nk
+                    .iter()
+                    .zip(&self.weights)
+                    .map(|(&(n, k), w)| Bf16Matrix::from_f32(isa, w, n, k))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let a = &self.a;
+                Box::new(move |out: &mut [f32]| {
+                    for b in &packed {
+                        let (n, k) = (b.n(), b.k());
+                        bgemm::gemm_bf16(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
+                    }
+                    Ok(())
+                })
+            }
+            Candidate::Int8(kind) => {
+                let isa = QIsa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
+                let packed = self
+                    .shapes
+                    .nk
+                    .iter()
+                    .zip(&self.weights)
+                    .map(|(&(n, k), w)| QuantizedMatrix::quantize(isa, w, n, k))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let kpmax = packed.iter().map(|b| b.k_padded()).max().unwrap_or(0);
+                let aq: Vec<u8> = (0..m * kpmax).map(|i| (i * 37 % 251) as u8).collect();
+                let scales = vec![0.01f32; m];
+                Box::new(move |out: &mut [f32]| {
+                    for b in &packed {
+                        let (n, kp) = (b.n(), b.k_padded());
+                        qgemm::gemm_u8s8(
+                            &aq[..m * kp],
+                            &scales,
+                            m,
+                            b,
+                            &mut out[..m * n],
+                            Epilogue::None,
+                        )?;
+                    }
+                    Ok(())
+                })
+            }
+        };
+        pass(&mut out)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            pass(&mut out)?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(best)
+    }
+}
+
+/// The cache file's content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheFile {
+    machine: MachineKey,
+    entries: Vec<Tuning>,
+}
+
+/// Where a tuning came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from the cache file.
+    Cached,
+    /// Measured at this load (and written to the cache where there is one).
+    Measured,
+}
+
+/// A tuning with its origin and any warning met on the way (a corrupt cache, a failed write).
+#[derive(Debug, Clone)]
+pub struct Tuned {
+    pub tuning: Tuning,
+    pub source: Source,
+    pub path: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads the cache entry for `key` and `shapes` from `dir`, or measures with `measure` and
+/// writes it (to a temporary name, renamed into place). `force`: measure even when an entry
+/// exists (`e5embed tune`). A corrupt or unreadable file, or an entry whose paths this CPU
+/// lacks, gives a warning and a new measurement; a failed write gives a warning.
+pub fn load_or_measure_with(
+    dir: Option<&Path>,
+    key: &MachineKey,
+    shapes: &Shapes,
+    force: bool,
+    measure: &mut dyn FnMut(&Shapes) -> Result<Tuning>,
+) -> Result<Tuned> {
+    let mut warnings = Vec::new();
+    let path = dir.map(|d| d.join(CACHE_FILE));
+    let mut file = None;
+    if let Some(p) = &path {
+        match std::fs::read(p) {
+            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
+                Ok(f) => file = Some(f),
+                Err(e) => warnings.push(format!(
+                    "the tuning cache {} is unreadable ({e}); measuring again",
+                    p.display()
+                )),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!(
+                "the tuning cache {} cannot be read ({e}); measuring again",
+                p.display()
+            )),
+        }
+    }
+    // Entries of this machine and kernel version only: any other key is dropped.
+    let mut entries = file
+        .filter(|f| f.machine == *key)
+        .map(|f| f.entries)
+        .unwrap_or_default();
+    if !force {
+        if let Some(t) = entries.iter().find(|t| t.shapes == *shapes) {
+            if t.choice().is_some() {
+                return Ok(Tuned {
+                    tuning: t.clone(),
+                    source: Source::Cached,
+                    path,
+                    warnings,
+                });
+            }
+            warnings.push(
+                "the tuning cache names a kernel path this CPU lacks; measuring again".into(),
+            );
+        }
+    }
+    let tuning = measure(shapes)?;
+    entries.retain(|t| t.shapes != *shapes);
+    entries.push(tuning.clone());
+    if let (Some(d), Some(p)) = (dir, &path) {
+        let file = CacheFile {
+            machine: key.clone(),
+            entries,
+        };
+        let written = std::fs::create_dir_all(d)
+            .map_err(|e| Error::Io {
+                path: d.to_owned(),
+                source: e,
+            })
+            .and_then(|()| {
+                let json = serde_json::to_vec_pretty(&file)
+                    .map_err(|e| Error::InvalidInput(format!("tuning cache: {e}")))?;
+                crate::hub::write_atomic(p, &json)
+            });
+        if let Err(e) = written {
+            warnings.push(format!("the tuning cache could not be written: {e}"));
+        }
+    }
+    Ok(Tuned {
+        tuning,
+        source: Source::Measured,
+        path,
+        warnings,
+    })
+}
+
+/// [`load_or_measure_with`] on this machine with the real kernels.
+pub fn load_or_measure(dir: Option<&Path>, c: &BertConfig, force: bool) -> Result<Tuned> {
+    load_or_measure_with(
+        dir,
+        &MachineKey::current(),
+        &Shapes::of(c),
+        force,
+        &mut measure,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes() -> Shapes {
+        Shapes {
+            m: 48,
+            nk: vec![(1152, 384), (384, 384), (1536, 384), (384, 1536)],
+        }
+    }
+
+    fn key() -> MachineKey {
+        MachineKey {
+            cpu: "Test CPU".into(),
+            features: "Features(avx2+fma)".into(),
+            kernel_version: KERNEL_VERSION,
+        }
+    }
+
+    /// Fake times: a table by candidate name.
+    fn timer<'a>(table: &'a [(&'a str, f64)]) -> impl FnMut(Candidate, usize) -> Result<f64> + 'a {
+        move |c, _| {
+            Ok(table
+                .iter()
+                .find(|(n, _)| *n == c.name())
+                .map(|(_, t)| *t)
+                .unwrap_or(99.0))
+        }
+    }
+
+    fn all_cands() -> [Vec<Candidate>; 3] {
+        [
+            vec![
+                Candidate::F32(IsaKind::Avx2),
+                Candidate::F32(IsaKind::Avx512),
+            ],
+            vec![
+                Candidate::Int8(QIsaKind::AvxVnni),
+                Candidate::Int8(QIsaKind::Avx512Vnni),
+            ],
+            vec![
+                Candidate::Bf16(BIsaKind::Avx512Widen),
+                Candidate::Bf16(BIsaKind::Avx512Bf16),
+            ],
+        ]
+    }
+
+    #[test]
+    fn auto_picks_the_measured_faster_precision() {
+        // bf16 clearly faster: bf16, with its faster path.
+        let mut t = timer(&[
+            ("avx2", 4.0),
+            ("avx512", 3.0),
+            ("avx512widen", 3.1),
+            ("avx512bf16", 1.8),
+            ("avxvnni", 1.5),
+            ("avx512vnni", 1.0),
+        ]);
+        let r = measure_with(shapes(), &all_cands(), &mut t).unwrap();
+        assert_eq!(r.auto, "bf16");
+        assert_eq!(r.f32.choice, "avx512");
+        assert_eq!(r.bf16.choice, "avx512bf16");
+        assert_eq!(r.int8.choice, "avx512vnni");
+        assert!(r.auto_reason.contains("1.67x"), "{}", r.auto_reason);
+        // bf16 slower, or within the margin: f32.
+        for bf in [3.5, 2.9] {
+            let table = [
+                ("avx2", 4.0),
+                ("avx512", 3.0),
+                ("avx512widen", 9.0),
+                ("avx512bf16", bf),
+            ];
+            let mut t = timer(&table);
+            let r = measure_with(shapes(), &all_cands(), &mut t).unwrap();
+            assert_eq!(r.auto, "f32", "bf16 at {bf} ms vs f32 3.0 ms");
+        }
+        // The f32 family's winner is the measured one, not the widest.
+        let mut t = timer(&[("avx2", 2.0), ("avx512", 3.0)]);
+        let r = measure_with(shapes(), &all_cands(), &mut t).unwrap();
+        assert_eq!(r.f32.choice, "avx2");
+    }
+
+    #[test]
+    fn a_lone_candidate_is_not_timed() {
+        let cands = [
+            vec![Candidate::F32(IsaKind::Avx2)],
+            vec![Candidate::Int8(QIsaKind::Avx2)],
+            vec![Candidate::Bf16(BIsaKind::Scalar)],
+        ];
+        let mut calls = 0;
+        let mut t = |_: Candidate, _: usize| -> Result<f64> {
+            calls += 1;
+            Ok(1.0)
+        };
+        let r = measure_with(shapes(), &cands, &mut t).unwrap();
+        assert_eq!(calls, 0);
+        assert_eq!(r.auto, "f32");
+        assert_eq!(r.f32.times_ms, vec![("avx2".to_owned(), None)]);
+    }
+
+    /// A measurement that counts its calls and answers with scalar paths (present on every
+    /// CPU, so `Tuning::choice` accepts the cached entry anywhere).
+    fn counting(calls: &mut usize) -> impl FnMut(&Shapes) -> Result<Tuning> + '_ {
+        move |s| {
+            *calls += 1;
+            let cands = [
+                vec![Candidate::F32(IsaKind::Scalar)],
+                vec![Candidate::Int8(QIsaKind::Scalar)],
+                vec![Candidate::Bf16(BIsaKind::Scalar)],
+            ];
+            measure_with(s.clone(), &cands, &mut |_, _| Ok(1.0))
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("e5embed-tune-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn cache_round_trip_then_reuse() {
+        let dir = tempdir("roundtrip");
+        let mut calls = 0;
+        let first = load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            false,
+            &mut counting(&mut calls),
+        )
+        .unwrap();
+        assert_eq!(first.source, Source::Measured);
+        assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+        let second = load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            false,
+            &mut counting(&mut calls),
+        )
+        .unwrap();
+        assert_eq!(second.source, Source::Cached);
+        assert_eq!(second.tuning, first.tuning);
+        assert_eq!(calls, 1, "the second load must not measure");
+        // Another model shape is a second entry beside the first.
+        let other = Shapes {
+            m: 24,
+            nk: vec![(3072, 1024)],
+        };
+        load_or_measure_with(Some(&dir), &key(), &other, false, &mut counting(&mut calls)).unwrap();
+        let again = load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            false,
+            &mut counting(&mut calls),
+        )
+        .unwrap();
+        assert_eq!(again.source, Source::Cached);
+        assert_eq!(calls, 2);
+        // `force` (e5embed tune) measures again.
+        let forced = load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            true,
+            &mut counting(&mut calls),
+        )
+        .unwrap();
+        assert_eq!(forced.source, Source::Measured);
+        assert_eq!(calls, 3);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(CACHE_FILE)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_cache_warns_and_measures() {
+        let dir = tempdir("corrupt");
+        std::fs::create_dir_all(&dir).unwrap();
+        for junk in [&b"{not json"[..], b"", b"\xff\xfe", b"{\"machine\": 3}"] {
+            std::fs::write(dir.join(CACHE_FILE), junk).unwrap();
+            let mut calls = 0;
+            let t = load_or_measure_with(
+                Some(&dir),
+                &key(),
+                &shapes(),
+                false,
+                &mut counting(&mut calls),
+            )
+            .unwrap();
+            assert_eq!(t.source, Source::Measured);
+            assert_eq!(calls, 1);
+            assert!(
+                t.warnings.iter().any(|w| w.contains("unreadable")),
+                "{:?}",
+                t.warnings
+            );
+            // And the file is whole again.
+            let mut calls = 0;
+            let t = load_or_measure_with(
+                Some(&dir),
+                &key(),
+                &shapes(),
+                false,
+                &mut counting(&mut calls),
+            )
+            .unwrap();
+            assert_eq!((t.source, calls), (Source::Cached, 0));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn key_mismatch_measures_again() {
+        let dir = tempdir("key");
+        let mut calls = 0;
+        load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            false,
+            &mut counting(&mut calls),
+        )
+        .unwrap();
+        let variants = [
+            MachineKey {
+                cpu: "Other CPU".into(),
+                ..key()
+            },
+            MachineKey {
+                features: "Features(avx2+fma avx512f/bw/vl/dq)".into(),
+                ..key()
+            },
+            MachineKey {
+                kernel_version: KERNEL_VERSION + 1,
+                ..key()
+            },
+        ];
+        for (i, k) in variants.iter().enumerate() {
+            let t =
+                load_or_measure_with(Some(&dir), k, &shapes(), false, &mut counting(&mut calls))
+                    .unwrap();
+            assert_eq!(t.source, Source::Measured, "variant {i}");
+            assert_eq!(calls, i + 2);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_cached_path_this_cpu_lacks_is_measured_again() {
+        let dir = tempdir("lacks");
+        let mut calls = 0;
+        let mut t = load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            false,
+            &mut counting(&mut calls),
+        )
+        .unwrap()
+        .tuning;
+        t.f32.choice = "no-such-path".into();
+        let file = CacheFile {
+            machine: key(),
+            entries: vec![t],
+        };
+        std::fs::write(dir.join(CACHE_FILE), serde_json::to_vec(&file).unwrap()).unwrap();
+        let r = load_or_measure_with(
+            Some(&dir),
+            &key(),
+            &shapes(),
+            false,
+            &mut counting(&mut calls),
+        )
+        .unwrap();
+        assert_eq!(r.source, Source::Measured);
+        assert_eq!(calls, 2);
+        assert!(!r.warnings.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_cache_dir_measures_without_writing() {
+        let mut calls = 0;
+        let t = load_or_measure_with(None, &key(), &shapes(), false, &mut counting(&mut calls))
+            .unwrap();
+        assert_eq!((t.source, calls), (Source::Measured, 1));
+        assert!(t.path.is_none());
+    }
+
+    #[test]
+    fn shapes_stay_within_the_budget() {
+        let mut c = BertConfig {
+            vocab_size: 30522,
+            hidden_size: 384,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 1536,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+        };
+        assert_eq!(Shapes::of(&c).m, 48);
+        c.hidden_size = 1024;
+        c.intermediate_size = 4096;
+        let s = Shapes::of(&c);
+        assert!(s.m >= 12 && s.m < 48 && s.m.is_multiple_of(12), "{s:?}");
+    }
+}
