@@ -17,6 +17,9 @@ from conftest import REPO, cli_path, model_dir, read_safetensors
 
 # tests/onnx_reference.rs's budget for the final embedding vs ONNX Runtime fp32.
 EMBEDDING_MIN_COSINE = 0.99999
+# What `precision="auto"` promises when it picks bf16 (measured faster than f32 on this CPU):
+# cosine to the f32 answer >= 0.9999 (issue 17; tests/bf16.rs holds bf16's own budgets).
+AUTO_MIN_COSINE = 0.9999
 
 
 def texts_list(texts):
@@ -63,16 +66,19 @@ def test_bitwise_equal_to_cli_other_precisions(tmp_path, precision, texts):
 def test_onnx_runtime_fixtures(name, texts):
     fx = read_safetensors(REPO / "tests/fixtures" / name / "reference.safetensors")
     lines = texts_list(texts)
-    m = Embedder(model_dir(name), threads=2)
-    tok = m.tokenize(lines)
-    got = m.encode(lines)
-    for i in range(len(lines)):
-        assert tok["input_ids"][i] == fx[f"input_ids.{i}"].reshape(-1).tolist(), f"{name}: token ids of text {i}"
-        ref = fx[f"embedding.{i}"].reshape(-1).astype(np.float64)
-        v = got[i].astype(np.float64)
-        cos = float(v @ ref / (np.linalg.norm(v) * np.linalg.norm(ref)))
-        assert cos >= EMBEDDING_MIN_COSINE, f"{name}: text {i}: cosine {cos} vs ONNX Runtime"
-    assert any(tok["truncated"]), "the fixture texts include one longer than max_seq_length"
+    # f32 against the fixtures' f32 budget; the default (`auto`: f32, or bf16 where the
+    # per-CPU tuning measured it faster) against what auto promises.
+    for precision, budget in [("f32", EMBEDDING_MIN_COSINE), ("auto", AUTO_MIN_COSINE)]:
+        m = Embedder(model_dir(name), precision=precision, threads=2)
+        tok = m.tokenize(lines)
+        got = m.encode(lines)
+        for i in range(len(lines)):
+            assert tok["input_ids"][i] == fx[f"input_ids.{i}"].reshape(-1).tolist(), f"{name}: token ids of text {i}"
+            ref = fx[f"embedding.{i}"].reshape(-1).astype(np.float64)
+            v = got[i].astype(np.float64)
+            cos = float(v @ ref / (np.linalg.norm(v) * np.linalg.norm(ref)))
+            assert cos >= budget, f"{name} {precision} ({m.precision}): text {i}: cosine {cos} vs ONNX Runtime"
+        assert any(tok["truncated"]), "the fixture texts include one longer than max_seq_length"
 
 
 def test_numpy_layout(minilm):
@@ -92,7 +98,8 @@ def test_numpy_layout(minilm):
 def test_properties(minilm):
     assert minilm.dim == 384 == minilm.get_sentence_embedding_dimension()
     assert minilm.max_seq_length == 256
-    assert minilm.precision == "f32"
+    # The default is `auto`: f32, or bf16 where the per-CPU tuning measured it faster.
+    assert minilm.precision in ("f32", "bf16")
     assert minilm.threads == 2
     assert isinstance(minilm.isa, str) and minilm.isa
     assert minilm.normalize_embeddings is True  # all-MiniLM-L6-v2's modules.json has Normalize
