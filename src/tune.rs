@@ -383,6 +383,21 @@ impl GemmTimer {
         }
     }
 
+    /// Each shape's weights packed by `pack(w, n, k)` for one candidate.
+    fn pack<T>(
+        &self,
+        pack: impl Fn(&[f32], usize, usize) -> std::result::Result<T, e5embed_kernels::KernelError>,
+    ) -> Result<Vec<T>> {
+        let packed = self
+            .shapes
+            .nk
+            .iter()
+            .zip(&self.weights)
+            .map(|(&(n, k), w)| pack(w, n, k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(packed)
+    }
+
     /// The best of `runs` timed passes after one warm-up, in ms.
     fn time(&mut self, c: Candidate, runs: usize) -> Result<f64> {
         let m = self.shapes.m;
@@ -397,13 +412,7 @@ impl GemmTimer {
         let mut pass: Pass<'_> = match c {
             Candidate::F32(kind) => {
                 let isa = Isa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
-                let packed = self
-                    .shapes
-                    .nk
-                    .iter()
-                    .zip(&self.weights)
-                    .map(|(&(n, k), w)| PackedMatrix::pack(isa, w, n, k))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let packed = self.pack(|w, n, k| PackedMatrix::pack(isa, w, n, k))?;
                 let a = &self.a;
                 Box::new(move |out: &mut [f32]| {
                     for b in &packed {
@@ -415,13 +424,7 @@ impl GemmTimer {
             }
             Candidate::Bf16(kind) => {
                 let isa = BIsa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
-                let packed = self
-                    .shapes
-                    .nk
-                    .iter()
-                    .zip(&self.weights)
-                    .map(|(&(n, k), w)| Bf16Matrix::from_f32(isa, w, n, k))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let packed = self.pack(|w, n, k| Bf16Matrix::from_f32(isa, w, n, k))?;
                 let a = &self.a;
                 Box::new(move |out: &mut [f32]| {
                     for b in &packed {
@@ -433,13 +436,7 @@ impl GemmTimer {
             }
             Candidate::Int8(kind) => {
                 let isa = QIsa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
-                let packed = self
-                    .shapes
-                    .nk
-                    .iter()
-                    .zip(&self.weights)
-                    .map(|(&(n, k), w)| QuantizedMatrix::quantize(isa, w, n, k))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let packed = self.pack(|w, n, k| QuantizedMatrix::quantize(isa, w, n, k))?;
                 let kpmax = packed.iter().map(|b| b.k_padded()).max().unwrap_or(0);
                 let aq: Vec<u8> = (0..m * kpmax).map(|i| (i * 37 % 251) as u8).collect();
                 let scales = vec![0.01f32; m];
