@@ -77,11 +77,7 @@ impl TileUnit for Emulator {
 
     fn zero<const T: usize>(&mut self) -> Result<(), TileFault> {
         let () = Tmm::<T>::OK;
-        let cfg = self
-            .cfg
-            .as_ref()
-            .ok_or_else(|| TileFault::NotConfigured("tilezero: no ldtilecfg".into()))?;
-        cfg.tile(T, "tilezero")?;
+        super::check_zero(self.cfg.as_ref(), T)?;
         self.tiles[T] = [[0; MAX_COLSB]; MAX_ROWS];
         Ok(())
     }

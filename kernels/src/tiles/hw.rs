@@ -74,11 +74,7 @@ impl TileUnit for Hardware {
 
     fn zero<const T: usize>(&mut self) -> Result<(), TileFault> {
         let () = Tmm::<T>::OK;
-        let cfg = self
-            .cfg
-            .as_ref()
-            .ok_or_else(|| TileFault::NotConfigured("tilezero: no ldtilecfg".into()))?;
-        cfg.tile(T, "tilezero")?;
+        super::check_zero(self.cfg.as_ref(), T)?;
         // SAFETY: AMX available, tile T configured (checked): no fault, no memory.
         unsafe {
             asm!("tilezero tmm{t}", t = const T, options(nostack, nomem, preserves_flags));

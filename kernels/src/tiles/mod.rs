@@ -165,6 +165,13 @@ impl TileConfig {
     }
 }
 
+/// The checks of a `tilezero` of tile `t`: configured, and `t` used by the config.
+pub(crate) fn check_zero(cfg: Option<&TileConfig>, t: usize) -> Result<(), TileFault> {
+    let cfg = cfg.ok_or_else(|| TileFault::NotConfigured("tilezero: no ldtilecfg".into()))?;
+    cfg.tile(t, "tilezero")?;
+    Ok(())
+}
+
 /// The checks of a `tileloadd` / `tilestored` of tile `t` against a memory of `len`
 /// bytes: the tile's `rows` rows of `colsb` bytes at `offset + r·stride` all inside.
 /// Returns `(rows, colsb)`.
