@@ -31,6 +31,16 @@ const LANES: usize = 16;
 const MC: usize = 48;
 /// K pairs per slice: the B micro-panel `KCQ x NR` pairs = 24 KB, half the L1D.
 const KCQ: usize = 192;
+/// Weight prefetch distance of the intrinsic tiles, in k-pairs (x 128 B per panel):
+/// 32 = 4 KB ahead per panel, as the f32 skinny path. Issued only by
+/// the first row tile of each block (it reads the panels from DRAM/L3; the tiles after it
+/// find them in L1/L2), and only for tiles of at least [`PF_MIN_ROWS`] rows
+/// (fewer rows have too few `vdpbf16ps` per hint). The hardware prefetcher alone left the
+/// stream unoverlapped: `e5embed bench --batch 1 --seq 8 --precision bf16`, AMD EPYC
+/// (Zen 4), 2 threads, medians of 200: 3.96-4.01 ms without, 2.66-2.85 ms with
+/// (kernels/PERF.md, Dec 2 session 9).
+const PF_PAIRS: usize = 32;
+const PF_MIN_ROWS: usize = 4;
 
 /// One validated call: columns `[j0, j0 + n)` of `C = epi(bf16(A) · Wᵀ)`.
 pub(crate) struct Job {
@@ -97,6 +107,9 @@ struct Slice {
     first: bool,
     /// Last slice: apply the epilogue.
     last: bool,
+    /// Software prefetch distance along the weight panels, in k-pairs (0: none); see
+    /// [`PF_PAIRS`].
+    pf: usize,
 }
 
 thread_local! {
@@ -169,10 +182,15 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
                 qn,
                 first: q0 == 0,
                 last: q0 + qn == kq,
+                pf: 0,
             };
+            // Only the block's first row tile prefetches: it reads the panels from
+            // DRAM/L3; the tiles after it find them in L1/L2.
+            let first_tile = Slice { pf: PF_PAIRS, ..s };
             for p in 0..np {
                 for t in 0..full {
                     if W {
+                        let s = if t == 0 { first_tile } else { s };
                         tile::<W, MR_WIDEN, 2>(g, abuf, ib, t * mr, p, s);
                     } else {
                         tile::<W, MR, 2>(g, abuf, ib, t * mr, p, s);
@@ -180,6 +198,7 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
                 }
             }
             if rem > 0 {
+                let s = if full == 0 { first_tile } else { s };
                 if W {
                     row_tile_widen(g, ib, full * mr, rem, np, s);
                 } else {
@@ -263,6 +282,15 @@ unsafe fn panels<const W: bool, const R: usize, const V: usize>(
     }
 }
 
+/// Hints the `V` weight vectors of one k-pair (two 64-byte lines per panel, `V / 2`
+/// panels `pstride` pairs apart, from `b`) into L1. Never dereferences `b`.
+#[inline(always)]
+unsafe fn prefetch_pairs<const V: usize>(b: *const u32, pstride: usize) {
+    for v in 0..V {
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((v / 2) * pstride + (v % 2) * LANES).cast());
+    }
+}
+
 #[inline(always)]
 fn mask16(n: usize) -> __mmask16 {
     if n >= 16 {
@@ -320,6 +348,9 @@ unsafe fn tile<const W: bool, const R: usize, const V: usize>(
         let qend = (s.q0 + s.qn).min(g.k / 2);
         let mut q = s.q0;
         while q < qend {
+            if R >= PF_MIN_ROWS && s.pf > 0 {
+                prefetch_pairs::<V>(b0.wrapping_add((q - s.q0 + s.pf) * NR), pstride);
+            }
             let mut bv = [_mm512_setzero_si512(); V];
             for v in 0..V {
                 bv[v] = _mm512_loadu_si512(
@@ -370,6 +401,9 @@ unsafe fn tile<const W: bool, const R: usize, const V: usize>(
     } else {
         let a0 = abuf.add(r0 * kq + s.q0);
         for q in 0..s.qn {
+            if R >= PF_MIN_ROWS && s.pf > 0 {
+                prefetch_pairs::<V>(b0.wrapping_add((q + s.pf) * NR), pstride);
+            }
             let mut bv = [_mm512_setzero_si512(); V];
             for v in 0..V {
                 // Vector v: panel v/2, half v%2 of its NR pairs at k-pair q.
