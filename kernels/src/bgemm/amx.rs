@@ -5,7 +5,8 @@
 //! elements to whole tiles of 32 bf16 (`Bf16Matrix::pk`): a panel is
 //! `[pk / 32][16 pairs][16 columns][2]` bf16, one 1 KB B tile per K step.
 //! Activations: converted to bf16 (`f32_to_bf16`'s rounding, bitwise on every path)
-//! `MC` rows at a time into a per-thread `[MC, pk]` scratch (pad elements 0).
+//! `tiles::gemm::MC` rows at a time into a per-thread `[MC, pk]` scratch (pad elements 0;
+//! `tiles::gemm::run_rows`, the row loop both AMX GEMMs share).
 //!
 //! **Accumulation order** (why this path is *not* bitwise equal to `vdpbf16ps` or the
 //! scalar reference): each `tdpbf16ps` sums a K step of 16 pairs as two f32 chains,
@@ -20,17 +21,13 @@
 use super::{f32_to_bf16, padded_k, Bf16Matrix};
 use crate::epilogue::{Epi, Epilogue};
 use crate::simd::Simd;
-use crate::tiles::gemm::{self, Operands, BTILE, CB};
+use crate::tiles::gemm::{self, CB};
 use crate::tiles::{TileFault, TileUnit};
-use std::cell::RefCell;
 
 /// Columns per panel of the AMX layout (one tile).
 pub(crate) const NR: usize = 16;
 /// bf16 elements of K per tile step (64 bytes).
 pub(crate) const KSTEP: usize = 32;
-/// Rows of A converted per pass of the tile loop.
-const MC: usize = 64;
-
 /// Elements per column in a panel: `kp` rounded up to whole 32-element tiles.
 pub(crate) fn panel_k(kp: usize) -> usize {
     kp.div_ceil(KSTEP) * KSTEP
@@ -52,11 +49,6 @@ pub(crate) struct Call<'a> {
     pub epi: Epi,
 }
 
-thread_local! {
-    /// Per-thread converted A (`MC x pk` bf16), grown on first use.
-    static ABUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Runs one call on the tile unit `t`.
 ///
 /// # Safety
@@ -64,48 +56,26 @@ thread_local! {
 /// `epi` holds rows `0..m`, columns `0..n`; `vector` only when the CPU has AVX-512
 /// F/BW/VL/DQ.
 pub(crate) unsafe fn run<T: TileUnit>(t: &mut T, g: &Call, vector: bool) -> Result<(), TileFault> {
-    let (k, pk) = (g.k, g.pk);
-    ABUF.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < MC * pk {
-            buf.resize(MC * pk, 0);
+    let k = g.k;
+    let fill = |i: usize, row: &mut [u8]| {
+        let (data, pad) = row.split_at_mut(2 * k);
+        for (d, &x) in data.chunks_exact_mut(2).zip(&g.a[i * k..(i + 1) * k]) {
+            d.copy_from_slice(&f32_to_bf16(x).to_le_bytes());
         }
-        let mut i0 = 0;
-        while i0 < g.m {
-            let mb = (g.m - i0).min(MC);
-            let s = &mut buf[..mb * pk];
-            for r in 0..mb {
-                let row = &mut s[r * pk..(r + 1) * pk];
-                for (d, &x) in row.iter_mut().zip(&g.a[(i0 + r) * k..(i0 + r + 1) * k]) {
-                    *d = f32_to_bf16(x);
-                }
-                row[k..].fill(0);
+        pad.fill(0);
+    };
+    let b = crate::tiles::u16_bytes(g.b);
+    gemm::run_rows::<T, gemm::Bf16>(t, g.m, 2 * g.pk, b, g.n, fill, |cb, i, rows, j0, cols| {
+        // SAFETY: rows i .. i + rows < m and columns j0 .. j0 + cols <= n lie inside C
+        // and the epilogue (this function's contract); `vector` only with AVX-512.
+        unsafe {
+            if vector {
+                #[cfg(target_arch = "x86_64")]
+                finish_avx512(cb, g, i, rows, j0, cols);
+            } else {
+                finish::<crate::simd::Scalar>(cb, g, i, rows, j0, cols);
             }
-            let ops = Operands {
-                a: crate::tiles::u16_bytes(s),
-                lda: pk * 2,
-                m: mb,
-                b: crate::tiles::u16_bytes(g.b),
-                pstride: pk / KSTEP * BTILE,
-                kblocks: pk / KSTEP,
-                n: g.n,
-            };
-            gemm::run::<T, gemm::Bf16>(t, &ops, |cb, bi, rows, j0, cols| {
-                // SAFETY: rows i0 + bi .. + rows < m and columns j0 .. j0 + cols <= n
-                // lie inside C and the epilogue (this function's contract); `vector`
-                // only with AVX-512.
-                unsafe {
-                    if vector {
-                        #[cfg(target_arch = "x86_64")]
-                        finish_avx512(cb, g, i0 + bi, rows, j0, cols);
-                    } else {
-                        finish::<crate::simd::Scalar>(cb, g, i0 + bi, rows, j0, cols);
-                    }
-                }
-            })?;
-            i0 += mb;
         }
-        Ok(())
     })
 }
 

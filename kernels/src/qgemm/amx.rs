@@ -4,8 +4,9 @@
 //! Weights: the VNNI layout with NR = 16 (one tile of columns) and K padded with zero
 //! bytes to whole 64-byte tiles (`QuantizedMatrix::pk`): a panel is
 //! `[pk / 64][16 k-groups][16 columns][4]` i8, i.e. one 1 KB B tile per K step.
-//! Activations: the caller's `[m, kp]` u8 rows are copied, `MC` rows at a time, into a
-//! per-thread scratch of `[MC, pk]` (pad bytes 0; the weights are 0 there).
+//! Activations: the caller's `[m, kp]` u8 rows are copied, `tiles::gemm::MC` rows at a
+//! time, into a per-thread scratch of `[MC, pk]` (pad bytes 0; the weights are 0 there;
+//! `tiles::gemm::run_rows`, the row loop both AMX GEMMs share).
 //! Epilogue: per finished 32 x 32 block, per row, `x = (f32)(acc − comp[n])`,
 //! `y = (s_a[m] · s_w[n]) · x`, then the one [`Epi`] vector epilogue: the same operations
 //! in the same order as the VNNI kernel (`qgemm/x86.rs`), so the result is **bitwise**
@@ -16,15 +17,11 @@
 use super::{padded_k, QuantizedMatrix};
 use crate::epilogue::{Epi, Epilogue};
 use crate::simd::Simd;
-use crate::tiles::gemm::{self, Operands, BTILE, CB, KSTEP};
-use crate::tiles::{u32_bytes_mut, TileFault, TileUnit};
-use std::cell::RefCell;
+use crate::tiles::gemm::{self, CB, KSTEP};
+use crate::tiles::{TileFault, TileUnit};
 
 /// Columns per panel of the AMX layout (one tile).
 pub(crate) const NR: usize = 16;
-/// Rows of A copied into the scratch per pass of the tile loop (2 C block rows).
-const MC: usize = 64;
-
 /// Bytes per column in a panel: `kp` rounded up to a whole 64-byte tile.
 pub(crate) fn panel_k(kp: usize) -> usize {
     kp.div_ceil(KSTEP) * KSTEP
@@ -57,11 +54,6 @@ pub(crate) struct Call<'a> {
     pub epi: Epi,
 }
 
-thread_local! {
-    /// Per-thread A scratch (`MC x pk` bytes as u32), grown on first use.
-    static ABUF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Runs one call on the tile unit `t`.
 ///
 /// # Safety
@@ -69,47 +61,23 @@ thread_local! {
 /// floats), not overlapping the inputs; `epi` holds rows `0..m`, columns `0..n`;
 /// `vector` only when the CPU has AVX-512 F/BW/VL/DQ.
 pub(crate) unsafe fn run<T: TileUnit>(t: &mut T, g: &Call, vector: bool) -> Result<(), TileFault> {
-    let (kp, pk) = (g.kp, g.pk);
-    ABUF.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        let words = MC * pk / 4;
-        if buf.len() < words {
-            buf.resize(words, 0);
-        }
-        let mut i0 = 0;
-        while i0 < g.m {
-            let mb = (g.m - i0).min(MC);
-            let s = &mut u32_bytes_mut(&mut buf[..words])[..mb * pk];
-            for r in 0..mb {
-                let row = &mut s[r * pk..(r + 1) * pk];
-                row[..kp].copy_from_slice(&g.a[(i0 + r) * kp..(i0 + r + 1) * kp]);
-                row[kp..].fill(0);
+    let kp = g.kp;
+    let fill = |i: usize, row: &mut [u8]| {
+        row[..kp].copy_from_slice(&g.a[i * kp..(i + 1) * kp]);
+        row[kp..].fill(0);
+    };
+    let b = crate::tiles::i8_bytes(g.b);
+    gemm::run_rows::<T, gemm::Int8>(t, g.m, g.pk, b, g.n, fill, |cb, i, rows, j0, cols| {
+        // SAFETY: rows i .. i + rows < m and columns j0 .. j0 + cols <= n lie inside the
+        // output and the epilogue (this function's contract); `vector` only with AVX-512.
+        unsafe {
+            if vector {
+                #[cfg(target_arch = "x86_64")]
+                finish_avx512(cb, g, i, rows, j0, cols);
+            } else {
+                finish::<crate::simd::Scalar>(cb, g, i, rows, j0, cols);
             }
-            let ops = Operands {
-                a: s,
-                lda: pk,
-                m: mb,
-                b: crate::tiles::i8_bytes(g.b),
-                pstride: pk / KSTEP * BTILE,
-                kblocks: pk / KSTEP,
-                n: g.n,
-            };
-            gemm::run::<T, gemm::Int8>(t, &ops, |cb, bi, rows, j0, cols| {
-                // SAFETY: rows i0 + bi .. + rows < m and columns j0 .. j0 + cols <= n
-                // lie inside the output and the epilogue (this function's contract);
-                // `vector` only with AVX-512.
-                unsafe {
-                    if vector {
-                        #[cfg(target_arch = "x86_64")]
-                        finish_avx512(cb, g, i0 + bi, rows, j0, cols);
-                    } else {
-                        finish::<crate::simd::Scalar>(cb, g, i0 + bi, rows, j0, cols);
-                    }
-                }
-            })?;
-            i0 += mb;
         }
-        Ok(())
     })
 }
 

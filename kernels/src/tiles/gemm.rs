@@ -93,6 +93,63 @@ fn block_config(r0: usize, r1: usize, c0: usize, c1: usize) -> TileConfig {
     cfg
 }
 
+/// Rows of A put into the per-thread scratch per pass of [`run_rows`] (2 C block rows).
+pub(crate) const MC: usize = 64;
+
+thread_local! {
+    /// Per-thread A scratch of [`run_rows`] (`MC` rows, as u32 for alignment), grown on
+    /// first use.
+    static ABUF: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The row loop both AMX GEMMs share: `m` rows of A, `MC` at a time, each row written by
+/// `fill(i, row)` into a per-thread scratch row of `row_bytes` bytes (a multiple of
+/// [`KSTEP`]: the caller converts or copies its row and zeroes the pad), then [`run`] over
+/// the panels `b` (`row_bytes / KSTEP` tiles deep, `n` columns); `finish(block, i, rows,
+/// j0, cols)` as in [`run`] but with `i` a row of the whole call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_rows<T: TileUnit, D: Dp>(
+    t: &mut T,
+    m: usize,
+    row_bytes: usize,
+    b: &[u8],
+    n: usize,
+    mut fill: impl FnMut(usize, &mut [u8]),
+    mut finish: impl FnMut(&[u32], usize, usize, usize, usize),
+) -> Result<(), TileFault> {
+    debug_assert_eq!(row_bytes % KSTEP, 0);
+    let kblocks = row_bytes / KSTEP;
+    ABUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let words = MC * row_bytes / 4;
+        if buf.len() < words {
+            buf.resize(words, 0);
+        }
+        let mut i0 = 0;
+        while i0 < m {
+            let mb = (m - i0).min(MC);
+            let s = &mut u32_bytes_mut(&mut buf[..words])[..mb * row_bytes];
+            for (r, row) in s.chunks_exact_mut(row_bytes).enumerate() {
+                fill(i0 + r, row);
+            }
+            let ops = Operands {
+                a: s,
+                lda: row_bytes,
+                m: mb,
+                b,
+                pstride: kblocks * BTILE,
+                kblocks,
+                n,
+            };
+            run::<T, D>(t, &ops, |cb, bi, rows, j0, cols| {
+                finish(cb, i0 + bi, rows, j0, cols)
+            })?;
+            i0 += mb;
+        }
+        Ok(())
+    })
+}
+
 /// `C = A · B` block by block; `finish(block, i0, rows, j0, cols)` gets each finished
 /// block (32 x 32 u32: i32 or f32 bits, row stride 32; rows `0..rows`, columns
 /// `0..cols` valid) at C's row `i0`, column `j0`. Releases the tiles at the end (also
