@@ -34,7 +34,8 @@ use crate::model::{Int8Recipe, Precision};
 
 /// Bumped whenever a kernel changes speed enough that old measurements mislead: a cache
 /// written under another version is measured again.
-pub const KERNEL_VERSION: u32 = 1;
+/// 2: the aarch64 bf16 paths (`bfmmla`, NEON widening) replace the scalar one there.
+pub const KERNEL_VERSION: u32 = 2;
 
 /// The file in the cache directory.
 pub const CACHE_FILE: &str = "tuning.json";
