@@ -260,8 +260,8 @@ pub struct IsaRequest {
 
 /// Picks the f32, int8 and bf16 kernel paths: the requested ones (see [`parse_isa_spec`]:
 /// a forced f32 path also picks the matching int8 / bf16 paths: scalar, the AVX2 non-VNNI
-/// int8 path with the scalar bf16 one, the best AVX-512 ones), else the best of each this CPU
-/// has. Nothing is read from the environment (the CLI maps `E5EMBED_ISA` to `--isa`).
+/// int8 path with the scalar bf16 one, the best AVX-512 or NEON ones), else the best of each
+/// this CPU has. Nothing is read from the environment (the CLI maps `E5EMBED_ISA` to `--isa`).
 pub fn resolve_paths(
     isa: Option<IsaKind>,
     qisa: Option<QIsaKind>,
@@ -287,7 +287,9 @@ pub fn resolve_paths(
     let b_path = match bisa {
         Some(k) => BIsa::new(k).ok_or_else(|| unsupported(format!("bf16 path {}", k.name())))?,
         None => match f32_path.kind() {
-            IsaKind::Avx512 => BIsa::best(),
+            // The best bf16 path of the f32 path's instruction set: on AVX-512 `vdpbf16ps` or
+            // the widening one, on aarch64 `bfmmla` (FEAT_BF16) or the NEON widening one.
+            IsaKind::Avx512 | IsaKind::Neon => BIsa::best(),
             _ => BIsa::scalar(),
         },
     };
@@ -313,6 +315,8 @@ pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
         "avxvnni" => req(IsaKind::Avx2, Some(QIsaKind::AvxVnni), None),
         "avx512bf16" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Bf16)),
         "avx512widen" => req(IsaKind::Avx512, None, Some(BIsaKind::Avx512Widen)),
+        "neonbf16" | "bfmmla" => req(IsaKind::Neon, None, Some(BIsaKind::NeonBf16)),
+        "neonwiden" => req(IsaKind::Neon, None, Some(BIsaKind::NeonWiden)),
         "amx" => {
             // The AMX int8 / bf16 paths (tdpbusd / tdpbf16ps tiles) with the AVX-512 f32
             // path; refused with the reason where the CPU, OS or Linux lack AMX.
@@ -335,7 +339,7 @@ pub fn parse_isa_spec(spec: &str) -> Result<IsaRequest> {
             .map_err(|_| {
                 Error::InvalidInput(format!(
                     "unknown ISA `{spec}`: use scalar, avx2, avxvnni, avx512, vnni, avx512bf16, \
-                     avx512widen or amx"
+                     avx512widen, amx, neon, neonbf16 or neonwiden"
                 ))
             }),
     }

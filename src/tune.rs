@@ -34,7 +34,8 @@ use crate::model::{Int8Recipe, Precision};
 
 /// Bumped whenever a kernel changes speed enough that old measurements mislead: a cache
 /// written under another version is measured again. 2: the bf16 tiles' weight prefetch
-/// (short batches faster on both bf16 paths).
+/// (x86: short batches faster on both bf16 paths) and the aarch64 bf16 paths (`bfmmla`,
+/// NEON widening) in place of the scalar one there.
 pub const KERNEL_VERSION: u32 = 2;
 
 /// The file in the cache directory.

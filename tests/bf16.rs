@@ -1,5 +1,7 @@
 //! bf16 precision: accuracy against f32 (and ONNX Runtime fp32) on the fixture texts for
-//! every bf16 path, batch invariance, and what `auto` picks.
+//! every bf16 path (on aarch64: `bfmmla` with FEAT_BF16, the NEON widening path), batch
+//! invariance, and what `auto` picks. (Under emulation tools/test-aarch64 may skip the scalar
+//! path and take a subset of the texts: `tests/common`, said on stderr.)
 
 mod common;
 
@@ -43,14 +45,15 @@ fn stats(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f64, f64) {
 fn bf16_is_close_to_f32_and_onnx_runtime_on_every_path() {
     let mut failures = Vec::new();
     for name in ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"] {
-        let fx = load_fixture(name);
+        const TEST: &str = "bf16_is_close_to_f32_and_onnx_runtime_on_every_path";
+        let fx = load_fixture(name).for_test(TEST);
         let dir = model_dir(name);
         let f32_vecs = Embedder::load(&dir)
             .unwrap()
             .embed(&fx.texts)
             .unwrap()
             .vectors;
-        for bisa in BIsa::available() {
+        for bisa in paths(TEST, BIsa::available()) {
             let e = load(&dir, bisa, 2, None);
             assert_eq!(e.precision(), Precision::Bf16);
             assert_eq!(e.bisa(), bisa);
@@ -86,9 +89,10 @@ fn bf16_is_close_to_f32_and_onnx_runtime_on_every_path() {
 
 #[test]
 fn bf16_is_bitwise_batch_invariant() {
-    let all_texts = load_fixture("all-MiniLM-L6-v2").texts;
+    const TEST: &str = "bf16_is_bitwise_batch_invariant";
+    let all_texts = load_fixture("all-MiniLM-L6-v2").for_test(TEST).texts;
     let dir = model_dir("all-MiniLM-L6-v2");
-    for bisa in BIsa::available() {
+    for bisa in paths(TEST, BIsa::available()) {
         let texts = subset(&all_texts, bisa);
         let e1 = load(&dir, bisa, 1, None);
         let alone: Vec<Vec<f32>> = texts

@@ -9,6 +9,22 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_e5embed");
 
+/// A `Command` running the binary: directly, or under emulation through the runner in
+/// `E5EMBED_TEST_RUNNER` (test side only: tools/test-aarch64 sets it to the same
+/// `qemu-aarch64 -cpu ...` that runs this test, since a process under qemu-user cannot exec a
+/// foreign binary without binfmt_misc).
+fn bin() -> Command {
+    match std::env::var("E5EMBED_TEST_RUNNER") {
+        Ok(r) if !r.trim().is_empty() => {
+            let mut words = r.split_whitespace();
+            let mut c = Command::new(words.next().unwrap());
+            c.args(words).arg(BIN);
+            c
+        }
+        _ => Command::new(BIN),
+    }
+}
+
 fn tiny_model() -> std::path::PathBuf {
     let dir = temp_dir("cli");
     write_tiny_model(&dir, &tiny_tensors(3), safetensors::tensor::Dtype::F32);
@@ -16,7 +32,7 @@ fn tiny_model() -> std::path::PathBuf {
 }
 
 fn run(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -315,7 +331,7 @@ fn bench_corpus_and_info_json() {
 
 /// `e5embed` with its cache directory at `cache` (`XDG_CACHE_HOME`).
 fn run_cached(args: &[&str], cache: &std::path::Path) -> std::process::Output {
-    Command::new(BIN)
+    bin()
         .args(args)
         .env("XDG_CACHE_HOME", cache)
         .stdin(Stdio::null())

@@ -1,6 +1,7 @@
 //! int8 precision: accuracy against f32 on the fixture texts for every int8 path, a saved
 //! quantized model gives bitwise the results of quantizing at load, and int8 keeps the
-//! batch invariance of f32.
+//! batch invariance of f32. (Under emulation tools/test-aarch64 may skip the scalar path and
+//! take a subset of the texts: `tests/common`, said on stderr.)
 
 mod common;
 
@@ -20,8 +21,8 @@ const INT8_MIN_COSINE: f64 = 0.994;
 const INT8_AVX2_MEAN_COSINE: f64 = 0.9965;
 const INT8_AVX2_MIN_COSINE: f64 = 0.987;
 
-fn texts() -> Vec<String> {
-    load_fixture("all-MiniLM-L6-v2").texts
+fn texts(test: &str) -> Vec<String> {
+    load_fixture("all-MiniLM-L6-v2").for_test(test).texts
 }
 
 fn load(dir: &std::path::Path, precision: Precision, qisa: QIsa) -> Embedder {
@@ -33,12 +34,13 @@ fn load(dir: &std::path::Path, precision: Precision, qisa: QIsa) -> Embedder {
 
 #[test]
 fn int8_is_close_to_f32_on_every_path() {
-    let texts = texts();
+    const TEST: &str = "int8_is_close_to_f32_on_every_path";
+    let texts = texts(TEST);
     let mut failures = Vec::new();
     for name in ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"] {
         let dir = model_dir(name);
         let f32_vecs = Embedder::load(&dir).unwrap().embed(&texts).unwrap().vectors;
-        for qisa in QIsa::available() {
+        for qisa in paths(TEST, QIsa::available()) {
             let e = load(&dir, Precision::Int8, qisa);
             assert_eq!(e.precision(), Precision::Int8);
             let v = e.embed(&texts).unwrap().vectors;
@@ -64,9 +66,10 @@ fn int8_is_close_to_f32_on_every_path() {
 
 #[test]
 fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
-    let texts = texts();
+    const TEST: &str = "saved_quantized_model_is_bitwise_equal_to_quantizing_at_load";
+    let texts = texts(TEST);
     let dir = model_dir("all-MiniLM-L6-v2");
-    for qisa in QIsa::available() {
+    for qisa in paths(TEST, QIsa::available()) {
         let out = temp_dir(&format!("quant-{}", qisa.name()));
         let report = e5embed::quantize::save_quantized(&dir, &out, qisa).unwrap();
         // Defaults: all four GEMMs int8 (Q, K, V saved apart), QKV f32 on the AVX2 path.
@@ -115,7 +118,7 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
 
 #[test]
 fn int8_is_batch_invariant() {
-    let texts = texts();
+    let texts = texts("int8_is_batch_invariant");
     let dir = model_dir("all-MiniLM-L6-v2");
     let qisa = QIsa::best();
     let one = Embedder::load_with(

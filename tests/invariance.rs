@@ -1,19 +1,12 @@
 //! Batch invariance and determinism: a text's embedding is bitwise identical whether it is
 //! embedded alone, in any batch, at any position, under any token budget, with 1 or 2
-//! threads, on every ISA path; and results come back in input order.
+//! threads, on every ISA path; and results come back in input order. (Under emulation
+//! tools/test-aarch64 may skip the scalar path and take a subset of the texts: `tests/common`.)
 
 mod common;
 
 use common::*;
 use e5embed::{Embedder, EmbedderOptions, Isa};
-
-fn texts() -> Vec<String> {
-    let fx: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures_dir("").join("texts.json")).unwrap())
-            .unwrap();
-    let arr = fx.get("texts").unwrap_or(&fx).as_array().unwrap().clone();
-    arr.iter().map(|t| t.as_str().unwrap().to_owned()).collect()
-}
 
 fn load(isa: Isa, threads: usize, budget: Option<usize>) -> Embedder {
     let mut opts = EmbedderOptions::default().isa(isa.kind()).threads(threads);
@@ -23,8 +16,9 @@ fn load(isa: Isa, threads: usize, budget: Option<usize>) -> Embedder {
 
 #[test]
 fn embeddings_are_bitwise_batch_invariant() {
-    let texts = texts();
-    for isa in Isa::available() {
+    const TEST: &str = "embeddings_are_bitwise_batch_invariant";
+    let texts = fixture_texts(TEST);
+    for isa in paths(TEST, Isa::available()) {
         let e1 = load(isa, 1, None);
         // Each text alone, one thread: the ground truth.
         let alone: Vec<Vec<f32>> = texts
@@ -80,7 +74,7 @@ fn embeddings_are_bitwise_batch_invariant() {
 
 #[test]
 fn repeated_calls_are_deterministic() {
-    let texts = texts();
+    let texts = fixture_texts("repeated_calls_are_deterministic");
     let e = load(Isa::best(), 2, None);
     let first = e.embed(&texts).unwrap();
     for _ in 0..3 {

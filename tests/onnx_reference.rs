@@ -1,5 +1,7 @@
 //! The whole model against ONNX Runtime fixtures (tools/make-reference), on every ISA path this
-//! CPU has, for both the fast forward and the plain reference forward:
+//! CPU has, for both the fast forward and the plain reference forward (under emulation
+//! tools/test-aarch64 may skip the scalar path and take a subset of the texts: `tests/common`,
+//! said on stderr):
 //! - tokenization: identical token ids and truncation flags;
 //! - last hidden state: max abs diff <= HIDDEN_MAX_ABS_DIFF on every real token;
 //! - pooled, normalized embedding: cosine >= EMBEDDING_MIN_COSINE for every text.
@@ -66,9 +68,10 @@ fn tokenization_matches_fixture() {
 #[test]
 fn fast_forward_matches_onnx_runtime_on_every_isa() {
     for name in MODELS {
-        let fx = load_fixture(name);
+        const TEST: &str = "fast_forward_matches_onnx_runtime_on_every_isa";
+        let fx = load_fixture(name).for_test(TEST);
         check_same_model(name, &fx);
-        for isa in Isa::available() {
+        for isa in paths(TEST, Isa::available()) {
             let opts = EmbedderOptions::default().isa(isa.kind());
             let e = Embedder::load_with(model_dir(name), &opts).unwrap();
             assert_eq!(e.isa(), isa);
@@ -113,7 +116,7 @@ fn fast_forward_matches_onnx_runtime_on_every_isa() {
 #[test]
 fn reference_forward_matches_onnx_runtime() {
     for name in MODELS {
-        let fx = load_fixture(name);
+        let fx = load_fixture(name).for_test("reference_forward_matches_onnx_runtime");
         let dir = model_dir(name);
         let cfg = e5embed::ModelConfig::from_dir(&dir).unwrap();
         let w = e5embed::internals::weights::BertWeights::load(&dir, &cfg.bert).unwrap();

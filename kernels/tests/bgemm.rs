@@ -4,9 +4,23 @@
 //! scalar reference (GELU within the GELU budget), vs the f32 GEMM within the bf16
 //! rounding bound, row invariance, column ranges, and the error paths.
 //!
+//! Every test loops over the paths the CPU has (`BIsa::available()`), so under qemu-aarch64
+//! `-cpu max` the `bfmmla` (NeonBf16) and widening (NeonWiden) paths run, and under
+//! `-cpu cortex-a76` the widening one (tools/test-aarch64).
+//!
 //! Budgets:
 //! - kernel vs `gemm_bf16_reference`: **bitwise** (both accumulate in f32 in the
 //!   hardware's order and rounding), except BiasGelu: `GELU_ABS + GELU_REL·|ref|`.
+//! - NeonBf16 (`bfmmla`: round to odd, each pair's products summed first): **bitwise** vs
+//!   the scalar model of its own arithmetic (`gemm_bf16_bfmmla_order_reference`; GELU
+//!   within its budget), and vs `gemm_bf16_reference` within
+//!   `(2·kp + 2)·2^-24·1.01·Σ|ã·w̃| + kp·2^-126` (both round the same bf16 inputs; each of
+//!   the `kp` roundings of the reference errs by at most half an f32 ulp of the partial
+//!   sum, each of `bfmmla`'s `kp/2` pair sums and `kp/2` additions by at most one; flushed
+//!   products by at most 2^-126 each) plus both epilogues' roundings ([`mmla_bound`]).
+//!   The model itself is held to hand-computed values on every CPU.
+//! - NeonWiden / Avx512Widen: **bitwise** the f32 GEMM (NEON / AVX-512) on the weights
+//!   rounded to bf16, every epilogue.
 //! - vs the f32 GEMM: inputs rounded to 8 significant bits (unit roundoff
 //!   `U = 2^-8`): `|ã·w̃ − a·w| <= (2U + U²)·|a·w|`; plus the f32 accumulation of
 //!   both (`kp·2^-24` and `GEMM_F32_REL·sqrt(k)`, times `Σ|a·w|`) and the epilogue
@@ -15,6 +29,7 @@
 mod common;
 
 use common::{assert_close, rng, uniform, EPI_REL, GELU_ABS, GELU_LIPSCHITZ, GELU_REL};
+use e5embed_kernels::bgemm::testing::{dot_bfmmla_bits, gemm_bf16_bfmmla_order_reference};
 use e5embed_kernels::bgemm::{
     bf16_to_f32, convert_rows, f32_to_bf16, gemm_bf16, gemm_bf16_cols, gemm_bf16_reference,
     gemm_bf16_reference_bits, padded_k, BIsa, BIsaKind, Bf16Matrix,
@@ -182,11 +197,18 @@ fn dot_all(a: &[f32], w: &[u16]) -> Vec<(BIsa, f32)> {
     out
 }
 
-/// The paths with `vdpbf16ps` semantics (A rounded to bf16): all but Avx512Widen.
+/// The paths with `vdpbf16ps` semantics (A rounded to bf16, bitwise the reference):
+/// Scalar, Avx512Bf16, Amx; not the widening paths (f32 A) nor `bfmmla` (its own
+/// rounding, tested against its model below).
 fn dp_isas() -> Vec<BIsa> {
     BIsa::available()
         .into_iter()
-        .filter(|b| b.kind() != BIsaKind::Avx512Widen)
+        .filter(|b| {
+            !matches!(
+                b.kind(),
+                BIsaKind::Avx512Widen | BIsaKind::NeonWiden | BIsaKind::NeonBf16
+            )
+        })
         .collect()
 }
 
@@ -337,6 +359,235 @@ fn gemm_vs_reference_small_shapes() {
         ] {
             for &m in &[0usize, 1, 2, 7, 12, 13, 17, 33, 49, 128] {
                 run_vs_reference(isa, m, n, k, &ALL_EPI, (m * 1000 + n * 10 + k) as u64);
+            }
+        }
+    }
+}
+
+/// The `bfmmla` path's output vs the scalar model of its arithmetic (bitwise, GELU within
+/// its budget) and vs the `vdpbf16ps` reference within [`mmla_bound`].
+fn run_mmla_vs_models(isa: BIsa, m: usize, n: usize, k: usize, which: &[&str], seed: u64) {
+    let mut r = rng(seed);
+    let a = uniform(&mut r, m * k, -1.0, 1.0);
+    let w = uniform(&mut r, n * k, -1.0, 1.0);
+    let bias = uniform(&mut r, n, -1.0, 1.0);
+    let res = uniform(&mut r, m * n, -1.0, 1.0);
+    let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+    let rd = |x: f32| bf16_to_f32(f32_to_bf16(x)) as f64;
+    let mut sabs = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            sabs[i * n + j] = (0..k)
+                .map(|q| (rd(a[i * k + q]) * rd(w[j * k + q])).abs())
+                .sum();
+        }
+    }
+    for (name, epi) in epilogues(&bias, &res) {
+        if !which.contains(&name) {
+            continue;
+        }
+        let what = format!("{isa} m={m} n={n} k={k} {name}");
+        let mut got = vec![f32::NAN; m * n];
+        gemm_bf16(&a, m, &b, &mut got, epi).unwrap();
+        let mut model = vec![0f32; m * n];
+        gemm_bf16_bfmmla_order_reference(&a, m, &w, n, k, &mut model, epi).unwrap();
+        check_vs_reference(
+            &format!("{what} vs bfmmla model"),
+            &got,
+            &model,
+            name == "gelu",
+        );
+        let mut want = vec![0f32; m * n];
+        gemm_bf16_reference(&a, m, &w, n, k, &mut want, epi).unwrap();
+        assert_close(&format!("{what} vs reference"), &got, &want, |i| {
+            let (row, j) = (i / n, i % n);
+            let scale = match name {
+                "none" => 0.0,
+                "residual" => bias[j].abs() as f64 + res[row * n + j].abs() as f64,
+                _ => bias[j].abs() as f64,
+            } + want[i].abs() as f64;
+            mmla_bound(sabs[i], k, scale, name == "gelu")
+        });
+    }
+}
+
+/// `|bfmmla result − reference|` per element (see the file docs).
+fn mmla_bound(sum_abs: f64, k: usize, epi_scale: f64, gelu: bool) -> f64 {
+    let kp = padded_k(k) as f64;
+    let pre = (2.0 * kp + 2.0) * 2f64.powi(-24) * 1.01 * sum_abs
+        + kp * 2f64.powi(-126)
+        + 2.0 * EPI_REL * epi_scale;
+    if gelu {
+        GELU_LIPSCHITZ * pre + 2.0 * (GELU_ABS + GELU_REL * epi_scale)
+    } else {
+        pre
+    }
+}
+
+fn mmla_isa() -> Option<BIsa> {
+    BIsa::new(BIsaKind::NeonBf16)
+}
+
+#[test]
+fn bfmmla_vs_its_model_and_the_reference_small_shapes() {
+    let Some(isa) = mmla_isa() else {
+        eprintln!("bfmmla_vs_its_model_and_the_reference_small_shapes: no NeonBf16 path here");
+        return;
+    };
+    for &(n, k) in &[
+        (1usize, 1usize),
+        (7, 5),
+        (17, 33),
+        (33, 17),
+        (64, 2),
+        (100, 3),
+        (25, 4),
+        (24, 6),
+    ] {
+        for &m in &[0usize, 1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 17, 33, 49, 128] {
+            run_mmla_vs_models(isa, m, n, k, &ALL_EPI, (m * 1000 + n * 10 + k) as u64);
+        }
+    }
+}
+
+#[test]
+fn bfmmla_vs_its_model_and_the_reference_model_shapes() {
+    let Some(isa) = mmla_isa() else {
+        eprintln!("bfmmla_vs_its_model_and_the_reference_model_shapes: no NeonBf16 path here");
+        return;
+    };
+    for &(n, k, epi) in &[
+        (1152usize, 384usize, "bias"),
+        (384, 384, "residual"),
+        (1536, 384, "gelu"),
+        (384, 1536, "residual"),
+    ] {
+        // One row, an odd count (a half-used row pair) and two tiles + 1 (the blocking
+        // edges are in the small shapes above): the scalar model is slow under emulation.
+        for &m in &[1usize, 7, 17] {
+            run_mmla_vs_models(isa, m, n, k, &[epi], (m + n + k) as u64);
+        }
+    }
+}
+
+/// Hand-computed `bfmmla` results (Arm ARM, BFMMLA without FEAT_EBF16: each pair's two
+/// products summed, then added to the accumulator, both rounded to odd; denormal inputs
+/// and results flushed; overflow to ±inf). The scalar model must give them on every CPU,
+/// and the NeonBf16 kernel where the CPU has it (under qemu `-cpu max`).
+#[test]
+fn bfmmla_semantics_round_to_odd_pairs_flush() {
+    let t = |e: i32| 2f32.powi(e);
+    let one = bf(1.0);
+    let mn = f32::MIN_POSITIVE;
+    let big = bf16_to_f32(0x7f7f); // the largest finite bf16
+                                   // (a as f32 (exact in bf16 unless noted), w as bf16 bits, the result's bits or NaN)
+    let cases: Vec<(&str, Vec<f32>, Vec<u16>, Option<u32>)> = vec![
+        // 1 + 2^-24 is a tie: RNE would give 1; round to odd sets bit 0.
+        (
+            "pair sum rounded to odd",
+            vec![1.0, t(-24), 0.0, 0.0],
+            vec![one, one, 0, 0],
+            Some(0x3f80_0001),
+        ),
+        // 1 − 2^-30 truncates to the f32 below 1 (already odd), RNE would give 1.
+        (
+            "truncation below",
+            vec![1.0, -t(-30), 0.0, 0.0],
+            vec![one, one, 0, 0],
+            Some(0x3f7f_ffff),
+        ),
+        // The second pair's products are summed first (2^-23), then added exactly; a chain
+        // of single products (vdpbf16ps) would round 1 + 2^-24 twice back to 1.
+        (
+            "pair summed before the accumulator",
+            vec![1.0, 0.0, t(-24), t(-24)],
+            vec![one, one, one, one],
+            Some(0x3f80_0001),
+        ),
+        // The accumulator add is rounded to odd too.
+        (
+            "accumulator add rounded to odd",
+            vec![1.0, 0.0, t(-25), 0.0],
+            vec![one, one, one, one],
+            Some(0x3f80_0001),
+        ),
+        // A product below 2^-126 is flushed before the sum (vdpbf16ps keeps it).
+        (
+            "tiny product flushed",
+            vec![mn, t(-70), 0.0, 0.0],
+            vec![one, bf(t(-70)), 0, 0],
+            Some(mn.to_bits()),
+        ),
+        // A product of 2^128 overflows to +inf before the sum (vdpbf16ps gives 2^120).
+        (
+            "product overflow",
+            vec![-big, t(64), 0.0, 0.0],
+            vec![one, bf(t(64)), 0, 0],
+            Some(f32::INFINITY.to_bits()),
+        ),
+        // Half an ulp above the largest bf16 (an f32): round to odd keeps the odd f32
+        // just above it (RNE: the even one, `big` itself).
+        (
+            "round to odd near the top",
+            vec![big, t(103), 0.0, 0.0],
+            vec![one, one, 0, 0],
+            Some(0x7f7f_0001),
+        ),
+        // 2·big >= 2^128: +inf.
+        (
+            "sum overflow",
+            vec![big, big, 0.0, 0.0],
+            vec![one, one, 0, 0],
+            Some(f32::INFINITY.to_bits()),
+        ),
+        // A bf16 denormal weight counts as zero.
+        ("denormal weight", vec![1.0, 0.0], vec![0x0001, 0], Some(0)),
+        // An f32 denormal activation is zero in bf16 (f32_to_bf16), even the largest
+        // (which a plain `bfcvtn` would round up to 2^-126 under FPCR.FZ = 0).
+        (
+            "denormal activation",
+            vec![f32::from_bits(0x007f_ffff), f32::from_bits(0x807f_ffff)],
+            vec![bf(t(100)), bf(t(100))],
+            Some(0),
+        ),
+        // inf · 0 = NaN.
+        ("inf times zero", vec![f32::INFINITY, 0.0], vec![0, 0], None),
+        // K = 6: the second k-group is (2^-24, 0 | pad): 1 + 2^-24 rounded to odd.
+        (
+            "two k-groups, K padded",
+            vec![1.0, 0.0, 0.0, 0.0, t(-24), 0.0],
+            vec![one; 6],
+            Some(0x3f80_0001),
+        ),
+    ];
+    let isa = mmla_isa();
+    for (what, a, w, want) in &cases {
+        let ab: Vec<u16> = a.iter().map(|&x| f32_to_bf16(x)).collect();
+        let mut got = vec![("model", dot_bfmmla_bits(&ab, w))];
+        if let Some(isa) = isa {
+            let k = a.len();
+            let b = Bf16Matrix::from_bf16_bits(isa, w, 1, k).unwrap();
+            // The row alone, and as row 1 of an 8-row call (the other rows random).
+            let mut c = [f32::NAN];
+            gemm_bf16(a, 1, &b, &mut c, Epilogue::None).unwrap();
+            got.push(("bfmmla m=1", c[0]));
+            let mut r = rng(9);
+            let mut a8 = uniform(&mut r, 8 * k, -1.0, 1.0);
+            a8[k..2 * k].copy_from_slice(a);
+            let mut c8 = [f32::NAN; 8];
+            gemm_bf16(&a8, 8, &b, &mut c8, Epilogue::None).unwrap();
+            got.push(("bfmmla m=8 row 1", c8[1]));
+        }
+        for (who, x) in got {
+            match want {
+                Some(bits) => assert_eq!(
+                    x.to_bits(),
+                    *bits,
+                    "{what} ({who}): got {x:e} ({:#010x}), want {:e} ({bits:#010x})",
+                    x.to_bits(),
+                    f32::from_bits(*bits)
+                ),
+                None => assert!(x.is_nan(), "{what} ({who}): got {x:e}, want NaN"),
             }
         }
     }
@@ -647,17 +898,30 @@ fn error_paths() {
     assert!(!has);
 }
 
-/// Avx512Widen is the f32 GEMM's FMA chain with the weights rounded to bf16:
-/// bitwise equal to `gemm_f32` (AVX-512) on `bf16_to_f32(f32_to_bf16(w))`, every
-/// epilogue (the same vector GELU).
+/// The widening paths are the f32 GEMM's FMA chain with the weights rounded to bf16:
+/// Avx512Widen bitwise equal to `gemm_f32` on AVX-512, NeonWiden to `gemm_f32` on NEON,
+/// on `bf16_to_f32(f32_to_bf16(w))`, every epilogue (the same vector GELU).
 #[test]
 fn widen_equals_f32_gemm_on_rounded_weights() {
-    let (Some(isa), Some(fisa)) = (
-        BIsa::new(BIsaKind::Avx512Widen),
-        Isa::new(e5embed_kernels::IsaKind::Avx512),
-    ) else {
-        return;
-    };
+    use e5embed_kernels::IsaKind;
+    let pairs = [
+        (BIsaKind::Avx512Widen, IsaKind::Avx512),
+        (BIsaKind::NeonWiden, IsaKind::Neon),
+    ];
+    let mut ran = false;
+    for (bkind, fkind) in pairs {
+        let (Some(isa), Some(fisa)) = (BIsa::new(bkind), Isa::new(fkind)) else {
+            continue;
+        };
+        ran = true;
+        widen_vs_f32(isa, fisa);
+    }
+    if !ran {
+        eprintln!("widen_equals_f32_gemm_on_rounded_weights: no widening path here");
+    }
+}
+
+fn widen_vs_f32(isa: BIsa, fisa: Isa) {
     for &(n, k) in &[
         (1usize, 1usize),
         (7, 5),
@@ -671,6 +935,11 @@ fn widen_equals_f32_gemm_on_rounded_weights() {
     ] {
         for &m in &[0usize, 1, 2, 7, 9, 13, 17, 19, 33, 61, 128, 385] {
             if m * n * k > 128 * 1536 * 384 {
+                continue;
+            }
+            // NeonWiden's row block is 24 rows (Avx512Widen's 60): 33 and 61 cross its
+            // edges; the larger counts add only emulation time under qemu.
+            if isa.kind() == BIsaKind::NeonWiden && m > 61 {
                 continue;
             }
             let mut r = rng((m * 7 + n * 3 + k) as u64);
@@ -687,7 +956,7 @@ fn widen_equals_f32_gemm_on_rounded_weights() {
                 let mut got = vec![f32::NAN; m * n];
                 gemm_bf16(&a, m, &b, &mut got, epi).unwrap();
                 check_vs_reference(
-                    &format!("widen m={m} n={n} k={k} {name}"),
+                    &format!("{isa} vs f32 {fisa} m={m} n={n} k={k} {name}"),
                     &got,
                     &want,
                     false,
@@ -733,14 +1002,34 @@ fn parallel_call_equals_the_single_threaded_call() {
 }
 
 /// The default bf16 path: `vdpbf16ps` where AVX512-BF16 is (2x the f32 FMA rate on Zen 5
-/// with the `asm!` K loop, see `BIsa::best`), else the widening one where AVX-512 F is.
+/// with the `asm!` K loop, see `BIsa::best`), else the widening one where AVX-512 F is;
+/// on aarch64 `bfmmla` where FEAT_BF16 is, else the NEON widening path: never the scalar
+/// one on a CPU with SIMD.
 #[test]
 fn best_is_vdpbf16ps_then_the_widening_path() {
     if let Some(d) = BIsa::new(BIsaKind::Avx512Bf16) {
         assert_eq!(BIsa::best(), d);
     } else if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
         assert_eq!(BIsa::best(), w);
+    } else if let Some(b) = BIsa::new(BIsaKind::NeonBf16) {
+        assert_eq!(BIsa::best(), b);
+    } else if let Some(w) = BIsa::new(BIsaKind::NeonWiden) {
+        assert_eq!(BIsa::best(), w);
     } else {
         assert_eq!(BIsa::best(), BIsa::scalar());
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert_eq!(
+            BIsa::new(BIsaKind::NeonBf16).is_some(),
+            std::arch::is_aarch64_feature_detected!("bf16")
+        );
+        assert!(BIsa::new(BIsaKind::NeonWiden).is_some(), "NEON is baseline");
+        assert_ne!(BIsa::best(), BIsa::scalar());
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        assert!(BIsa::new(BIsaKind::NeonWiden).is_none());
+        assert!(BIsa::new(BIsaKind::NeonBf16).is_none());
     }
 }

@@ -33,6 +33,12 @@ pub enum IsaArg {
     /// AVX-512 with the AMX int8 (tdpbusd) and bf16 (tdpbf16ps) tile paths (refused
     /// with the reason where the CPU, OS or Linux lack AMX).
     Amx,
+    /// aarch64 NEON (int8: the best aarch64 int8 path; bf16: the best aarch64 bf16 path).
+    Neon,
+    /// aarch64 NEON with the FEAT_BF16 `bfmmla` bf16 path.
+    Neonbf16,
+    /// aarch64 NEON with the bf16-weights-widened-to-f32 bf16 path.
+    Neonwiden,
 }
 
 impl IsaArg {
@@ -47,6 +53,9 @@ impl IsaArg {
             IsaArg::Avx512bf16 => "avx512bf16",
             IsaArg::Avx512widen => "avx512widen",
             IsaArg::Amx => "amx",
+            IsaArg::Neon => "neon",
+            IsaArg::Neonbf16 => "neonbf16",
+            IsaArg::Neonwiden => "neonwiden",
         }
     }
 }

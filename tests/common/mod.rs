@@ -18,6 +18,115 @@ pub fn model_dir(name: &str) -> PathBuf {
     dir
 }
 
+// ---- Switches for runs under emulation (test side only) ----
+//
+// tools/test-aarch64 runs these tests under qemu-user, where one pass of the model over the
+// fixture texts costs minutes (about 50x native, the scalar kernels several times more). Two
+// environment variables, read here and **never by the library**, make that run feasible; unset
+// (every native run) nothing changes. A test that skips or trims anything because of them
+// prints it on stderr with `***`.
+//
+// - `E5EMBED_TEST_SKIP_SCALAR=1`: a test that loops over the kernel paths of a family skips the
+//   scalar path where the CPU has another one of that family (the scalar kernels are held to
+//   their references, and the SIMD ones to them, by the kernels crate's tests; natively every
+//   path runs here too).
+// - `E5EMBED_TEST_TEXTS=subset`: the tests over the fixture texts take 9 of the 31: the first
+//   8 (plain, query, passage, empty, a word, accents, CJK, emoji) and the longest (truncated
+//   at max_seq_length on both models). `all` or unset: every text.
+
+/// `E5EMBED_TEST_SKIP_SCALAR` (see above).
+pub const SKIP_SCALAR_ENV: &str = "E5EMBED_TEST_SKIP_SCALAR";
+/// `E5EMBED_TEST_TEXTS` (see above).
+pub const TEXTS_ENV: &str = "E5EMBED_TEST_TEXTS";
+
+fn skip_scalar() -> bool {
+    match std::env::var(SKIP_SCALAR_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("0") => false,
+        Ok("1") => true,
+        Ok(v) => panic!("{SKIP_SCALAR_ENV}={v}: use 1 (skip) or 0"),
+    }
+}
+
+fn texts_subset() -> bool {
+    match std::env::var(TEXTS_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("all") => false,
+        Ok("subset") => true,
+        Ok(v) => panic!("{TEXTS_ENV}={v}: use subset or all"),
+    }
+}
+
+/// The paths of one kernel family that `test` loops over: every path this CPU has, or with
+/// `E5EMBED_TEST_SKIP_SCALAR=1` all but the scalar one when another exists (said on stderr).
+pub fn paths<F: e5embed_kernels::isa::Family>(
+    test: &str,
+    available: Vec<e5embed_kernels::isa::Path<F>>,
+) -> Vec<e5embed_kernels::isa::Path<F>> {
+    if !skip_scalar() {
+        return available;
+    }
+    let rest: Vec<_> = available
+        .iter()
+        .copied()
+        .filter(|p| p.kind() != F::SCALAR)
+        .collect();
+    if rest.is_empty() || rest.len() == available.len() {
+        return available;
+    }
+    let names: Vec<&str> = rest.iter().map(|p| p.name()).collect();
+    eprintln!(
+        "*** {test}: SKIPPED the scalar {} path ({SKIP_SCALAR_ENV}=1, set by tools/test-aarch64 \
+         under emulation; the scalar kernels are tested against their references in the kernels \
+         crate); running {names:?}",
+        F::TOKEN
+    );
+    rest
+}
+
+/// The indices of the fixture texts `test` runs on: all, or with `E5EMBED_TEST_TEXTS=subset`
+/// the first 8 and the longest (said on stderr).
+pub fn text_indices(test: &str, texts: &[String]) -> Vec<usize> {
+    if !texts_subset() || texts.len() <= 9 {
+        return (0..texts.len()).collect();
+    }
+    let longest = (0..texts.len()).max_by_key(|&i| texts[i].len()).unwrap();
+    let mut idx: Vec<usize> = (0..8).collect();
+    if !idx.contains(&longest) {
+        idx.push(longest);
+    }
+    eprintln!(
+        "*** {test}: {} of the {} fixture texts ({TEXTS_ENV}=subset, set by tools/test-aarch64 \
+         under emulation: the first 8 and the longest, text {longest}); SKIPPED the other {}",
+        idx.len(),
+        texts.len(),
+        texts.len() - idx.len()
+    );
+    idx
+}
+
+/// The fixture texts (tests/fixtures/texts.json) `test` runs on ([`text_indices`]).
+pub fn fixture_texts(test: &str) -> Vec<String> {
+    let all = read_texts();
+    text_indices(test, &all)
+        .into_iter()
+        .map(|i| all[i].clone())
+        .collect()
+}
+
+fn read_texts() -> Vec<String> {
+    let texts_json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir("").join("texts.json")).expect("tests/fixtures/texts.json"),
+    )
+    .unwrap();
+    texts_json
+        .get("texts")
+        .unwrap_or(&texts_json)
+        .as_array()
+        .expect("texts.json: a list of texts (or {\"texts\": [...]})")
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub fn fixtures_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -41,18 +150,7 @@ pub fn load_fixture(name: &str) -> Fixture {
             .unwrap_or_else(|e| panic!("{}: {e}: run tools/make-reference", dir.display())),
     )
     .unwrap();
-    let texts_json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures_dir("").join("texts.json")).expect("tests/fixtures/texts.json"),
-    )
-    .unwrap();
-    let texts: Vec<String> = texts_json
-        .get("texts")
-        .unwrap_or(&texts_json)
-        .as_array()
-        .expect("texts.json: a list of texts (or {\"texts\": [...]})")
-        .iter()
-        .map(|t| t.as_str().unwrap().to_owned())
-        .collect();
+    let texts = read_texts();
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let n = texts.len();
@@ -84,6 +182,26 @@ pub fn load_fixture(name: &str) -> Fixture {
         fx.truncated.push(tr);
     }
     fx
+}
+
+impl Fixture {
+    /// The fixture restricted to the texts `test` runs on ([`text_indices`]).
+    pub fn for_test(self, test: &str) -> Fixture {
+        let idx = text_indices(test, &self.texts);
+        if idx.len() == self.texts.len() {
+            return self;
+        }
+        let pick =
+            |v: &[Vec<f32>]| -> Vec<Vec<f32>> { idx.iter().map(|&i| v[i].clone()).collect() };
+        Fixture {
+            texts: idx.iter().map(|&i| self.texts[i].clone()).collect(),
+            input_ids: idx.iter().map(|&i| self.input_ids[i].clone()).collect(),
+            last_hidden: pick(&self.last_hidden),
+            embedding: pick(&self.embedding),
+            truncated: idx.iter().map(|&i| self.truncated[i]).collect(),
+            meta: self.meta,
+        }
+    }
 }
 
 fn f32s(t: &TensorView<'_>) -> Vec<f32> {

@@ -114,7 +114,7 @@ pub(crate) fn repack(b: &Bf16Matrix) -> (Vec<u16>, usize) {
     let mut d = vec![0u16; n.div_ceil(NR) * NR * pk];
     for j in 0..n {
         for q in 0..k {
-            d[super::index(NR, pk, j, q)] = w[j * k + q];
+            d[super::index(super::BIsaKind::Amx, NR, pk, j, q)] = w[j * k + q];
         }
     }
     (d, pk)

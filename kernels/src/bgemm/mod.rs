@@ -146,6 +146,8 @@
 //! (48 x 1536 bf16 = 147 KB) and its C rows stay in L2 across the panel sweep.
 
 pub(crate) mod amx;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -205,26 +207,41 @@ pub enum BIsaKind {
     /// AMX-BF16 + AVX-512 F/BW/VL/DQ + BF16 (conversion and epilogue). Not bitwise
     /// equal to Avx512Bf16 (the instruction's own accumulation order, `bgemm/amx.rs`).
     Amx,
+    /// aarch64 NEON without a bf16 instruction (`bgemm/neon.rs`): weights `[kp][NR]`
+    /// bf16 per panel widened to f32 by `shll #16`, f32 activations (not rounded),
+    /// `fmla` by element: the f32 NEON GEMM's FMA chain on the rounded weights, as
+    /// Avx512Widen is on x86. The bf16 path of aarch64 CPUs without FEAT_BF16.
+    NeonWiden,
+    /// aarch64 FEAT_BF16 `bfmmla` (`bgemm/neon.rs`): activations rounded to bf16 (as
+    /// every dot-product path), weights in k-groups of 4 per column pair. The
+    /// instruction's arithmetic is not `vdpbf16ps`'s (round-to-odd, the two products
+    /// of a pair summed first): **not** bitwise equal to the reference; bitwise equal
+    /// to the scalar model of `bfmmla` ([`testing::gemm_bf16_bfmmla_order_reference`]).
+    NeonBf16,
 }
 
 impl BIsaKind {
     /// Every kind, lowest to highest preference by instruction set; [`BIsa::best`]
     /// still takes Avx512Widen wherever AVX-512 F is present ([`Family::PREFERRED`]:
     /// see the bench numbers in the module docs for how they compare).
-    pub const ALL: [BIsaKind; 4] = [
+    pub const ALL: [BIsaKind; 6] = [
         BIsaKind::Scalar,
         BIsaKind::Avx512Widen,
         BIsaKind::Avx512Bf16,
         BIsaKind::Amx,
+        BIsaKind::NeonWiden,
+        BIsaKind::NeonBf16,
     ];
 
-    /// `scalar`, `avx512bf16`, `avx512widen`, `amx`.
+    /// `scalar`, `avx512bf16`, `avx512widen`, `amx`, `neonwiden`, `neonbf16`.
     pub fn name(self) -> &'static str {
         match self {
             BIsaKind::Scalar => "scalar",
             BIsaKind::Avx512Bf16 => "avx512bf16",
             BIsaKind::Avx512Widen => "avx512widen",
             BIsaKind::Amx => "amx",
+            BIsaKind::NeonWiden => "neonwiden",
+            BIsaKind::NeonBf16 => "neonbf16",
         }
     }
 }
@@ -253,12 +270,13 @@ impl Family for BIsaKind {
         match self {
             BIsaKind::Avx512Bf16 => &["avx512-bf16", "avx512_bf16", "bf16"],
             BIsaKind::Avx512Widen => &["widen"],
-            BIsaKind::Scalar | BIsaKind::Amx => &[],
+            BIsaKind::NeonBf16 => &["bfmmla"],
+            BIsaKind::Scalar | BIsaKind::Amx | BIsaKind::NeonWiden => &[],
         }
     }
 
     /// Avx512Bf16 = avx512f/bw/vl/dq + avx2/fma + avx512bf16; Avx512Widen = the same
-    /// without avx512bf16.
+    /// without avx512bf16; NeonWiden = neon; NeonBf16 = neon + bf16.
     fn requires(self) -> Features {
         let avx512 = Features::AVX2.with(Features::AVX512);
         match self {
@@ -266,6 +284,8 @@ impl Family for BIsaKind {
             BIsaKind::Avx512Bf16 => avx512.with(Features::AVX512_BF16),
             BIsaKind::Avx512Widen => avx512,
             BIsaKind::Amx => avx512.with(Features::AVX512_BF16).with(Features::AMX_BF16),
+            BIsaKind::NeonWiden => Features::NEON,
+            BIsaKind::NeonBf16 => Features::NEON.with(Features::BF16),
         }
     }
 
@@ -276,6 +296,8 @@ impl Family for BIsaKind {
             BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
             BIsaKind::Avx512Widen => "gemm_bf16w_avx512_10x32",
             BIsaKind::Amx => "gemm_bf16_amx_32x32",
+            BIsaKind::NeonWiden => "gemm_bf16w_neon_8x12",
+            BIsaKind::NeonBf16 => "gemm_bf16_neonbf16_8x12",
         }
     }
 
@@ -285,6 +307,8 @@ impl Family for BIsaKind {
             BIsaKind::Avx512Bf16 => (12, 32),
             BIsaKind::Avx512Widen => (10, 32),
             BIsaKind::Amx => (32, amx::NR),
+            // bgemm/neon.rs: 8 rows x 12 columns on both aarch64 paths.
+            BIsaKind::NeonWiden | BIsaKind::NeonBf16 => (8, 12),
         }
     }
 }
@@ -396,7 +420,7 @@ impl Bf16Matrix {
                 unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u16>(), elems) };
             for j in 0..n {
                 for q in 0..k {
-                    d[index(nr, pk, j, q)] = w(j, q);
+                    d[index(isa.kind(), nr, pk, j, q)] = w(j, q);
                 }
             }
         }
@@ -446,7 +470,7 @@ impl Bf16Matrix {
         let mut w = vec![0u16; self.n * self.k];
         for j in 0..self.n {
             for q in 0..self.k {
-                w[j * self.k + q] = d[index(self.nr, self.pk, j, q)];
+                w[j * self.k + q] = d[index(self.isa.kind(), self.nr, self.pk, j, q)];
             }
         }
         w
@@ -461,19 +485,30 @@ impl Bf16Matrix {
 }
 
 /// Elements per column of a weight panel for `isa`: `kp`, or on the AMX layout `kp`
-/// rounded up to whole 32-element tiles (`bgemm/amx.rs`).
+/// rounded up to whole 32-element tiles (`bgemm/amx.rs`), or for `bfmmla` to whole
+/// k-groups of 4 (`bgemm/neon.rs`).
 fn panel_k(isa: BIsa, kp: usize) -> usize {
-    if isa.kind() == BIsaKind::Amx {
-        amx::panel_k(kp)
-    } else {
-        kp
+    match isa.kind() {
+        BIsaKind::Amx => amx::panel_k(kp),
+        BIsaKind::NeonBf16 => kp.div_ceil(4) * 4,
+        _ => kp,
     }
 }
 
-/// Element index of `W[j, q]` in the packed layout (panel, k-pair, column, half).
+/// Element index of `W[j, q]` in the packed layout of `kind` (panel depth `pk`):
+/// - the pair layout (every x86 path, Scalar with NR = 1): panel, k-pair, column, half;
+/// - NeonWiden `[pk][NR]`: panel, k, column (one k row of the panel is 12 bf16 that
+///   `shll` / `shll2` widen to three f32 vectors);
+/// - NeonBf16 `[pk / 4][NR / 2][2][4]`: panel, k-group of 4, column pair, column, k in
+///   the group (one 16-byte `bfmmla` operand = a column pair's 4 k each).
 #[inline]
-fn index(nr: usize, kp: usize, j: usize, q: usize) -> usize {
-    (j / nr) * kp * nr + (q / 2) * nr * 2 + (j % nr) * 2 + q % 2
+fn index(kind: BIsaKind, nr: usize, pk: usize, j: usize, q: usize) -> usize {
+    let (panel, c) = ((j / nr) * pk * nr, j % nr);
+    match kind {
+        BIsaKind::NeonWiden => panel + q * nr + c,
+        BIsaKind::NeonBf16 => panel + (q / 4) * nr * 4 + (c / 2) * 8 + (c % 2) * 4 + q % 4,
+        _ => panel + (q / 2) * nr * 2 + c * 2 + q % 2,
+    }
 }
 
 impl std::fmt::Debug for Bf16Matrix {
@@ -661,6 +696,74 @@ unsafe fn call(
             // call's rows and columns); the token's features include AVX-512.
             amx::run(&mut unit, &call, true).expect("AMX bf16 tile GEMM on validated operands");
         }
+        #[cfg(target_arch = "aarch64")]
+        BIsaKind::NeonWiden | BIsaKind::NeonBf16 if b.k > 0 => {
+            let job = neon::Job::new(a, m, b, cols, c, ldc, epilogue);
+            // SAFETY: per this function's contract; the token in `b` proves NEON (and
+            // FEAT_BF16 for NeonBf16) and the buffer is packed for its kind.
+            neon::run(b.isa.kind(), &job)
+        }
         _ => reference::gemm_unchecked(a, m, b, cols, c, ldc, epilogue),
+    }
+}
+
+/// Test support: the scalar model of the NeonBf16 (`bfmmla`) arithmetic, on any CPU. Not
+/// part of the engine API.
+#[doc(hidden)]
+pub mod testing {
+    use super::{f32_to_bf16, padded_k};
+    use crate::{Epilogue, KernelError};
+
+    /// The NeonBf16 GEMM's result element by element: `A` and `W` (`[n, k]` f32) rounded
+    /// with [`f32_to_bf16`], K padded with zeros to a multiple of 4, each dot product as a
+    /// chain of `bfmmla` (per pair of K: the two products summed, then added to the
+    /// accumulator, each rounded to odd, denormals flushed; `bgemm/reference.rs`), then
+    /// the scalar epilogue (GELU in f64).
+    pub fn gemm_bf16_bfmmla_order_reference(
+        a: &[f32],
+        m: usize,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        c: &mut [f32],
+        epilogue: Epilogue,
+    ) -> Result<(), KernelError> {
+        crate::gemm::validate_dense(
+            "gemm_bf16_bfmmla_order_reference",
+            a.len(),
+            w.len(),
+            c.len(),
+            m,
+            n,
+            k,
+        )?;
+        crate::epilogue::validate(&epilogue, m, n)?;
+        let kp4 = padded_k(k).div_ceil(4) * 4;
+        let round = |x: &[f32]| {
+            let mut v: Vec<u16> = x.iter().map(|&y| f32_to_bf16(y)).collect();
+            v.resize(kp4, 0);
+            v
+        };
+        let wr: Vec<Vec<u16>> = (0..n).map(|j| round(&w[j * k..(j + 1) * k])).collect();
+        for i in 0..m {
+            let ar = round(&a[i * k..(i + 1) * k]);
+            for (j, wj) in wr.iter().enumerate() {
+                let acc = super::reference::dot_bfmmla(&ar, wj);
+                c[i * n + j] = epilogue.apply(acc, i, j, n);
+            }
+        }
+        Ok(())
+    }
+
+    /// One `bfmmla` dot product of bf16 bit patterns (`a`, `w` of equal length, padded
+    /// here with zeros to a multiple of 4), as the model computes it: for hand-computed
+    /// cases of the instruction's rounding.
+    pub fn dot_bfmmla_bits(a: &[u16], w: &[u16]) -> f32 {
+        assert_eq!(a.len(), w.len(), "dot_bfmmla_bits: lengths differ");
+        let kp4 = a.len().div_ceil(4) * 4;
+        let (mut x, mut y) = (a.to_vec(), w.to_vec());
+        x.resize(kp4, 0);
+        y.resize(kp4, 0);
+        super::reference::dot_bfmmla(&x, &y)
     }
 }

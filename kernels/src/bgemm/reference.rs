@@ -154,3 +154,93 @@ pub fn gemm_bf16_reference_bits(
     }
     Ok(())
 }
+
+// ---- The scalar model of `bfmmla` (the NeonBf16 path's arithmetic) ----
+//
+// Arm ARM, BFMMLA / BFDOT without FEAT_EBF16 (or with FPCR.EBF = 0, Linux's default): per
+// output element and k-group of 4, two `BFDotAdd` steps, pair (k0, k1) then (k2, k3):
+// `sum = RO(sum + RO(RO(a0·w0) + RO(a1·w1)))`, where RO is **round to odd** (truncate,
+// then set bit 0 if inexact; an overflow becomes ±inf), bf16 inputs and every f32 input
+// and result are flushed to zero when denormal (FPCR ignored), and a NaN result is the
+// default NaN. The products of two bf16 are exact in f32 unless they leave the normal
+// range (then flushed or ±inf).
+
+/// Round to odd of the exact value `s + err` (`s` the f64 sum, `err` its exact error:
+/// `|err| <= ulp(s) / 2`), then the BF16 arithmetic's flush of a result below 2^-126 and
+/// its overflow to ±inf at 2^128.
+fn round_odd(s: f64, err: f64) -> f32 {
+    if s.is_nan() {
+        return f32::NAN;
+    }
+    if s == 0.0 || s.is_infinite() {
+        // An exact zero (err is 0 then) keeps the f64 sum's sign, which is round to
+        // odd's (+0 unless both operands are -0).
+        return s as f32;
+    }
+    let neg = s < 0.0;
+    // The magnitude `a + e` of the exact value.
+    let (a, e) = if neg { (-s, -err) } else { (s, err) };
+    if a >= 2f64.powi(128) {
+        return if neg {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        };
+    }
+    // t = a truncated to f32 (toward zero).
+    let mut t = a as f32;
+    if t as f64 > a {
+        t = f32::from_bits(t.to_bits() - 1);
+    }
+    let mut bits = t.to_bits();
+    if t as f64 == a {
+        // a is an f32: the exact value is below it (e < 0), at it, or above it.
+        if e < 0.0 {
+            bits = (bits - 1) | 1;
+        } else if e > 0.0 {
+            bits |= 1;
+        }
+    } else {
+        // Strictly between two f32 (and `e` cannot cross either: both are f64 values at
+        // least one f64 ulp of `a` away, `|e|` at most half of one): truncated, inexact.
+        bits |= 1;
+    }
+    if bits < 0x0080_0000 {
+        // Below the f32 normal range (tininess before rounding): flushed.
+        bits = 0;
+    }
+    let r = f32::from_bits(bits);
+    if neg {
+        -r
+    } else {
+        r
+    }
+}
+
+/// `BFAdd`: `RO(x + y)` with denormal inputs flushed (the exact sum through TwoSum in f64).
+fn bf_add(x: f32, y: f32) -> f32 {
+    let (x, y) = (flush(x) as f64, flush(y) as f64);
+    let s = x + y;
+    let bb = s - x;
+    let err = (x - (s - bb)) + (y - bb);
+    round_odd(s, if err.is_finite() { err } else { 0.0 })
+}
+
+/// `BFMul`: the product of two bf16 (denormal inputs as signed zero), exact in f64, then
+/// rounded to odd (flushed below 2^-126, ±inf from 2^128).
+fn bf_mul(x: u16, y: u16) -> f32 {
+    round_odd(daz(x) * daz(y), 0.0)
+}
+
+/// `Σ` over `a` and `w` (both `kp4` bf16 elements, a multiple of 4) exactly as a chain of
+/// `bfmmla` from +0.0: per k-group of 4, the pair (0, 1) then the pair (2, 3), each pair's
+/// two products summed (rounded to odd) and then added to the accumulator (rounded to odd).
+pub(crate) fn dot_bfmmla(a: &[u16], w: &[u16]) -> f32 {
+    debug_assert!(a.len() == w.len() && a.len().is_multiple_of(4));
+    let mut acc = 0.0f32;
+    for (x, y) in a.chunks_exact(2).zip(w.chunks_exact(2)) {
+        let pair = bf_add(bf_mul(x[0], y[0]), bf_mul(x[1], y[1]));
+        acc = bf_add(acc, pair);
+    }
+    acc
+}
