@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{FastModel, Int8Recipe, Precision};
 use crate::model::{Paths, Scratch};
 use crate::pool::{l2_normalize, pool};
-use crate::timing::OpTimes;
+use crate::timing::{OpTimes, StageTimes};
 use crate::tokenize::{TextTokenizer, Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
 use crate::turns::Turns;
 use crate::weights::BertWeights;
@@ -237,6 +237,8 @@ pub struct Embedder {
     turns: Turns,
     /// Per-op timings accumulated when `E5EMBED_TIMING` is set.
     timings: std::sync::Mutex<OpTimes>,
+    /// The load's stages, timed when `E5EMBED_TIMING` is set.
+    load_times: StageTimes,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -374,6 +376,7 @@ impl Embedder {
     /// tokenizer.json, and the sentence-transformers files when present).
     pub fn load_with(dir: impl AsRef<Path>, opts: &EmbedderOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        let mut stages = StageTimes::from_env();
         let threads = match opts.threads {
             Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),
             Some(t) if t > MAX_THREADS => {
@@ -402,9 +405,12 @@ impl Embedder {
         if let Some(p) = opts.pooling {
             config.pooling = p;
         }
+        stages.lap("config files");
         let tokenizer =
             TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
+        stages.lap("tokenizer.json parse");
         validate_tokenizer(&tokenizer, &config)?;
+        stages.lap("tokenizer validation");
         // Before the weights are read: the largest budget this load can end up with.
         check_scratch_bytes(
             &config,
@@ -428,13 +434,16 @@ impl Embedder {
             },
             None => resolve_paths(opts.isa, opts.qisa, opts.bisa)?,
         };
+        stages.lap("tuning (cache lookup)");
         // The pool first: loading converts and packs the layers in parallel on it.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("e5embed-{i}"))
             .build()
             .map_err(|e| Error::ThreadPool(e.to_string()))?;
+        stages.lap("thread pool");
         let mut weights = pool.install(|| BertWeights::load(dir, &config.bert))?;
+        stages.lap("safetensors map + convert");
         let prequantized = crate::model::is_prequantized(&weights);
         let (precision, precision_reason) = match opts.precision {
             Some(p) => (p, "requested".to_owned()),
@@ -468,8 +477,10 @@ impl Embedder {
             for w in warnings {
                 eprintln!("e5embed: warning: {w}");
             }
+            stages.lap("int8 calibration (cache)");
         }
         let model = pool.install(|| FastModel::new(weights, paths, precision, &recipe))?;
+        stages.lap("convert + pack");
         Ok(Embedder {
             dir: dir.to_owned(),
             config,
@@ -483,7 +494,13 @@ impl Embedder {
             scratch: std::sync::Mutex::new(Vec::new()),
             turns: Turns::default(),
             timings: std::sync::Mutex::new(OpTimes::from_env()),
+            load_times: stages,
         })
+    }
+
+    /// The load's stages and their wall times (empty unless `E5EMBED_TIMING=1`).
+    pub fn load_timings(&self) -> &StageTimes {
+        &self.load_times
     }
 
     /// Embedding width (the model's hidden size: 384 for e5-small-v2).

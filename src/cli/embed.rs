@@ -150,8 +150,11 @@ impl Sink {
 }
 
 pub fn run(a: EmbedArgs) -> Result<(), Error> {
+    let mut stages = e5embed::internals::timing::StageTimes::from_env();
     let embedder = load(&a.model)?;
+    stages.extend(embedder.load_timings());
     let rss_after_load = e5embed::internals::mem::rss_bytes();
+    let peak_during_load = e5embed::internals::mem::peak_rss_bytes();
     e5embed::internals::mem::reset_peak_rss();
     let prompt = if a.query {
         Some("query")
@@ -165,11 +168,20 @@ pub fn run(a: EmbedArgs) -> Result<(), Error> {
     let finished = sink.finish();
     let summary = result?;
     finished?;
+    stages.lap("embed (tokenize, forward, write)");
     eprintln!(
-        "{summary}; RSS after load {:.1} MB, peak while embedding {:.1} MB",
+        "{summary}; RSS after load {:.1} MB (peak during load {:.1} MB), peak while embedding \
+         {:.1} MB",
         mb(rss_after_load),
+        mb(peak_during_load),
         mb(e5embed::internals::mem::peak_rss_bytes())
     );
+    if stages.enabled() {
+        let ops = embedder.timings();
+        drop(embedder);
+        stages.lap("drop the embedder (free, munmap)");
+        eprint!("{}{}", stages.report(), ops.report());
+    }
     Ok(())
 }
 
