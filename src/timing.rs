@@ -119,8 +119,19 @@ impl OpTimes {
 pub struct StageTimes {
     enabled: bool,
     last: Option<Instant>,
-    /// Stage name, its wall time, RSS and peak RSS (bytes) at its end.
-    stages: Vec<(&'static str, Duration, Option<u64>, Option<u64>)>,
+    stages: Vec<Stage>,
+}
+
+/// One timed stage.
+#[derive(Debug, Clone)]
+struct Stage {
+    name: &'static str,
+    took: Duration,
+    /// RSS and peak RSS (bytes) at its end.
+    rss: Option<u64>,
+    peak: Option<u64>,
+    /// Ran beside the others (on a thread of its own): not in the total.
+    parallel: bool,
 }
 
 impl StageTimes {
@@ -142,14 +153,29 @@ impl StageTimes {
     pub fn lap(&mut self, name: &'static str) {
         if let Some(last) = self.last {
             let now = Instant::now();
-            self.stages.push((
+            self.stages.push(Stage {
                 name,
-                now - last,
-                crate::internals::mem::rss_bytes(),
-                crate::internals::mem::peak_rss_bytes(),
-            ));
+                took: now - last,
+                rss: crate::internals::mem::rss_bytes(),
+                peak: crate::internals::mem::peak_rss_bytes(),
+                parallel: false,
+            });
             // The /proc reads are not charged to the next stage.
             self.last = Some(Instant::now());
+        }
+    }
+
+    /// Records a stage that ran on another thread, beside the ones lapped here (shown, not
+    /// added to the total).
+    pub fn record_parallel(&mut self, name: &'static str, took: Duration) {
+        if self.enabled {
+            self.stages.push(Stage {
+                name,
+                took,
+                rss: None,
+                peak: None,
+                parallel: true,
+            });
         }
     }
 
@@ -163,7 +189,7 @@ impl StageTimes {
 
     /// The stages recorded so far.
     pub fn stages(&self) -> impl Iterator<Item = (&'static str, Duration)> + '_ {
-        self.stages.iter().map(|s| (s.0, s.1))
+        self.stages.iter().map(|s| (s.name, s.took))
     }
 
     /// A table: stage, ms, RSS and peak RSS at its end (MB).
@@ -174,7 +200,16 @@ impl StageTimes {
             "stage", "ms", "RSS MB", "peak MB"
         );
         let mut sum = Duration::ZERO;
-        for &(name, t, rss, peak) in &self.stages {
+        for st in &self.stages {
+            let (name, t, rss, peak) = (st.name, st.took, st.rss, st.peak);
+            if st.parallel {
+                s += &format!(
+                    "  {:<34} {:>9.2}\n",
+                    format!("({name})"),
+                    t.as_secs_f64() * 1e3
+                );
+                continue;
+            }
             sum += t;
             s += &format!(
                 "  {name:<34} {:>9.2} {:>9.1} {:>9.1}\n",
@@ -183,6 +218,7 @@ impl StageTimes {
                 mb(peak)
             );
         }
+        s += "  (parenthesised: on its own thread, beside the stages above it; not in the total)\n";
         s += &format!("  {:<34} {:>9.2}\n", "total", sum.as_secs_f64() * 1e3);
         s
     }

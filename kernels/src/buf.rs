@@ -96,8 +96,10 @@ impl WeightBuf {
                 m.len()
             );
         }
-        if (m.as_slice().as_ptr() as usize) % WEIGHT_ALIGN != 0 {
-            return crate::shape_err!("{what}: the mapped buffer is not {WEIGHT_ALIGN}-byte aligned");
+        if !(m.as_slice().as_ptr() as usize).is_multiple_of(WEIGHT_ALIGN) {
+            return crate::shape_err!(
+                "{what}: the mapped buffer is not {WEIGHT_ALIGN}-byte aligned"
+            );
         }
         Ok(WeightBuf::Mapped(m))
     }

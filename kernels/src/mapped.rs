@@ -109,7 +109,7 @@ impl MappedF32 {
             );
         }
         let addr = file.bytes().as_ptr() as usize + offset;
-        if addr % align != 0 {
+        if !addr.is_multiple_of(align) {
             return shape_err!("MappedF32: offset {offset} is not {align}-byte aligned in memory");
         }
         Ok(MappedF32 {
@@ -148,20 +148,6 @@ impl std::fmt::Debug for MappedF32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "MappedF32({} floats at {})", self.len, self.offset)
     }
-}
-
-/// Views a byte slice as f32 when it is 4-byte aligned and a whole number of floats (native
-/// byte order); `None` otherwise. Safe: checked, and every bit pattern is a valid f32.
-pub fn f32s_of(bytes: &[u8]) -> Option<&[f32]> {
-    if cfg!(target_endian = "big")
-        || bytes.len() % 4 != 0
-        || bytes.as_ptr() as usize % std::mem::align_of::<f32>() != 0
-    {
-        return None;
-    }
-    // SAFETY: aligned (checked), `len / 4` whole floats inside the borrowed slice, any bit
-    // pattern is a valid f32, and the result borrows `bytes`.
-    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) })
 }
 
 /// The bytes of an f32 slice (native byte order: little-endian on every target the engine

@@ -376,6 +376,9 @@ fn from_packed_mapped_bytes_is_bitwise_the_packed_matrix() {
     assert!(MappedF32::new(&map, 0, 64, 64).is_ok());
     assert!(MappedF32::new(&map, 4, 64, 4).is_err(), "past the end");
     assert!(MappedF32::new(&map, 4, 8, 64).is_err(), "misaligned");
-    assert!(MappedF32::new(&map, 0, usize::MAX / 2, 4).is_err(), "overflow");
+    assert!(
+        MappedF32::new(&map, 0, usize::MAX / 2, 4).is_err(),
+        "overflow"
+    );
     assert!(MappedF32::new(&map, 0, 8, 3).is_err(), "not a power of two");
 }
