@@ -10,10 +10,11 @@ use e5embed_kernels::{Isa, IsaKind};
 
 use crate::config::{ModelConfig, Pooling};
 use crate::error::{Error, Result};
+use crate::model::packed_cache::{self, PackKey, WeightSource};
 use crate::model::{FastModel, Int8Recipe, Precision};
 use crate::model::{Paths, Scratch};
 use crate::pool::{l2_normalize, pool};
-use crate::timing::OpTimes;
+use crate::timing::{OpTimes, StageTimes};
 use crate::tokenize::{TextTokenizer, Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
 use crate::turns::Turns;
 use crate::weights::BertWeights;
@@ -104,6 +105,11 @@ pub struct EmbedderOptions {
     /// [`crate::tune::default_cache_dir`] (`$XDG_CACHE_HOME/e5embed`, else
     /// `~/.cache/e5embed`): a location, it changes no numerics by itself.
     pub cache_dir: Option<PathBuf>,
+    /// Keep the packed weights in the cache directory (`packed/`) and map them at later loads
+    /// instead of reading, converting and packing `model.safetensors` again; default: yes.
+    /// The vectors are bitwise the same either way; `false` reads and packs at every load and
+    /// writes nothing (reproducible runs, read-only cache directories).
+    pub weight_cache: Option<bool>,
 }
 
 macro_rules! option_setters {
@@ -144,6 +150,8 @@ option_setters! {
     tune: bool;
     /// The tuning and calibration cache directory.
     cache_dir: PathBuf;
+    /// The packed-weights cache (`true`, the default) or a full read and pack at every load.
+    weight_cache: bool;
 }
 
 /// The precision `auto` picks, and why (printed by `e5embed info`).
@@ -237,6 +245,10 @@ pub struct Embedder {
     turns: Turns,
     /// Per-op timings accumulated when `E5EMBED_TIMING` is set.
     timings: std::sync::Mutex<OpTimes>,
+    /// The load's stages, timed when `E5EMBED_TIMING` is set.
+    load_times: StageTimes,
+    weight_source: WeightSource,
+    weight_cache_warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -378,6 +390,7 @@ impl Embedder {
     /// tokenizer.json, and the sentence-transformers files when present).
     pub fn load_with(dir: impl AsRef<Path>, opts: &EmbedderOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        let mut stages = StageTimes::from_env();
         let threads = match opts.threads {
             Some(0) => return Err(Error::InvalidInput("threads must be at least 1".into())),
             Some(t) if t > MAX_THREADS => {
@@ -406,44 +419,38 @@ impl Embedder {
         if let Some(p) = opts.pooling {
             config.pooling = p;
         }
-        let tokenizer =
-            TextTokenizer::from_file(&dir.join("tokenizer.json"), config.max_seq_length)?;
-        validate_tokenizer(&tokenizer, &config)?;
-        // Before the weights are read: the largest budget this load can end up with.
-        check_scratch_bytes(
-            &config,
-            opts.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
-        )?;
-        let forced = opts.isa.is_some() || opts.qisa.is_some() || opts.bisa.is_some();
-        let cache_dir = opts
-            .cache_dir
-            .clone()
-            .or_else(crate::tune::default_cache_dir);
-        let tuned = if opts.tune.unwrap_or(true) && !forced {
-            tune_or_warn(cache_dir.as_deref(), &config.bert)
-        } else {
-            None
-        };
-        let paths = match tuned.as_ref().and_then(|t| t.tuning.choice()) {
-            Some(c) => Paths {
-                isa: c.isa,
-                qisa: c.qisa,
-                bisa: c.bisa,
-            },
-            None => resolve_paths(opts.isa, opts.qisa, opts.bisa)?,
-        };
-        // The pool first: loading converts and packs the layers in parallel on it.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("e5embed-{i}"))
-            .build()
-            .map_err(|e| Error::ThreadPool(e.to_string()))?;
-        let mut weights = pool.install(|| BertWeights::load(dir, &config.bert))?;
-        let prequantized = crate::model::is_prequantized(&weights);
-        let (precision, precision_reason) = match opts.precision {
-            Some(p) => (p, "requested".to_owned()),
-            None => auto_precision(prequantized, tuned.as_ref().map(|t| &t.tuning)),
-        };
+        stages.lap("config files");
+        // The tokenizer (parsing tokenizer.json is the longest step of a cached load) is read
+        // on a thread of its own while the weights are mapped or read; its errors still come
+        // first, as when it was read first. A tuning measurement waits for it (quiet core).
+        let tok_path = dir.join("tokenizer.json");
+        let (tokenizer, prepared) = std::thread::scope(|s| {
+            let config = &config;
+            let handle = s.spawn(move || {
+                let t0 = std::time::Instant::now();
+                let tok = TextTokenizer::from_file(&tok_path, config.max_seq_length)
+                    .and_then(|t| validate_tokenizer(&t, config).map(|()| t));
+                (tok, t0.elapsed())
+            });
+            let mut tok = Pending::new(handle);
+            let prepared = prepare(dir, opts, config, threads, &mut tok, &mut stages);
+            (tok.wait(), prepared)
+        });
+        let (tokenizer, tok_time) = tokenizer;
+        stages.record_parallel("tokenizer.json parse + validation", tok_time);
+        stages.lap("waiting for the tokenizer");
+        let tokenizer = tokenizer?;
+        let Prepared {
+            tuned,
+            paths,
+            pool,
+            precision,
+            precision_reason,
+            recipe,
+            cache_dir,
+            loaded,
+            mut warnings,
+        } = prepared?;
         let max_batch_tokens = opts
             .max_batch_tokens
             .unwrap_or_else(|| default_max_batch_tokens(precision));
@@ -453,27 +460,46 @@ impl Embedder {
                 config.max_seq_length
             )));
         }
-        let recipe = opts
-            .int8_recipe
-            .clone()
-            .unwrap_or_else(|| Int8Recipe::default_for(paths.qisa));
-        if precision == Precision::Int8 {
-            // Cached beside the tuning (a deterministic function of the files, the int8 path
-            // and the recipe: a cached calibration loads bitwise equal to computing it).
-            let mut warnings = Vec::new();
-            crate::model::smooth::calibrate_cached(
-                &mut weights,
-                &tokenizer,
-                paths.qisa,
-                &recipe,
-                cache_dir.as_deref().map(|c| (c, dir)),
-                &mut warnings,
-            )?;
-            for w in warnings {
-                eprintln!("e5embed: warning: {w}");
+        let (model, weight_source) = match loaded {
+            Loaded::Cached(model, path) => (model, WeightSource::Cache(path)),
+            Loaded::Weights(mut weights, key) => {
+                if precision == Precision::Int8 {
+                    // Cached beside the tuning (a deterministic function of the files, the
+                    // int8 path and the recipe: a cached calibration loads bitwise equal to
+                    // computing it).
+                    let mut warnings = Vec::new();
+                    crate::model::smooth::calibrate_cached(
+                        &mut weights,
+                        &tokenizer,
+                        paths.qisa,
+                        &recipe,
+                        cache_dir.as_deref().map(|c| (c, dir)),
+                        &mut warnings,
+                    )?;
+                    for w in warnings {
+                        eprintln!("e5embed: warning: {w}");
+                    }
+                    stages.lap("int8 calibration (cache)");
+                }
+                let model = pool.install(|| FastModel::new(*weights, paths, precision, &recipe))?;
+                stages.lap("convert + pack");
+                let mut saved = None;
+                if let (Some(key), Some(cache)) = (key, cache_dir.as_deref()) {
+                    let path = key.path_in(cache);
+                    match pool.install(|| packed_cache::save(&path, &key, &model)) {
+                        Ok(()) => saved = Some(path),
+                        Err(e) => warnings.push(format!(
+                            "the packed-weights cache could not be written: {e}"
+                        )),
+                    }
+                    stages.lap("packed-weights cache write");
+                }
+                (model, WeightSource::Packed { saved })
             }
+        };
+        for w in &warnings {
+            eprintln!("e5embed: warning: {w}");
         }
-        let model = pool.install(|| FastModel::new(weights, paths, precision, &recipe))?;
         Ok(Embedder {
             dir: dir.to_owned(),
             config,
@@ -487,7 +513,27 @@ impl Embedder {
             scratch: std::sync::Mutex::new(Vec::new()),
             turns: Turns::default(),
             timings: std::sync::Mutex::new(OpTimes::from_env()),
+            load_times: stages,
+            weight_source,
+            weight_cache_warnings: warnings,
         })
+    }
+
+    /// Where the packed weights came from: the packed-weights cache, or packed at this load
+    /// (and the cache file then written, if any).
+    pub fn weight_source(&self) -> &WeightSource {
+        &self.weight_source
+    }
+
+    /// The packed-weights cache's warnings at load (a corrupt, truncated or stale file, a
+    /// failed write), also printed on stderr.
+    pub fn weight_cache_warnings(&self) -> &[String] {
+        &self.weight_cache_warnings
+    }
+
+    /// The load's stages and their wall times (empty unless `E5EMBED_TIMING=1`).
+    pub fn load_timings(&self) -> &StageTimes {
+        &self.load_times
     }
 
     /// Embedding width (the model's hidden size: 384 for e5-small-v2).
@@ -724,7 +770,11 @@ impl Embedder {
         }
         let mut order: Vec<usize> = (0..tokens.len()).collect();
         order.sort_by_key(|&i| tokens[i].ids.len());
-        let mut scratch = self.take_scratch();
+        let largest = budget_batches(&order, |i| tokens[i].ids.len(), self.max_batch_tokens)
+            .map(|b| b.iter().map(|&i| tokens[i].ids.len()).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        let mut scratch = self.take_scratch(largest);
         // The switch was read from the environment once, at load.
         let mut times = self
             .timings
@@ -827,15 +877,20 @@ impl Embedder {
         }
     }
 
-    /// A scratch arena for one call: reused from an earlier call when one is free, else new
-    /// and sized for the token budget.
-    fn take_scratch(&self) -> Scratch {
+    /// A scratch arena for one call whose largest forward has `tokens` tokens: reused from an
+    /// earlier call when one is free, else new; grown (never shrunk) to hold `tokens` rounded
+    /// up to a power of two (at least 64), at most the token budget. So an arena reaches the
+    /// budget's size only when calls need it (a lone query's cold start zeroes 0.6 MB, not the
+    /// budget's 19 MB), in a few steps, and then stays flat.
+    fn take_scratch(&self, tokens: usize) -> Scratch {
         let reused = self.scratch.lock().ok().and_then(|mut v| v.pop());
-        reused.unwrap_or_else(|| {
-            let mut s = Scratch::default();
-            self.model.reserve(&mut s, self.max_batch_tokens);
-            s
-        })
+        let mut s = reused.unwrap_or_default();
+        let rows = tokens
+            .max(64)
+            .next_power_of_two()
+            .min(self.max_batch_tokens);
+        self.model.reserve(&mut s, rows.max(tokens));
+        s
     }
 
     fn put_scratch(&self, s: Scratch, times: &OpTimes) {
@@ -873,11 +928,203 @@ impl Embedder {
     }
 }
 
+/// A value computed on a scoped thread, waited for once.
+struct Pending<'scope, T> {
+    handle: Option<std::thread::ScopedJoinHandle<'scope, T>>,
+    result: Option<std::thread::Result<T>>,
+}
+
+impl<'scope, T> Pending<'scope, T> {
+    fn new(handle: std::thread::ScopedJoinHandle<'scope, T>) -> Self {
+        Pending {
+            handle: Some(handle),
+            result: None,
+        }
+    }
+
+    /// Waits for the thread (once; later calls return at once).
+    fn join(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.result = Some(h.join());
+        }
+    }
+}
+
+impl Pending<'_, (Result<TextTokenizer>, std::time::Duration)> {
+    /// The tokenizer (a panic of its thread, which `tokenize.rs` guards against, is an error).
+    fn wait(mut self) -> (Result<TextTokenizer>, std::time::Duration) {
+        self.join();
+        match self.result {
+            Some(Ok(r)) => r,
+            _ => (
+                Err(Error::InvalidInput(
+                    "the tokenizer thread panicked while reading tokenizer.json".into(),
+                )),
+                std::time::Duration::ZERO,
+            ),
+        }
+    }
+}
+
+/// What the load has once the weights are in hand (on the main thread, while the tokenizer is
+/// read on its own).
+struct Prepared {
+    tuned: Option<crate::tune::Tuned>,
+    paths: Paths,
+    pool: rayon::ThreadPool,
+    precision: Precision,
+    precision_reason: String,
+    recipe: Int8Recipe,
+    cache_dir: Option<PathBuf>,
+    loaded: Loaded,
+    /// The packed-weights cache's warnings so far.
+    warnings: Vec<String>,
+}
+
+/// The model from the packed-weights cache (and its file), or the weights to pack (and the
+/// cache key to save them under).
+enum Loaded {
+    Cached(FastModel, PathBuf),
+    Weights(Box<BertWeights>, Option<PackKey>),
+}
+
+/// The load's steps that need no tokenizer: the budget check, the kernel choice, the pool,
+/// `model.safetensors`' header (which says whether the model is int8), the precision, then the
+/// packed weights from the cache or the weights from the file. `tok` is waited for before a
+/// tuning measurement.
+fn prepare(
+    dir: &Path,
+    opts: &EmbedderOptions,
+    config: &ModelConfig,
+    threads: usize,
+    tok: &mut Pending<'_, (Result<TextTokenizer>, std::time::Duration)>,
+    stages: &mut StageTimes,
+) -> Result<Prepared> {
+    // Before the weights are read: the largest budget this load can end up with.
+    check_scratch_bytes(
+        config,
+        opts.max_batch_tokens.unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
+    )?;
+    let forced = opts.isa.is_some() || opts.qisa.is_some() || opts.bisa.is_some();
+    let cache_dir = opts
+        .cache_dir
+        .clone()
+        .or_else(crate::tune::default_cache_dir);
+    let tuned = if opts.tune.unwrap_or(true) && !forced {
+        tune_or_warn(cache_dir.as_deref(), &config.bert, &mut || tok.join())
+    } else {
+        None
+    };
+    let paths = match tuned.as_ref().and_then(|t| t.tuning.choice()) {
+        Some(c) => Paths {
+            isa: c.isa,
+            qisa: c.qisa,
+            bisa: c.bisa,
+        },
+        None => resolve_paths(opts.isa, opts.qisa, opts.bisa)?,
+    };
+    stages.lap("tuning (cache lookup)");
+    // The pool first: loading converts and packs the layers in parallel on it.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("e5embed-{i}"))
+        .build()
+        .map_err(|e| Error::ThreadPool(e.to_string()))?;
+    stages.lap("thread pool");
+    let path = dir.join("model.safetensors");
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            dir: dir.to_owned(),
+            file: "model.safetensors".into(),
+            hint: crate::config::hint_for(dir),
+        });
+    }
+    let map = crate::weights::map_file(&path)?;
+    let st = crate::weights::parse_header(map.bytes(), &path)?;
+    let prequantized = crate::weights::file_is_prequantized(&st);
+    let (precision, precision_reason) = match opts.precision {
+        Some(p) => (p, "requested".to_owned()),
+        None => auto_precision(prequantized, tuned.as_ref().map(|t| &t.tuning)),
+    };
+    let recipe = opts
+        .int8_recipe
+        .clone()
+        .unwrap_or_else(|| Int8Recipe::default_for(paths.qisa));
+    if precision == Precision::Int8 {
+        recipe.validate()?;
+    }
+    stages.lap("safetensors map + header");
+    // The packed-weights cache: on by default; off when asked, when a kernel path is forced
+    // (an experiment, as for tuning), without a cache directory, and for models so small
+    // that packing them costs less than mapping and checking a file.
+    let use_cache =
+        opts.weight_cache.unwrap_or(true) && !forced && map.len() >= packed_cache::MIN_MODEL_BYTES;
+    let key = match &cache_dir {
+        Some(_) if use_cache => PackKey::of(dir, precision, paths, &recipe),
+        _ => None,
+    };
+    let mut warnings = Vec::new();
+    if let (Some(key), Some(cache)) = (&key, &cache_dir) {
+        let table = || crate::weights::mapped_table(&map, &st, &config.bert);
+        let path = key.path_in(cache);
+        let cached = pool.install(|| {
+            packed_cache::load(
+                &path,
+                key,
+                &config.bert,
+                paths,
+                precision,
+                &recipe,
+                &table,
+                &mut warnings,
+            )
+        });
+        stages.lap("packed-weights cache (map, checksum)");
+        if let Some(model) = cached {
+            return Ok(Prepared {
+                tuned,
+                paths,
+                pool,
+                precision,
+                precision_reason,
+                recipe,
+                cache_dir,
+                loaded: Loaded::Cached(model, path),
+                warnings,
+            });
+        }
+    }
+    let weights = pool.install(|| BertWeights::from_mapped(&map, st, &path, &config.bert))?;
+    stages.lap("safetensors read + convert");
+    Ok(Prepared {
+        tuned,
+        paths,
+        pool,
+        precision,
+        precision_reason,
+        recipe,
+        cache_dir,
+        loaded: Loaded::Weights(Box::new(weights), key),
+        warnings,
+    })
+}
+
 /// The tuning for `c` from the cache in `dir`, or measured now. Its warnings (a corrupt
 /// cache, a failed write) go to stderr; a failed measurement is a warning too, and the fixed
 /// rule then chooses: tuning never stops a model from loading.
-fn tune_or_warn(dir: Option<&Path>, c: &crate::config::BertConfig) -> Option<crate::tune::Tuned> {
-    match crate::tune::load_or_measure(dir, c, false) {
+/// `before_measuring` runs before a measurement (not before a cache hit).
+fn tune_or_warn(
+    dir: Option<&Path>,
+    c: &crate::config::BertConfig,
+    before_measuring: &mut dyn FnMut(),
+) -> Option<crate::tune::Tuned> {
+    let mut measure = |shapes: &crate::tune::Shapes| {
+        before_measuring();
+        crate::tune::measure(shapes)
+    };
+    let key = crate::tune::MachineKey::current();
+    let shapes = crate::tune::Shapes::of(c);
+    match crate::tune::load_or_measure_with(dir, &key, &shapes, false, &mut measure) {
         Ok(t) => {
             for w in &t.warnings {
                 eprintln!("e5embed: warning: {w}");

@@ -469,13 +469,13 @@ impl Announced {
 
 /// A hidden, unique temporary file next to its destination (same directory, so the final
 /// rename is atomic), removed on drop unless it was renamed into place.
-struct TempFile {
-    path: PathBuf,
+pub(crate) struct TempFile {
+    pub(crate) path: PathBuf,
     keep: bool,
 }
 
 impl TempFile {
-    fn next_to(dest: &Path) -> Self {
+    pub(crate) fn next_to(dest: &Path) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let name = dest
             .file_name()
@@ -492,7 +492,7 @@ impl TempFile {
     }
 
     /// Renames the file to `dest`.
-    fn persist(mut self, dest: &Path) -> Result<()> {
+    pub(crate) fn persist(mut self, dest: &Path) -> Result<()> {
         std::fs::rename(&self.path, dest).map_err(io_err(dest))?;
         self.keep = true;
         Ok(())

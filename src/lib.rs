@@ -26,7 +26,7 @@
 //! [`Embeddings`] / [`EmbedInfo`], [`Error`], the pooling helpers in [`pool`], the hub
 //! resolver in [`hub`], int8 saving in [`quantize`], the configuration types in [`config`], the kernel choice by
 //! measurement in [`tune`].
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod embedder;
@@ -47,6 +47,7 @@ pub use config::{BertConfig, ModelConfig, Pooling};
 pub use e5embed_kernels::{Isa, IsaKind};
 pub use embedder::{EmbedInfo, Embedder, EmbedderOptions, Embeddings};
 pub use error::{Error, Result};
+pub use model::packed_cache::WeightSource;
 pub use model::{Int8Recipe, Precision};
 pub use tokenize::{Tokens, PASSAGE_PREFIX, QUERY_PREFIX};
 

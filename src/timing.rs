@@ -111,3 +111,115 @@ impl OpTimes {
         s
     }
 }
+
+/// Wall time and memory of each stage of a load (and of the CLI's first call), switched on by
+/// `E5EMBED_TIMING=1` like [`OpTimes`]: where a cold start goes (`e5embed embed` prints the
+/// table on stderr). Off, a lap is one branch.
+#[derive(Debug, Clone, Default)]
+pub struct StageTimes {
+    enabled: bool,
+    last: Option<Instant>,
+    stages: Vec<Stage>,
+}
+
+/// One timed stage.
+#[derive(Debug, Clone)]
+struct Stage {
+    name: &'static str,
+    took: Duration,
+    /// RSS and peak RSS (bytes) at its end.
+    rss: Option<u64>,
+    peak: Option<u64>,
+    /// Ran beside the others (on a thread of its own): not in the total.
+    parallel: bool,
+}
+
+impl StageTimes {
+    /// Enabled when `E5EMBED_TIMING` is set to anything but `0` or empty; the clock starts now.
+    pub fn from_env() -> Self {
+        let enabled = std::env::var("E5EMBED_TIMING").is_ok_and(|v| !v.is_empty() && v != "0");
+        StageTimes {
+            enabled,
+            last: enabled.then(Instant::now),
+            stages: Vec::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Ends the stage `name` (it began at the previous lap, or at `from_env`).
+    pub fn lap(&mut self, name: &'static str) {
+        if let Some(last) = self.last {
+            let now = Instant::now();
+            self.stages.push(Stage {
+                name,
+                took: now - last,
+                rss: crate::internals::mem::rss_bytes(),
+                peak: crate::internals::mem::peak_rss_bytes(),
+                parallel: false,
+            });
+            // The /proc reads are not charged to the next stage.
+            self.last = Some(Instant::now());
+        }
+    }
+
+    /// Records a stage that ran on another thread, beside the ones lapped here (shown, not
+    /// added to the total).
+    pub fn record_parallel(&mut self, name: &'static str, took: Duration) {
+        if self.enabled {
+            self.stages.push(Stage {
+                name,
+                took,
+                rss: None,
+                peak: None,
+                parallel: true,
+            });
+        }
+    }
+
+    /// Appends another set's stages (a load's, into the CLI's).
+    pub fn extend(&mut self, other: &StageTimes) {
+        if self.enabled {
+            self.stages.extend_from_slice(&other.stages);
+            self.last = Some(Instant::now());
+        }
+    }
+
+    /// The stages recorded so far.
+    pub fn stages(&self) -> impl Iterator<Item = (&'static str, Duration)> + '_ {
+        self.stages.iter().map(|s| (s.name, s.took))
+    }
+
+    /// A table: stage, ms, RSS and peak RSS at its end (MB).
+    pub fn report(&self) -> String {
+        let mb = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0));
+        let mut s = format!(
+            "cold start stages:\n  {:<34} {:>9} {:>9} {:>9}\n",
+            "stage", "ms", "RSS MB", "peak MB"
+        );
+        let mut sum = Duration::ZERO;
+        for st in &self.stages {
+            let (name, t, rss, peak) = (st.name, st.took, st.rss, st.peak);
+            if st.parallel {
+                s += &format!(
+                    "  {:<34} {:>9.2}\n",
+                    format!("({name})"),
+                    t.as_secs_f64() * 1e3
+                );
+                continue;
+            }
+            sum += t;
+            s += &format!(
+                "  {name:<34} {:>9.2} {:>9.1} {:>9.1}\n",
+                t.as_secs_f64() * 1e3,
+                mb(rss),
+                mb(peak)
+            );
+        }
+        s += "  (parenthesised: on its own thread, beside the stages above it; not in the total)\n";
+        s += &format!("  {:<34} {:>9.2}\n", "total", sum.as_secs_f64() * 1e3);
+        s
+    }
+}

@@ -29,6 +29,8 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_len: usize,
+    /// The model vocabulary's largest id, when the fast reader saw it (else computed).
+    model_max_id: Option<u32>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -54,9 +56,21 @@ impl TextTokenizer {
                 hint: String::new(),
             });
         }
-        let mut inner = no_panic(|| Tokenizer::from_file(path))
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(err)?;
+        let json = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        // The fast reader first (a WordPiece model: every BERT); anything it does not take,
+        // or a panic in it, goes to the `tokenizers` crate's own reader, whose answer (a
+        // tokenizer or an error) is then the one given.
+        let fast = no_panic(|| fast::read(&json)).ok().flatten();
+        let (mut inner, model_max_id) = match fast {
+            Some((t, max)) => (t, max),
+            None => {
+                let t = no_panic(|| json.parse::<Tokenizer>())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(err)?;
+                (t, None)
+            }
+        };
+        drop(json);
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -70,6 +84,7 @@ impl TextTokenizer {
             inner,
             path: path.to_owned(),
             max_len,
+            model_max_id,
         })
     }
 
@@ -105,7 +120,27 @@ impl TextTokenizer {
 
     /// The largest token id the tokenizer can produce from its vocabulary and added tokens.
     pub fn max_vocab_id(&self) -> Option<u32> {
-        self.inner.get_vocab(true).into_values().max()
+        match self.model_max_id {
+            // The added tokens' ids (a borrowed map) and the model's, seen while reading.
+            Some(m) => {
+                let added = self.inner.get_added_vocabulary().get_vocab().values().max();
+                Some(added.map_or(m, |&a| a.max(m)))
+            }
+            // `get_vocab` clones the whole vocabulary (10 ms for BERT's 30,522 entries).
+            None => self.inner.get_vocab(true).into_values().max(),
+        }
+    }
+
+    /// Whether the fast reader (rather than the `tokenizers` crate's own) read the file (with
+    /// a non-empty vocabulary).
+    pub fn read_fast(&self) -> bool {
+        self.model_max_id.is_some()
+    }
+
+    /// The tokenizer as JSON, as the `tokenizers` crate writes it (tests compare the fast
+    /// reader's result with the crate's through it).
+    pub fn to_json(&self) -> Option<String> {
+        self.inner.to_string(false).ok()
     }
 
     /// The file this tokenizer was read from.
@@ -133,4 +168,118 @@ fn no_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
             .unwrap_or_else(|| "unknown panic".into());
         format!("the tokenizers library failed on this file ({what})")
     })
+}
+
+/// A faster reader of `tokenizer.json` for the files whose model is WordPiece (BERT's): the
+/// `tokenizers` crate reads the model through an untagged enum, buffering the 30,522-entry
+/// vocabulary as serde content, then as a `serde_json::Value` map, then into the model: 30-40
+/// ms of a 60 ms cold start (kernels/PERF.md). Here the top level is split into raw JSON
+/// values (`serde_json::value::RawValue`, no copies), the vocabulary is read once, straight
+/// into the model's map, and everything else is read by the crate's own deserializers and
+/// assembled exactly as its `Tokenizer` deserializer does (`TokenizerBuilder`, then the added
+/// tokens). `tests/tokenizer_fast.rs` holds the result to the crate's (same JSON out, same ids
+/// for every test text). Anything unexpected (another model type, a missing or duplicate
+/// field, a version other than 1.0) returns `None`, and the caller uses the crate's reader.
+mod fast {
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::{
+        AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+        PreTokenizerWrapper, Tokenizer, TokenizerBuilder,
+    };
+
+    #[derive(Deserialize)]
+    struct Parts<'a> {
+        version: Option<String>,
+        #[serde(borrow)]
+        truncation: Option<&'a RawValue>,
+        #[serde(borrow)]
+        padding: Option<&'a RawValue>,
+        #[serde(borrow)]
+        added_tokens: Option<&'a RawValue>,
+        #[serde(borrow)]
+        normalizer: Option<&'a RawValue>,
+        #[serde(borrow)]
+        pre_tokenizer: Option<&'a RawValue>,
+        #[serde(borrow)]
+        post_processor: Option<&'a RawValue>,
+        #[serde(borrow)]
+        decoder: Option<&'a RawValue>,
+        #[serde(borrow)]
+        model: &'a RawValue,
+    }
+
+    #[derive(Deserialize)]
+    struct WordPieceJson {
+        #[serde(rename = "type")]
+        kind: String,
+        unk_token: String,
+        continuing_subword_prefix: String,
+        max_input_chars_per_word: usize,
+        vocab: ahash::AHashMap<String, u32>,
+    }
+
+    /// An added token as the file lists it (`tokenizers`' `AddedTokenWithId`: its id is only
+    /// checked against the vocabulary there, with a warning).
+    #[derive(Deserialize)]
+    struct AddedTokenJson {
+        #[allow(dead_code)]
+        id: u32,
+        #[serde(flatten)]
+        token: AddedToken,
+    }
+
+    /// A JSON value the crate reads as `Option<T>` (absent and `null` are `None`).
+    fn opt<'de, T: Deserialize<'de>>(raw: Option<&'de RawValue>) -> Option<Option<T>> {
+        match raw {
+            None => Some(None),
+            Some(r) => serde_json::from_str::<Option<T>>(r.get()).ok(),
+        }
+    }
+
+    /// The tokenizer and its model vocabulary's largest id, or `None` (use the crate's reader).
+    pub(super) fn read(json: &str) -> Option<(Tokenizer, Option<u32>)> {
+        let parts: Parts<'_> = serde_json::from_str(json).ok()?;
+        if parts.version.as_deref().is_some_and(|v| v != "1.0") {
+            return None;
+        }
+        let wp: WordPieceJson = serde_json::from_str(parts.model.get()).ok()?;
+        if wp.kind != "WordPiece" {
+            return None;
+        }
+        let max_id = wp.vocab.values().copied().max();
+        let model = WordPiece::builder()
+            .vocab(wp.vocab)
+            .unk_token(wp.unk_token)
+            .continuing_subword_prefix(wp.continuing_subword_prefix)
+            .max_input_chars_per_word(wp.max_input_chars_per_word)
+            .build()
+            .ok()?;
+        let added: Vec<AddedTokenJson> = match parts.added_tokens {
+            None => Vec::new(),
+            Some(r) => serde_json::from_str(r.get()).ok()?,
+        };
+        let built = TokenizerBuilder::<
+            ModelWrapper,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        >::new()
+        .with_truncation(opt(parts.truncation)?)
+        .with_padding(opt(parts.padding)?)
+        .with_normalizer(opt(parts.normalizer)?)
+        .with_pre_tokenizer(opt(parts.pre_tokenizer)?)
+        .with_post_processor(opt(parts.post_processor)?)
+        .with_decoder(opt(parts.decoder)?)
+        .with_model(ModelWrapper::WordPiece(model))
+        .build()
+        .ok()?;
+        let mut tokenizer = Tokenizer::from(built);
+        let tokens: Vec<AddedToken> = added.into_iter().map(|t| t.token).collect();
+        tokenizer.add_tokens(&tokens);
+        // An empty vocabulary has no largest id: `max_vocab_id` then asks the tokenizer.
+        Some((tokenizer, max_id))
+    }
 }

@@ -2,9 +2,13 @@
 //! config, dtype f32/f16/bf16 converted to f32, every value finite), tensor names accepted with
 //! or without the `bert.` prefix. The result is plain row-major f32 in the PyTorch layout
 //! (Linear weights `[out_features, in_features]`); the fast model packs it for its kernels.
+//! The word embedding table, the one big tensor used as is, stays where it lies in the
+//! mapped file when the file stores it as f32 ([`Table`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use e5embed_kernels::mapped::{MappedF32, MappedFile};
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
@@ -66,6 +70,41 @@ impl Matrix {
     }
 }
 
+/// An f32 table `[rows, width]` (the word embeddings): converted into memory, or used where it
+/// lies in the mapped `model.safetensors` (an f32 tensor there: nothing is copied, and only
+/// the rows that texts use are ever read in, so the 47 MB of e5-small-v2's table cost the
+/// process a few pages per query instead of its whole size). Derefs to `[f32]`.
+#[derive(Clone)]
+pub enum Table {
+    Owned(Vec<f32>),
+    Mapped(MappedF32),
+}
+
+impl std::ops::Deref for Table {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Table::Owned(v) => v,
+            Table::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
+impl From<Vec<f32>> for Table {
+    fn from(v: Vec<f32>) -> Table {
+        Table::Owned(v)
+    }
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Table::Owned(v) => write!(f, "Table::Owned({} floats)", v.len()),
+            Table::Mapped(m) => write!(f, "Table::{m:?}"),
+        }
+    }
+}
+
 /// Suffix of the per-channel scale tensor saved beside an int8 weight.
 pub const SCALE_SUFFIX: &str = "_scale";
 
@@ -116,7 +155,7 @@ impl LayerWeights {
 pub struct BertWeights {
     pub config: BertConfig,
     /// `[vocab, hidden]`
-    pub word_emb: Vec<f32>,
+    pub word_emb: Table,
     /// `[max_positions, hidden]`
     pub pos_emb: Vec<f32>,
     /// `[type_vocab, hidden]`
@@ -129,6 +168,8 @@ pub struct BertWeights {
 struct TensorSource<'a> {
     path: &'a Path,
     st: SafeTensors<'a>,
+    /// The mapped file the tensors' bytes lie in, when they do (not for `from_bytes`).
+    map: Option<&'a Arc<MappedFile>>,
 }
 
 impl TensorSource<'_> {
@@ -198,6 +239,33 @@ impl TensorSource<'_> {
             })
     }
 
+    /// [`TensorSource::get`] for a big table: an f32 tensor in a mapped file is checked in
+    /// place and used there (see [`Table`]); anything else is converted into memory.
+    fn table(&self, name: &str, shape: &[usize]) -> Result<Table> {
+        let view = self.view(name)?;
+        self.check_shape(&view, name, shape)?;
+        if let (Some(map), Dtype::F32) = (self.map, view.dtype()) {
+            let offset =
+                (view.data().as_ptr() as usize).wrapping_sub(map.bytes().as_ptr() as usize);
+            let n = view.data().len() / 4;
+            if let Ok(m) = MappedF32::new(map, offset, n, 4) {
+                let values = m.as_slice();
+                if let Some((index, &value)) =
+                    values.iter().enumerate().find(|(_, v)| !v.is_finite())
+                {
+                    return Err(Error::NonFinite {
+                        path: self.path.to_owned(),
+                        name: name.to_owned(),
+                        index,
+                        value,
+                    });
+                }
+                return Ok(Table::Mapped(m));
+            }
+        }
+        self.get(name, shape).map(Table::Owned)
+    }
+
     /// Fetches `name` (or `bert.name`), checks its shape, converts it to f32 and checks that
     /// every value is finite.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -237,20 +305,57 @@ impl TensorSource<'_> {
     }
 }
 
-/// Maps a file read-only. The one audited `unsafe` of the engine crate: the map is only read
-/// while the file is open, and every byte is copied out (converted to f32) before it is
-/// dropped, so a concurrent writer could at worst make the load fail validation, never alias
-/// memory we keep.
-#[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+/// Maps a file read-only (`e5embed_kernels::mapped`: the project's one `mmap`, with its
+/// contract).
+pub(crate) fn map_file(path: &Path) -> Result<Arc<MappedFile>> {
+    MappedFile::open(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
-    })?;
-    // SAFETY: see the function comment; the mapping is private and read-only.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+    })
+}
+
+/// Whether a safetensors file holds int8 Linear weights (a model saved by `e5embed
+/// quantize`): read from its header alone, before any tensor is loaded.
+pub(crate) fn file_is_prequantized(st: &SafeTensors<'_>) -> bool {
+    const LINEARS: [&str; 6] = [
+        "attention.self.query.weight",
+        "attention.self.key.weight",
+        "attention.self.value.weight",
+        "attention.output.dense.weight",
+        "intermediate.dense.weight",
+        "output.dense.weight",
+    ];
+    st.tensors()
+        .iter()
+        .any(|(name, view)| view.dtype() == Dtype::I8 && LINEARS.iter().any(|l| name.ends_with(l)))
+}
+
+/// The word embedding table of a mapped `model.safetensors` as it lies there, when the file
+/// holds it as f32 of the config's shape, aligned (`None` otherwise). Not checked for finite
+/// values: for a load from the packed-weights cache, whose key says this file was checked
+/// when the cache was written.
+pub(crate) fn mapped_table(
+    map: &Arc<MappedFile>,
+    st: &SafeTensors<'_>,
+    config: &BertConfig,
+) -> Option<MappedF32> {
+    const NAME: &str = "embeddings.word_embeddings.weight";
+    let view = st
+        .tensor(NAME)
+        .or_else(|_| st.tensor(&format!("bert.{NAME}")))
+        .ok()?;
+    if view.dtype() != Dtype::F32 || view.shape() != [config.vocab_size, config.hidden_size] {
+        return None;
+    }
+    let offset = (view.data().as_ptr() as usize).wrapping_sub(map.bytes().as_ptr() as usize);
+    MappedF32::new(map, offset, view.data().len() / 4, 4).ok()
+}
+
+/// Parses the header of a mapped `model.safetensors` (errors name `path`).
+pub(crate) fn parse_header<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: path.to_owned(),
-        source,
+        msg: describe_safetensors_error(&e, bytes.len()),
     })
 }
 
@@ -266,7 +371,25 @@ impl BertWeights {
             });
         }
         let map = map_file(&path)?;
-        Self::from_bytes(&map, &path, config)
+        let st = parse_header(map.bytes(), &path)?;
+        Self::from_mapped(&map, st, &path, config)
+    }
+
+    /// Loads the weights of a mapped `model.safetensors` whose header `st` is already parsed:
+    /// [`BertWeights::load`] once the file is open (the embedder parses the header first to
+    /// choose the precision). The word embedding table stays in the mapping when it is f32.
+    pub(crate) fn from_mapped(
+        map: &Arc<MappedFile>,
+        st: SafeTensors<'_>,
+        path: &Path,
+        config: &BertConfig,
+    ) -> Result<Self> {
+        let src = TensorSource {
+            path,
+            st,
+            map: Some(map),
+        };
+        Self::from_source(&src, config)
     }
 
     /// Parses and validates the bytes of a `model.safetensors` file against `config`: what
@@ -275,11 +398,12 @@ impl BertWeights {
     /// writing files; not part of the stable API.
     #[doc(hidden)]
     pub fn from_bytes(bytes: &[u8], path: &Path, config: &BertConfig) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
-            path: path.to_owned(),
-            msg: describe_safetensors_error(&e, bytes.len()),
-        })?;
-        let src = TensorSource { path, st };
+        let st = parse_header(bytes, path)?;
+        let src = TensorSource {
+            path,
+            st,
+            map: None,
+        };
         Self::from_source(&src, config)
     }
 
@@ -354,7 +478,7 @@ impl BertWeights {
                     .map(layer)
                     .collect::<Vec<Result<LayerWeights>>>()
             },
-            || src.get("embeddings.word_embeddings.weight", &[c.vocab_size, h]),
+            || src.table("embeddings.word_embeddings.weight", &[c.vocab_size, h]),
         );
         let layers = layers.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(BertWeights {

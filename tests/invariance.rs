@@ -81,3 +81,218 @@ fn repeated_calls_are_deterministic() {
         assert_eq!(e.embed(&texts).unwrap(), first);
     }
 }
+
+/// Options for the packed-weights cache tests: a cache directory of their own, the fixed
+/// kernel choice (no measurement), 2 threads.
+fn cache_opts(p: e5embed::Precision, cache: &std::path::Path) -> EmbedderOptions {
+    EmbedderOptions::default()
+        .precision(p)
+        .threads(2)
+        .tune(false)
+        .cache_dir(cache.to_owned())
+}
+
+/// Every fixture text's vector, and the last hidden states of the first three.
+fn cache_outputs(e: &Embedder) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let texts = fixture_texts("packed_weights_cache");
+    let ids = e.tokenize(&texts[..3]).unwrap();
+    let seqs: Vec<&[u32]> = ids.iter().map(|t| t.ids.as_slice()).collect();
+    (
+        e.embed(&texts).unwrap().vectors,
+        e.last_hidden_states(&seqs).unwrap(),
+    )
+}
+
+/// The packed-weights cache (`model::packed_cache`): at f32, int8 and bf16 the first load
+/// packs and writes the file, the next maps it, and both give bitwise the vectors (and last
+/// hidden states) of a load with the cache off; the cache off writes nothing.
+#[test]
+fn packed_weights_cache_is_bitwise_the_packed_load_at_every_precision() {
+    use e5embed::{Precision, WeightSource};
+    let dir = model_dir("all-MiniLM-L6-v2");
+    let cache = temp_dir("packed-cache");
+    for p in Precision::ALL {
+        let off = Embedder::load_with(&dir, &cache_opts(p, &cache).weight_cache(false)).unwrap();
+        assert_eq!(off.weight_source(), &WeightSource::Packed { saved: None });
+        let want = cache_outputs(&off);
+        drop(off);
+        let files = std::fs::read_dir(cache.join("packed")).map_or(0, |d| d.count());
+        assert_eq!(files, 0, "{p}: the cache off wrote a file");
+        let first = Embedder::load_with(&dir, &cache_opts(p, &cache)).unwrap();
+        let WeightSource::Packed { saved: Some(file) } = first.weight_source().clone() else {
+            panic!(
+                "{p}: the first load did not write the cache: {:?}",
+                first.weight_source()
+            );
+        };
+        assert!(
+            cache_outputs(&first) == want,
+            "{p}: the load that wrote the cache"
+        );
+        drop(first);
+        let cached = Embedder::load_with(&dir, &cache_opts(p, &cache)).unwrap();
+        assert_eq!(
+            cached.weight_source(),
+            &WeightSource::Cache(file.clone()),
+            "{p}"
+        );
+        assert!(cached.weight_cache_warnings().is_empty(), "{p}");
+        assert_eq!(cached.gemm_kernel_name(), {
+            let o = Embedder::load_with(&dir, &cache_opts(p, &cache).weight_cache(false));
+            o.unwrap().gemm_kernel_name()
+        });
+        assert!(
+            cache_outputs(&cached) == want,
+            "{p}: a load from the packed-weights cache differs from packing at load"
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// A packed-weights file that is corrupt (a flipped byte: checksum), truncated, not ours (bad
+/// magic, impossible header), or stale (the model's config.json changed) is a warning and a
+/// new pack that rewrites it, never a panic or other vectors; the next load maps it again.
+/// Written through a temporary name: a write that cannot be renamed into place is a warning,
+/// leaves no file under either name, and the load still works.
+#[test]
+fn packed_weights_cache_corrupt_truncated_stale_files_are_rebuilt() {
+    use e5embed::{Precision, WeightSource};
+    let src = model_dir("all-MiniLM-L6-v2");
+    // A copy of the model (its config.json's time is changed below).
+    let dir = temp_dir("packed-model");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+        }
+    }
+    if src.join("1_Pooling").is_dir() {
+        std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+        for f in std::fs::read_dir(src.join("1_Pooling")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dir.join("1_Pooling").join(f.file_name())).unwrap();
+        }
+    }
+    let cache = temp_dir("packed-cache-bad");
+    let p = Precision::Int8;
+    let load = || Embedder::load_with(&dir, &cache_opts(p, &cache)).unwrap();
+    let first = load();
+    let WeightSource::Packed { saved: Some(file) } = first.weight_source().clone() else {
+        panic!("not written: {:?}", first.weight_source());
+    };
+    let want = cache_outputs(&first);
+    drop(first);
+    let good = std::fs::read(&file).unwrap();
+    // Each damage: one warning naming it, packed again (the file rewritten), same outputs;
+    // then the file maps again.
+    let check = |what: &str, expect: &str| {
+        let e = load();
+        assert_eq!(
+            e.weight_source(),
+            &WeightSource::Packed {
+                saved: Some(file.clone())
+            },
+            "{what}"
+        );
+        let w = e.weight_cache_warnings();
+        assert!(w.len() == 1 && w[0].contains(expect), "{what}: {w:?}");
+        assert!(cache_outputs(&e) == want, "{what}: other outputs");
+        drop(e);
+        let again = load();
+        assert_eq!(
+            again.weight_source(),
+            &WeightSource::Cache(file.clone()),
+            "{what}"
+        );
+        assert!(again.weight_cache_warnings().is_empty(), "{what}");
+        assert!(
+            cache_outputs(&again) == want,
+            "{what}: other outputs once rewritten"
+        );
+    };
+    let mut flipped = good.clone();
+    let at = flipped.len() * 2 / 3;
+    flipped[at] ^= 0x10;
+    std::fs::write(&file, &flipped).unwrap();
+    check(
+        "a flipped byte in the weights",
+        "corrupt (checksum mismatch)",
+    );
+    std::fs::write(&file, &good[..good.len() - 4096]).unwrap();
+    check("truncated", "truncated");
+    std::fs::write(&file, &good[..20]).unwrap();
+    check("cut inside the preamble", "not a packed-weights file");
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    std::fs::write(&file, &magic).unwrap();
+    check("bad magic", "not a packed-weights file");
+    let mut header = good.clone();
+    header[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&file, &header).unwrap();
+    check("an impossible header length", "truncated");
+    let mut json = good.clone();
+    json[24] = b'[';
+    std::fs::write(&file, &json).unwrap();
+    check("an unreadable header", "unreadable header");
+    std::fs::write(&file, b"").unwrap();
+    check("empty", "not a packed-weights file");
+    // Stale: config.json rewritten (another modification time): the same entry, rebuilt.
+    let config = std::fs::File::options()
+        .append(true)
+        .open(dir.join("config.json"))
+        .unwrap();
+    config
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(config);
+    check("config.json changed", "stale");
+    let names = |d: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&cache.join("packed")).len(),
+        1,
+        "one entry, replaced in place"
+    );
+    // A write that cannot be renamed into place (a directory holds the name): a warning, the
+    // load works, no temporary file is left and nothing else appears under the name.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir_all(file.join("blocker")).unwrap();
+    let e = load();
+    assert_eq!(e.weight_source(), &WeightSource::Packed { saved: None });
+    let w = e.weight_cache_warnings();
+    assert!(
+        w.iter().any(|w| w.contains("could not be written")),
+        "{w:?}"
+    );
+    assert!(cache_outputs(&e) == want);
+    assert_eq!(
+        names(&cache.join("packed")),
+        vec![file.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    assert_eq!(names(&file), vec!["blocker".to_owned()]);
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A forced kernel path (an experiment, as for tuning) and a model below
+/// `packed_cache::MIN_MODEL_BYTES` leave the cache alone.
+#[test]
+fn packed_weights_cache_skips_forced_paths_and_tiny_models() {
+    use e5embed::WeightSource;
+    let cache = temp_dir("packed-cache-skip");
+    let forced = cache_opts(e5embed::Precision::F32, &cache).isa(Isa::best().kind());
+    let e = Embedder::load_with(model_dir("all-MiniLM-L6-v2"), &forced).unwrap();
+    assert_eq!(e.weight_source(), &WeightSource::Packed { saved: None });
+    let tiny = temp_dir("packed-tiny");
+    write_tiny_model(&tiny, &tiny_tensors(5), safetensors::tensor::Dtype::F32);
+    let e = Embedder::load_with(&tiny, &cache_opts(e5embed::Precision::F32, &cache)).unwrap();
+    assert_eq!(e.weight_source(), &WeightSource::Packed { saved: None });
+    assert!(!cache.join("packed").exists());
+    let _ = std::fs::remove_dir_all(&cache);
+    let _ = std::fs::remove_dir_all(&tiny);
+}

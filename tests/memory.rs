@@ -1,5 +1,5 @@
 //! Flat memory: after the first call, many calls with random mixes of lengths do not grow the
-//! process's resident memory (scratch is sized once from the token budget and reused).
+//! process's resident memory (scratch grows to the largest forward, at most the token budget, and is reused).
 //! One test per binary so no other test's allocations share the process.
 
 mod common;

@@ -65,6 +65,74 @@ fn tokenization_matches_fixture() {
     }
 }
 
+/// The fast `tokenizer.json` reader (`tokenize.rs`, used for WordPiece models) builds the
+/// tokenizer the `tokenizers` crate's own reader builds: the same JSON written back (model,
+/// vocabulary, added tokens, normalizer, pre-tokenizer, post-processor, decoder, with the
+/// engine's truncation), the same ids for every fixture text, the same largest id; and a file
+/// it does not take (another model type, version) goes to the crate's reader and its answer.
+#[test]
+fn fast_tokenizer_reader_builds_the_crates_tokenizer() {
+    use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+    let texts = load_fixture(MODELS[0]).texts;
+    for name in MODELS.into_iter().chain(["e5-small-v2-shape"]) {
+        let path = model_dir(name).join("tokenizer.json");
+        let max_len = 128;
+        let fast = e5embed::tokenize::TextTokenizer::from_file(&path, max_len).unwrap();
+        assert!(
+            fast.read_fast(),
+            "{name}: the fast reader did not take the file"
+        );
+        let mut slow = tokenizers::Tokenizer::from_file(&path).unwrap();
+        slow.with_padding(None);
+        slow.with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .unwrap();
+        assert_eq!(
+            fast.to_json().unwrap(),
+            slow.to_string(false).unwrap(),
+            "{name}: the fast reader's tokenizer differs from the crate's"
+        );
+        for text in &texts {
+            let want = slow.encode(text.as_str(), true).unwrap();
+            assert_eq!(
+                fast.encode(text).unwrap().ids,
+                want.get_ids(),
+                "{name}: {text:?}"
+            );
+        }
+        assert_eq!(
+            fast.max_vocab_id(),
+            slow.get_vocab(true).into_values().max(),
+            "{name}"
+        );
+    }
+    // Not WordPiece, or not version 1.0: the crate's reader decides.
+    let dir = temp_dir("tok-fallback");
+    let word_level = r#"{"version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [], "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1}, "unk_token": "[UNK]"}}"#;
+    std::fs::write(dir.join("tokenizer.json"), word_level).unwrap();
+    let t = e5embed::tokenize::TextTokenizer::from_file(&dir.join("tokenizer.json"), 16).unwrap();
+    assert!(!t.read_fast());
+    assert_eq!(t.encode("hello").unwrap().ids, vec![1]);
+    assert_eq!(t.max_vocab_id(), Some(1));
+    let json = std::fs::read_to_string(model_dir(MODELS[0]).join("tokenizer.json")).unwrap();
+    // The first "1.0" of the file is its version.
+    let v2 = json.replacen("\"1.0\"", "\"2.0\"", 1);
+    assert_ne!(v2, json, "the fixture tokenizer names its version");
+    std::fs::write(dir.join("tokenizer.json"), v2).unwrap();
+    let err = e5embed::tokenize::TextTokenizer::from_file(&dir.join("tokenizer.json"), 16)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Unknown tokenizer version"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn fast_forward_matches_onnx_runtime_on_every_isa() {
     for name in MODELS {

@@ -63,3 +63,49 @@ impl std::fmt::Debug for AlignedBuf {
         write!(f, "AlignedBuf(len={})", self.len)
     }
 }
+
+/// A packed weight buffer: owned (packed at load), or a 64-byte aligned range of a mapped
+/// file holding the same floats (a packed-weights cache, see [`crate::mapped`]). Read-only.
+#[derive(Clone, Debug)]
+pub(crate) enum WeightBuf {
+    Owned(AlignedBuf),
+    Mapped(crate::mapped::MappedF32),
+}
+
+/// The alignment a mapped weight buffer must have (a cache line, as [`AlignedBuf`]'s).
+pub(crate) const WEIGHT_ALIGN: usize = 64;
+
+impl WeightBuf {
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        match self {
+            WeightBuf::Owned(b) => b.as_slice(),
+            WeightBuf::Mapped(m) => m.as_slice(),
+        }
+    }
+
+    /// A mapped range as a weight buffer of exactly `len` floats: a shape error when its
+    /// length differs or it is not [`WEIGHT_ALIGN`]-aligned.
+    pub(crate) fn mapped(
+        what: &str,
+        m: crate::mapped::MappedF32,
+        len: usize,
+    ) -> Result<WeightBuf, crate::KernelError> {
+        if m.len() != len {
+            return crate::shape_err!(
+                "{what}: the mapped buffer holds {} floats, the layout needs {len}",
+                m.len()
+            );
+        }
+        if !(m.as_slice().as_ptr() as usize).is_multiple_of(WEIGHT_ALIGN) {
+            return crate::shape_err!(
+                "{what}: the mapped buffer is not {WEIGHT_ALIGN}-byte aligned"
+            );
+        }
+        Ok(WeightBuf::Mapped(m))
+    }
+
+    /// The buffer's bytes (for writing it to a file).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        crate::mapped::bytes_of_f32(self.as_slice())
+    }
+}

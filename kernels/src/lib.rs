@@ -19,6 +19,8 @@
 //! - [`tiles`]: the AMX tile-instruction interface, its emulator and hardware backends,
 //!   and the one tile GEMM loop the AMX int8 and bf16 GEMMs share.
 //! - [`hugepage`]: big buffers advised onto transparent huge pages (Linux).
+//! - [`mapped`]: files memory-mapped read-only and f32 ranges of them (the project's one
+//!   `mmap`): packed weights used where they lie in a cache file.
 //!
 //! Internals: `epilogue` (the one [`Epilogue`] of the f32, int8 and bf16 GEMMs: its
 //! scalar form for the references and fallbacks, its raw-pointer vector form that every
@@ -60,6 +62,7 @@ pub mod ew;
 pub mod gemm;
 pub mod hugepage;
 pub mod isa;
+pub mod mapped;
 pub mod peak;
 pub mod qgemm;
 pub mod tiles;
@@ -79,6 +82,12 @@ pub use gemm::{
     PackedMatrix,
 };
 pub use isa::{Isa, IsaKind};
+
+/// Version of the packed weight layouts (f32 panels, int8 VNNI / `smmla` / AMX panels with
+/// their scales and compensation, bf16 pairs and tiles): bumped whenever any of them
+/// changes, so that packed weights saved under another version (the engine's packed-weights
+/// cache: [`PackedMatrix::packed_bytes`] and `from_packed`) are packed again, not misread.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Errors returned by the kernels. Kernels never panic on bad shapes.
 #[derive(Debug, Clone, PartialEq)]

@@ -1033,3 +1033,33 @@ fn best_is_vdpbf16ps_then_the_widening_path() {
         assert!(BIsa::new(BIsaKind::NeonBf16).is_none());
     }
 }
+
+/// bf16 panels saved (`packed_bytes`) and mapped back (`from_packed`) are the same matrix:
+/// the same bits and bitwise the same GEMM on every bf16 path; a short range is refused.
+#[test]
+fn from_packed_mapped_bytes_is_bitwise_the_packed_matrix() {
+    use e5embed_kernels::mapped::MappedF32;
+    let mut r = rng(72);
+    for isa in BIsa::available() {
+        for (n, k) in [(70, 37), (384, 384)] {
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let b = Bf16Matrix::from_f32(isa, &w, n, k).unwrap();
+            let bytes = b.packed_bytes();
+            let map = common::mapped(bytes, 64);
+            let m = MappedF32::new(&map, 64, bytes.len() / 4, 64).unwrap();
+            let c = Bf16Matrix::from_packed(isa, n, k, m).unwrap();
+            assert_eq!(c.to_bf16_bits(), b.to_bf16_bits(), "{isa:?} {n}x{k}");
+            let rows = 13;
+            let a = uniform(&mut r, rows * k, -1.0, 1.0);
+            let (mut want, mut got) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+            gemm_bf16(&a, rows, &b, &mut want, Epilogue::None).unwrap();
+            gemm_bf16(&a, rows, &c, &mut got, Epilogue::None).unwrap();
+            common::assert_bitwise(&format!("{isa:?} {n}x{k}"), &got, &want);
+            let short = MappedF32::new(&map, 64, bytes.len() / 4 - 1, 64).unwrap();
+            assert!(matches!(
+                Bf16Matrix::from_packed(isa, n, k, short),
+                Err(KernelError::Shape(_))
+            ));
+        }
+    }
+}

@@ -332,3 +332,53 @@ fn kernel_name_and_tile_per_isa() {
         assert!(p.kernel_name().ends_with(&format!("_{mr}x{nr}")));
     }
 }
+
+/// Packed panels saved (`packed_bytes`) and mapped back (`from_packed`, the engine's
+/// packed-weights cache) are the same matrix: the same bytes and bitwise the same GEMM, on
+/// every path; a range of the wrong length or not 64-byte aligned is a shape error.
+#[test]
+fn from_packed_mapped_bytes_is_bitwise_the_packed_matrix() {
+    use e5embed_kernels::mapped::MappedF32;
+    let mut r = rng(71);
+    for isa in Isa::available() {
+        for (n, k) in [(70, 37), (384, 384)] {
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let b = PackedMatrix::pack(isa, &w, n, k).unwrap();
+            let bytes = b.packed_bytes();
+            let map = mapped(bytes, 128);
+            let floats = bytes.len() / 4;
+            let m = MappedF32::new(&map, 128, floats, 64).unwrap();
+            let c = PackedMatrix::from_packed(isa, n, k, m).unwrap();
+            assert_eq!(c.packed_bytes(), bytes, "{isa:?} {n}x{k}");
+            let rows = 19;
+            let a = uniform(&mut r, rows * k, -1.0, 1.0);
+            let bias = uniform(&mut r, n, -1.0, 1.0);
+            let (mut want, mut got) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+            gemm_f32(&a, rows, &b, &mut want, Epilogue::Bias(&bias)).unwrap();
+            gemm_f32(&a, rows, &c, &mut got, Epilogue::Bias(&bias)).unwrap();
+            assert_bitwise(&format!("{isa:?} {n}x{k}"), &got, &want);
+            // One float short, or a range that is 4- but not 64-byte aligned: refused.
+            let short = MappedF32::new(&map, 128, floats - 1, 64).unwrap();
+            assert!(matches!(
+                PackedMatrix::from_packed(isa, n, k, short),
+                Err(KernelError::Shape(_))
+            ));
+            let map = mapped(bytes, 4);
+            let skewed = MappedF32::new(&map, 4, floats, 4).unwrap();
+            assert!(matches!(
+                PackedMatrix::from_packed(isa, n, k, skewed),
+                Err(KernelError::Shape(_))
+            ));
+        }
+    }
+    // The range itself: in bounds and aligned as asked, or a shape error.
+    let map = mapped(&[0u8; 256], 0);
+    assert!(MappedF32::new(&map, 0, 64, 64).is_ok());
+    assert!(MappedF32::new(&map, 4, 64, 4).is_err(), "past the end");
+    assert!(MappedF32::new(&map, 4, 8, 64).is_err(), "misaligned");
+    assert!(
+        MappedF32::new(&map, 0, usize::MAX / 2, 4).is_err(),
+        "overflow"
+    );
+    assert!(MappedF32::new(&map, 0, 8, 3).is_err(), "not a power of two");
+}

@@ -150,8 +150,11 @@ impl Sink {
 }
 
 pub fn run(a: EmbedArgs) -> Result<(), Error> {
+    let mut stages = e5embed::internals::timing::StageTimes::from_env();
     let embedder = load(&a.model)?;
+    stages.extend(embedder.load_timings());
     let rss_after_load = e5embed::internals::mem::rss_bytes();
+    let peak_during_load = e5embed::internals::mem::peak_rss_bytes();
     e5embed::internals::mem::reset_peak_rss();
     let prompt = if a.query {
         Some("query")
@@ -165,11 +168,22 @@ pub fn run(a: EmbedArgs) -> Result<(), Error> {
     let finished = sink.finish();
     let summary = result?;
     finished?;
+    stages.lap("embed (tokenize, forward, write)");
+    // The load's own peak last: the peak reset above hides it from /usr/bin/time's maximum.
     eprintln!(
-        "{summary}; RSS after load {:.1} MB, peak while embedding {:.1} MB",
+        "{summary}; RSS after load {:.1} MB, peak while embedding {:.1} MB; peak during load \
+         {:.1} MB",
         mb(rss_after_load),
-        mb(e5embed::internals::mem::peak_rss_bytes())
+        mb(e5embed::internals::mem::peak_rss_bytes()),
+        mb(peak_during_load)
     );
+    if stages.enabled() {
+        eprint!("{}{}", stages.report(), embedder.timings().report());
+    }
+    // The process ends here: the OS takes the memory back whole. Dropping the embedder first
+    // (the tokenizer's maps, the tables, the pool) cost 15-18 ms of a ~200 ms cold start
+    // (kernels/PERF.md); everything written is flushed and renamed above.
+    std::mem::forget(embedder);
     Ok(())
 }
 

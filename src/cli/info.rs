@@ -43,6 +43,12 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
             "precisions": PRECISIONS,
             "threads": embedder.threads(),
             "max_batch_tokens": embedder.max_batch_tokens(),
+            "weights": match embedder.weight_source() {
+                e5embed::WeightSource::Cache(p) => serde_json::json!({"source": "cache", "file": p}),
+                e5embed::WeightSource::Packed { saved } => {
+                    serde_json::json!({"source": "packed", "file": saved})
+                }
+            },
             "tuning": embedder.tuning().map(|t| serde_json::json!({
                 "source": format!("{:?}", t.source).to_lowercase(),
                 "cache": t.path,
@@ -108,6 +114,22 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
             }
         }
         None => println!("kernel choice    fixed rule (--no-tune or --isa)"),
+    }
+    match embedder.weight_source() {
+        e5embed::WeightSource::Cache(p) => {
+            println!(
+                "weights          mapped from the packed-weights cache {}",
+                p.display()
+            )
+        }
+        e5embed::WeightSource::Packed { saved: Some(p) } => println!(
+            "weights          packed at this load, saved to {}",
+            p.display()
+        ),
+        e5embed::WeightSource::Packed { saved: None } => println!(
+            "weights          packed at this load (packed-weights cache off: \
+             --no-weight-cache, --isa, a model under 8 MiB or no cache directory)"
+        ),
     }
     println!("threads          {}", embedder.threads());
     println!("max batch tokens {}", embedder.max_batch_tokens());

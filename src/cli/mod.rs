@@ -129,6 +129,12 @@ pub struct ModelArgs {
     /// re-measures); a forced --isa also turns it off.
     #[arg(long)]
     pub no_tune: bool,
+    /// Do not use the packed-weights cache: read, convert and pack model.safetensors at this
+    /// load and write nothing (reproducible runs; the vectors are bitwise the same). Default:
+    /// the packed weights are written once to packed/ in the cache directory and mapped by
+    /// later loads.
+    #[arg(long)]
+    pub no_weight_cache: bool,
 }
 
 /// The model directory: a local directory, a hub repo id, or the default test model.
@@ -167,6 +173,7 @@ pub fn load(m: &ModelArgs) -> Result<Embedder, Error> {
     opts.int8_recipe = int8_recipe;
     opts.normalize = m.normalize;
     opts.tune = m.no_tune.then_some(false);
+    opts.weight_cache = m.no_weight_cache.then_some(false);
     opts.pooling = m.pooling.map(|p| match p {
         PoolingArg::Mean => Pooling::Mean,
         PoolingArg::Cls => Pooling::Cls,

@@ -19,22 +19,24 @@ use super::Precision;
 use crate::config::BertConfig;
 use crate::error::Result;
 use crate::timing::{Op, OpTimes};
-use crate::weights::{BertWeights, LayerWeights};
+use crate::weights::{BertWeights, LayerWeights, Table};
 
 /// One encoder layer with its weights packed for the microkernels.
+/// (The fields are the model module's: `packed_cache` saves and restores them.)
 pub(crate) struct FastLayer {
-    qkv: Linear,
-    qkv_b: Vec<f32>,
-    attn_out: Linear,
-    attn_out_b: Vec<f32>,
-    attn_ln_g: Vec<f32>,
-    attn_ln_b: Vec<f32>,
-    ffn_up: Linear,
-    ffn_up_b: Vec<f32>,
-    ffn_down: Linear,
-    ffn_down_b: Vec<f32>,
-    ffn_ln_g: Vec<f32>,
-    ffn_ln_b: Vec<f32>,
+    pub(super) qkv: Linear,
+    pub(super) qkv_b: Vec<f32>,
+    pub(super) attn_out: Linear,
+    pub(super) attn_out_b: Vec<f32>,
+    pub(super) attn_ln_g: Vec<f32>,
+    pub(super) attn_ln_b: Vec<f32>,
+    pub(super) ffn_up: Linear,
+    pub(super) ffn_up_b: Vec<f32>,
+    pub(super) ffn_down: Linear,
+    /// Corrected for the unsigned input mode's offset where the down projection has it.
+    pub(super) ffn_down_b: Vec<f32>,
+    pub(super) ffn_ln_g: Vec<f32>,
+    pub(super) ffn_ln_b: Vec<f32>,
 }
 
 impl FastLayer {
@@ -63,18 +65,20 @@ impl FastLayer {
 }
 
 /// The model as the engine runs it: embeddings tables, packed layers, the ISA they target.
+/// Built by packing loaded weights ([`FastModel::new`]) or from the packed-weights cache
+/// (`packed_cache`, which saves and restores these fields).
 pub struct FastModel {
-    config: BertConfig,
-    isa: Isa,
-    qisa: QIsa,
-    bisa: BIsa,
-    precision: Precision,
-    word_emb: Vec<f32>,
-    pos_emb: Vec<f32>,
-    type_emb: Vec<f32>,
-    emb_ln_g: Vec<f32>,
-    emb_ln_b: Vec<f32>,
-    layers: Vec<FastLayer>,
+    pub(super) config: BertConfig,
+    pub(super) isa: Isa,
+    pub(super) qisa: QIsa,
+    pub(super) bisa: BIsa,
+    pub(super) precision: Precision,
+    pub(super) word_emb: Table,
+    pub(super) pos_emb: Vec<f32>,
+    pub(super) type_emb: Vec<f32>,
+    pub(super) emb_ln_g: Vec<f32>,
+    pub(super) emb_ln_b: Vec<f32>,
+    pub(super) layers: Vec<FastLayer>,
 }
 
 impl FastModel {

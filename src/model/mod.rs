@@ -8,6 +8,7 @@
 
 pub mod forward;
 pub mod linear;
+pub mod packed_cache;
 pub(crate) mod parallel;
 pub mod reference;
 pub mod scratch;

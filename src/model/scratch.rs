@@ -1,9 +1,10 @@
-//! The forward's reusable buffers: sized once from the token budget, never shrunk (flat
-//! memory), pages touched up front.
+//! The forward's reusable buffers: grown in powers of two up to the token budget as calls
+//! need them, never shrunk (flat memory once grown), pages touched up front.
 
-/// Reusable forward buffers, sized once (from the token budget) and never shrunk, so memory
-/// stays flat whatever the mix of lengths: `2·hidden + max(4·hidden, intermediate)` floats per
-/// token (9 KB at e5-small-v2's shapes).
+/// Reusable forward buffers, grown (up to the token budget, see `Embedder::take_scratch`) and
+/// never shrunk, so memory stays flat whatever the mix of lengths once they hold the largest
+/// forward: `2·hidden + max(4·hidden, intermediate)` floats per token (9 KB at e5-small-v2's
+/// shapes).
 #[derive(Default)]
 pub struct Scratch {
     pub(crate) x: Vec<f32>,

@@ -154,7 +154,7 @@ mod x86;
 
 pub use reference::{gemm_bf16_reference, gemm_bf16_reference_bits};
 
-use crate::buf::AlignedBuf;
+use crate::buf::{AlignedBuf, WeightBuf};
 use crate::epilogue::{validate as validate_epilogue, Epilogue};
 use crate::isa::{Family, Features, Path};
 use crate::{shape_err, KernelError};
@@ -371,8 +371,9 @@ pub struct Bf16Matrix {
     pk: usize,
     nr: usize,
     /// `ceil(n / NR)` panels of `[kp / 2][NR][2]` bf16, 64-byte aligned (an f32
-    /// buffer holding one bf16 pair per element: `npanels · NR · kp / 2` pairs).
-    data: AlignedBuf,
+    /// buffer holding one bf16 pair per element: `npanels · NR · kp / 2` pairs); packed
+    /// here, or mapped from a file that holds it ([`Bf16Matrix::from_packed`]).
+    data: WeightBuf,
 }
 
 impl Bf16Matrix {
@@ -431,8 +432,40 @@ impl Bf16Matrix {
             kp,
             pk,
             nr,
-            data,
+            data: WeightBuf::Owned(data),
         }
+    }
+
+    /// The packed panels as bytes (`npanels · NR · pk` bf16), for saving them:
+    /// [`Bf16Matrix::from_packed`] takes them back.
+    pub fn packed_bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+
+    /// A matrix over panels packed earlier for `isa` (the bytes of
+    /// [`Bf16Matrix::packed_bytes`] in a mapped file, e.g. the engine's packed-weights cache),
+    /// used in place: bitwise the matrix [`Bf16Matrix::from_f32`] made. The range must hold
+    /// exactly the layout's `npanels · NR · pk` bf16 and be 64-byte aligned.
+    pub fn from_packed(
+        isa: BIsa,
+        n: usize,
+        k: usize,
+        data: crate::mapped::MappedF32,
+    ) -> Result<Bf16Matrix, KernelError> {
+        const WHAT: &str = "Bf16Matrix::from_packed";
+        let nr = isa.tile().1;
+        let kp = padded_k(k);
+        let pk = panel_k(isa, kp);
+        let elems = crate::checked_len(WHAT, &[n.div_ceil(nr), nr, pk])?;
+        Ok(Bf16Matrix {
+            isa,
+            n,
+            k,
+            kp,
+            pk,
+            nr,
+            data: WeightBuf::mapped(WHAT, data, elems / 2)?,
+        })
     }
 
     /// Output features (columns of C).

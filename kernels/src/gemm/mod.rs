@@ -90,7 +90,7 @@ pub use crate::epilogue::Epilogue;
 pub(crate) use kernel::Raw;
 pub(crate) use pack::{pack_b, packed_len};
 
-use crate::buf::AlignedBuf;
+use crate::buf::{AlignedBuf, WeightBuf};
 use crate::isa::{Isa, IsaKind};
 use crate::{shape_err, KernelError};
 pub use kernel::GemmPath;
@@ -217,8 +217,9 @@ pub struct PackedMatrix {
     k: usize,
     nr: usize,
     name: &'static str,
-    /// `ceil(n / NR)` panels of `[k][NR]`, 64-byte aligned.
-    data: AlignedBuf,
+    /// `ceil(n / NR)` panels of `[k][NR]`, 64-byte aligned (packed here, or mapped from
+    /// a file that holds them: [`PackedMatrix::from_packed`]).
+    data: WeightBuf,
 }
 
 impl PackedMatrix {
@@ -241,7 +242,38 @@ impl PackedMatrix {
             k,
             nr: info.nr,
             name: info.name,
-            data,
+            data: WeightBuf::Owned(data),
+        })
+    }
+
+    /// The packed panels as bytes (`ceil(n / NR) · NR · k` floats, native byte order), for
+    /// saving them: [`PackedMatrix::from_packed`] takes them back.
+    pub fn packed_bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+
+    /// A matrix over panels packed earlier for `isa` (the bytes of
+    /// [`PackedMatrix::packed_bytes`] in a mapped file, e.g. the engine's packed-weights
+    /// cache), used in place: bitwise the matrix [`PackedMatrix::pack`] made. The range must
+    /// hold exactly the layout's `ceil(n / NR) · NR · k` floats and be 64-byte aligned.
+    pub fn from_packed(
+        isa: Isa,
+        n: usize,
+        k: usize,
+        data: crate::mapped::MappedF32,
+    ) -> Result<PackedMatrix, KernelError> {
+        let info = kernel_info(isa.kind());
+        let len = crate::checked_len(
+            "PackedMatrix::from_packed",
+            &[n.div_ceil(info.nr), info.nr, k],
+        )?;
+        Ok(PackedMatrix {
+            isa,
+            n,
+            k,
+            nr: info.nr,
+            name: info.name,
+            data: WeightBuf::mapped("PackedMatrix::from_packed", data, len)?,
         })
     }
 

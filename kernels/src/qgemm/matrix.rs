@@ -3,7 +3,7 @@
 
 use super::reference::InputMode;
 use super::{padded_k, quantize_rows_impl, validate_mul, validate_offset, QIsa, QK_MAX};
-use crate::buf::AlignedBuf;
+use crate::buf::{AlignedBuf, WeightBuf};
 use crate::{shape_err, KernelError};
 
 /// Bytes per column of a weight panel for `isa`: `kp` rounded up to the layout's k-group
@@ -16,6 +16,20 @@ fn panel_k(isa: QIsa, kp: usize) -> usize {
         let kg = isa.kind().k_group();
         kp.div_ceil(kg) * kg
     }
+}
+
+/// What a [`QuantizedMatrix`] keeps beside its packed weight bytes
+/// ([`QuantizedMatrix::packed_extras`], [`QuantizedMatrix::from_packed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedExtras {
+    /// `s_w` padded to whole panels (`[npanels · NR]`, zero past `n`).
+    pub scales: Vec<f32>,
+    /// The `+128` compensation per column (`[npanels · NR]`; zeros in unsigned input mode).
+    pub comp: Vec<i32>,
+    /// SmoothQuant input multipliers `[k]` (finite, positive), if any.
+    pub input_mul: Option<Vec<f32>>,
+    /// The unsigned input mode's offset (finite, `>= 0`), if that mode is on.
+    pub input_offset: Option<f32>,
 }
 
 /// Weights quantized (symmetric int8 per output channel) and packed once for one
@@ -34,8 +48,9 @@ pub struct QuantizedMatrix {
     pub(super) qmax: i32,
     /// `ceil(n / NR)` panels of `[kp / 4][NR][4]` i8 (`[kp8 / 8][NR][8]` for `smmla`),
     /// 64-byte aligned (an f32 buffer viewed as bytes: its length
-    /// `npanels · pk · NR` is a multiple of 4).
-    pub(super) data: AlignedBuf,
+    /// `npanels · pk · NR` is a multiple of 4); packed here, or mapped from a file that
+    /// holds it ([`QuantizedMatrix::from_packed`]).
+    pub(super) data: WeightBuf,
     /// `s_w`: `[npanels · NR]`, zero past `n`.
     pub(super) scales: Vec<f32>,
     /// `comp[j] = 128 · Σ_k Wq[j, k]`: `[npanels · NR]`, zero past `n`.
@@ -183,7 +198,7 @@ impl QuantizedMatrix {
             pk,
             nr,
             qmax,
-            data,
+            data: WeightBuf::Owned(data),
             scales: sc,
             #[cfg(target_arch = "aarch64")]
             colsum128: comp.clone(),
@@ -191,6 +206,92 @@ impl QuantizedMatrix {
             input_mul: None,
             input_offset: None,
         })
+    }
+
+    /// The packed weight panels as bytes (`npanels · pk · NR`, a multiple of 4), for saving
+    /// them with [`QuantizedMatrix::packed_scales`], [`QuantizedMatrix::packed_comp`], the
+    /// input multipliers and offset: [`QuantizedMatrix::from_packed`] takes them back.
+    pub fn packed_bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+
+    /// The vectors kept beside the packed bytes (for saving them with
+    /// [`QuantizedMatrix::packed_bytes`]).
+    pub fn packed_extras(&self) -> PackedExtras {
+        PackedExtras {
+            scales: self.scales.clone(),
+            comp: self.comp.clone(),
+            input_mul: self.input_mul.clone(),
+            input_offset: self.input_offset,
+        }
+    }
+
+    /// A matrix over weights packed earlier for `isa` (the bytes of
+    /// [`QuantizedMatrix::packed_bytes`] in a mapped file, e.g. the engine's packed-weights
+    /// cache, used in place) with the vectors saved beside them: bitwise the matrix that
+    /// [`QuantizedMatrix::quantize`] / [`QuantizedMatrix::from_quantized`] (and
+    /// [`QuantizedMatrix::with_input_mul`], [`QuantizedMatrix::with_unsigned_input`]) made.
+    /// Lengths are checked against the layout (`data`: `npanels · pk · NR` bytes, 64-byte
+    /// aligned; the extras as [`PackedExtras`] says); the contents are taken as saved.
+    pub fn from_packed(
+        isa: QIsa,
+        n: usize,
+        k: usize,
+        data: crate::mapped::MappedF32,
+        extras: PackedExtras,
+    ) -> Result<QuantizedMatrix, KernelError> {
+        const WHAT: &str = "QuantizedMatrix::from_packed";
+        let PackedExtras {
+            scales,
+            comp,
+            input_mul,
+            input_offset,
+        } = extras;
+        Self::check_dims(WHAT, isa, n, k)?;
+        let nr = isa.tile().1;
+        let kp = padded_k(k);
+        let pk = panel_k(isa, kp);
+        let np = n.div_ceil(nr);
+        let bytes = np * nr * pk;
+        let data = WeightBuf::mapped(WHAT, data, bytes / 4)?;
+        if scales.len() != np * nr || comp.len() != np * nr {
+            return shape_err!(
+                "{WHAT}: scales has {} and comp {} values, the layout needs {}",
+                scales.len(),
+                comp.len(),
+                np * nr
+            );
+        }
+        if let Some(mul) = &input_mul {
+            validate_mul(WHAT, mul, k)?;
+        }
+        if let Some(offset) = input_offset {
+            validate_offset(WHAT, offset)?;
+        }
+        #[allow(unused_mut)]
+        let mut m = QuantizedMatrix {
+            isa,
+            n,
+            k,
+            kp,
+            pk,
+            nr,
+            qmax: isa.kind().weight_qmax(),
+            data,
+            scales,
+            #[cfg(target_arch = "aarch64")]
+            colsum128: Vec::new(),
+            comp,
+            input_mul,
+            input_offset,
+        };
+        #[cfg(target_arch = "aarch64")]
+        {
+            let mut c: Vec<i32> = m.colsums().iter().map(|&s| 128 * s).collect();
+            c.resize(np * nr, 0);
+            m.colsum128 = c;
+        }
+        Ok(m)
     }
 
     /// Attaches SmoothQuant input multipliers `mul: [k]` (`1 / s` when these weights

@@ -153,7 +153,7 @@ pub use entry::{
     gemm_u8s8, gemm_u8s8_cols, gemm_u8s8_i32, gemm_u8s8_par, gemm_u8s8_quantized,
     gemm_u8s8_quantized_for, INT8_COLUMN_SPLIT_MAX_M,
 };
-pub use matrix::QuantizedMatrix;
+pub use matrix::{PackedExtras, QuantizedMatrix};
 pub use quantize::{quantize_rows, quantize_rows_smoothed};
 pub(crate) use quantize::{quantize_rows_impl, validate_mul, validate_offset, validate_quantize};
 pub use reference::{

@@ -125,3 +125,21 @@ impl GemmOperands {
         }
     }
 }
+
+/// `bytes` written to a new file at byte `offset` (zeros before it), mapped read-only (the
+/// file is removed at once: the mapping keeps it). For the `from_packed` round trips.
+pub fn mapped(bytes: &[u8], offset: usize) -> std::sync::Arc<e5embed_kernels::mapped::MappedFile> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "e5embed-kernels-test-{}-{}.bin",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut all = vec![0u8; offset];
+    all.extend_from_slice(bytes);
+    std::fs::write(&path, &all).unwrap();
+    let map = e5embed_kernels::mapped::MappedFile::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    map
+}
