@@ -480,8 +480,9 @@ fn bfmmla_semantics_round_to_odd_pairs_flush() {
     let one = bf(1.0);
     let mn = f32::MIN_POSITIVE;
     let big = bf16_to_f32(0x7f7f); // the largest finite bf16
-                                   // (a as f32 (exact in bf16 unless noted), w as bf16 bits, the result's bits or NaN)
-    let cases: Vec<(&str, Vec<f32>, Vec<u16>, Option<u32>)> = vec![
+    /// (name, a as f32 (exact in bf16 unless noted), w as bf16 bits, the result's bits or NaN)
+    type Case = (&'static str, Vec<f32>, Vec<u16>, Option<u32>);
+    let cases: Vec<Case> = vec![
         // 1 + 2^-24 is a tie: RNE would give 1; round to odd sets bit 0.
         (
             "pair sum rounded to odd",
