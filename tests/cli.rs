@@ -14,8 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_e5embed");
 /// `qemu-aarch64 -cpu ...` that runs this test, since a process under qemu-user cannot exec a
 /// foreign binary without binfmt_misc).
 fn bin() -> Command {
-    match std::env::var("E5EMBED_TEST_RUNNER") {
-        Ok(r) if !r.trim().is_empty() => {
+    match runner() {
+        Some(r) => {
             let mut words = r.split_whitespace();
             let mut c = Command::new(words.next().unwrap());
             c.args(words).arg(BIN);

@@ -24,7 +24,7 @@ pub fn model_dir(name: &str) -> PathBuf {
 // fixture texts costs minutes (about 50x native, the scalar kernels several times more). Two
 // environment variables, read here and **never by the library**, make that run feasible; unset
 // (every native run) nothing changes. A test that skips or trims anything because of them
-// prints it on stderr with `***`.
+// prints it on stderr with `***` ([`loud`]: shown even when the harness captures output).
 //
 // - `E5EMBED_TEST_SKIP_SCALAR=1`: a test that loops over the kernel paths of a family skips the
 //   scalar path where the CPU has another one of that family (the scalar kernels are held to
@@ -33,11 +33,46 @@ pub fn model_dir(name: &str) -> PathBuf {
 // - `E5EMBED_TEST_TEXTS=subset`: the tests over the fixture texts take 9 of the 31: the first
 //   8 (plain, query, passage, empty, a word, accents, CJK, emoji) and the longest (truncated
 //   at max_seq_length on both models). `all` or unset: every text.
+// - `E5EMBED_TEST_RUNNER="qemu-aarch64 -cpu ..."`: the emulator these tests run under. The CLI
+//   tests run the e5embed binary through it (a process under qemu-user cannot exec a foreign
+//   binary without binfmt_misc), and the two resident-memory tests skip (the RSS is the
+//   emulator's, translated code included, and their 100k-250k tokens take hours emulated).
 
 /// `E5EMBED_TEST_SKIP_SCALAR` (see above).
 pub const SKIP_SCALAR_ENV: &str = "E5EMBED_TEST_SKIP_SCALAR";
 /// `E5EMBED_TEST_TEXTS` (see above).
 pub const TEXTS_ENV: &str = "E5EMBED_TEST_TEXTS";
+
+/// `E5EMBED_TEST_RUNNER` (see above).
+pub const RUNNER_ENV: &str = "E5EMBED_TEST_RUNNER";
+
+/// Says what a test skipped, straight to the process's stderr: not through `eprintln!`, which
+/// the test harness captures and shows only for a failing test.
+pub fn loud(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "*** {msg}");
+}
+
+/// The emulator command these tests run under (`E5EMBED_TEST_RUNNER`), if any.
+pub fn runner() -> Option<String> {
+    std::env::var(RUNNER_ENV)
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+}
+
+/// Whether `test` skips itself under emulation (`E5EMBED_TEST_RUNNER` set): says so and why on
+/// stderr.
+pub fn skip_under_emulation(test: &str, why: &str) -> bool {
+    match runner() {
+        Some(r) => {
+            loud(&format!(
+                "{test}: SKIPPED under emulation ({RUNNER_ENV}={r:?}): {why}"
+            ));
+            true
+        }
+        None => false,
+    }
+}
 
 fn skip_scalar() -> bool {
     match std::env::var(SKIP_SCALAR_ENV).as_deref() {
@@ -73,12 +108,12 @@ pub fn paths<F: e5embed_kernels::isa::Family>(
         return available;
     }
     let names: Vec<&str> = rest.iter().map(|p| p.name()).collect();
-    eprintln!(
-        "*** {test}: SKIPPED the scalar {} path ({SKIP_SCALAR_ENV}=1, set by tools/test-aarch64 \
+    loud(&format!(
+        "{test}: SKIPPED the scalar {} path ({SKIP_SCALAR_ENV}=1, set by tools/test-aarch64 \
          under emulation; the scalar kernels are tested against their references in the kernels \
          crate); running {names:?}",
         F::TOKEN
-    );
+    ));
     rest
 }
 
@@ -93,13 +128,13 @@ pub fn text_indices(test: &str, texts: &[String]) -> Vec<usize> {
     if !idx.contains(&longest) {
         idx.push(longest);
     }
-    eprintln!(
-        "*** {test}: {} of the {} fixture texts ({TEXTS_ENV}=subset, set by tools/test-aarch64 \
+    loud(&format!(
+        "{test}: {} of the {} fixture texts ({TEXTS_ENV}=subset, set by tools/test-aarch64 \
          under emulation: the first 8 and the longest, text {longest}); SKIPPED the other {}",
         idx.len(),
         texts.len(),
         texts.len() - idx.len()
-    );
+    ));
     idx
 }
 
