@@ -157,14 +157,20 @@ fn one_token_for_every_family() {
     for k in BIsaKind::ALL {
         assert_eq!(k.to_string().parse::<BIsaKind>(), Ok(k));
     }
-    // The bf16 family takes vdpbf16ps where AVX512-BF16 is, else the widening path.
-    if let Some(d) = BIsa::new(BIsaKind::Avx512Bf16) {
-        assert_eq!(BIsa::best(), d);
-    } else if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
-        assert_eq!(BIsa::best(), w);
-    } else {
-        assert_eq!(BIsa::best(), BIsa::scalar());
-    }
+    // The bf16 family takes the most specialised path the CPU has: AMX tiles, then
+    // vdpbf16ps, then the AVX-512 widening path; on aarch64 bfmmla, then NEON widening.
+    let expected = [
+        BIsaKind::Amx,
+        BIsaKind::Avx512Bf16,
+        BIsaKind::Avx512Widen,
+        BIsaKind::NeonBf16,
+        BIsaKind::NeonWiden,
+    ]
+    .into_iter()
+    .find_map(BIsa::new)
+    .unwrap_or_else(BIsa::scalar);
+    assert_eq!(BIsa::best(), expected);
+    assert_eq!(*BIsa::available().last().unwrap(), BIsa::best());
     assert_eq!(*QIsa::available().last().unwrap(), QIsa::best());
     // The f32 token reports the GEMM's microkernel like the gemm module does.
     for isa in Isa::available() {
