@@ -904,6 +904,18 @@ impl Embedder {
         }
     }
 
+    /// Prepares for a long job (many texts, e.g. a file): grows one scratch arena to the full
+    /// token budget and reads in the word-embedding table where it is mapped from the model
+    /// file, so the memory such a job reaches is resident, and claimed, before its first text
+    /// rather than along the way; from here the resident memory stays flat. A lone query does
+    /// not need it (the arena grows to need, the table's pages are read as rows are used).
+    /// `e5embed embed` calls it for `--input` files and stdin.
+    pub fn prepare_for_bulk(&self) {
+        let s = self.take_scratch(self.max_batch_tokens);
+        self.put_scratch(s, &OpTimes::default());
+        self.model.touch_tables();
+    }
+
     /// Per-op timings accumulated since load (empty unless `E5EMBED_TIMING=1`).
     pub fn timings(&self) -> OpTimes {
         self.timings.lock().map(|t| t.clone()).unwrap_or_default()

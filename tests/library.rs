@@ -107,3 +107,22 @@ fn pooling_override() {
         mean.embed(&["hello world"]).unwrap()
     );
 }
+
+/// `prepare_for_bulk` (what `embed` does before a file) grows the scratch to the token budget
+/// once, is idempotent, and changes no vector.
+#[test]
+fn prepare_for_bulk_claims_the_budget_scratch_and_changes_no_vector() {
+    let e = Embedder::load(tiny_dir("bulk")).unwrap();
+    let texts = ["a query", "another text, a little longer than the first one"];
+    let before = e.embed(&texts).unwrap();
+    let grown_to_need = e.scratch_bytes();
+    e.prepare_for_bulk();
+    let at_budget = e.scratch_bytes();
+    assert!(
+        at_budget > grown_to_need,
+        "scratch {grown_to_need} -> {at_budget} bytes: not grown to the budget"
+    );
+    e.prepare_for_bulk();
+    assert_eq!(e.scratch_bytes(), at_budget, "a second call grows nothing");
+    assert_eq!(e.embed(&texts).unwrap(), before);
+}

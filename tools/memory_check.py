@@ -11,8 +11,13 @@ holding /tmp/e5embed-bench.lock exclusively (as every measurement on this machin
 prints the command's own summary line ("RSS after load X MB, peak while embedding Y MB") with
 the ratio peak / after-load. Exits 1 when a ratio is above --max-ratio (default 1.2, the
 target). "After load" is the process's RSS once the model is loaded and packed (weights,
-tokenizer, thread pool; the safetensors map is already unmapped); the peak is VmHWM reset at
-that point (/proc/self/clear_refs), so it is everything the embedding run adds on top.
+tokenizer, thread pool) and, as `embed` does for a file before its first text
+(`Embedder::prepare_for_bulk`), one scratch arena is grown to the token budget and the word-
+embedding table, used where it lies in the mapped model file, is read in; the peak is VmHWM
+reset at that point (/proc/self/clear_refs), so it is everything the embedding run adds on
+top. (Since the packed-weights cache, a load maps the table and grows scratch to need: without
+the preparation the ratio measured the table's pages and the arena being reached, 1.4-2.0x,
+not growth with the work.)
 """
 
 from __future__ import annotations
