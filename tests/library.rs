@@ -113,7 +113,10 @@ fn pooling_override() {
 #[test]
 fn prepare_for_bulk_claims_the_budget_scratch_and_changes_no_vector() {
     let e = Embedder::load(tiny_dir("bulk")).unwrap();
-    let texts = ["a query", "another text, a little longer than the first one"];
+    let texts = [
+        "a query",
+        "another text, a little longer than the first one",
+    ];
     let before = e.embed(&texts).unwrap();
     let grown_to_need = e.scratch_bytes();
     e.prepare_for_bulk();
