@@ -913,7 +913,7 @@ impl Embedder {
     pub fn prepare_for_bulk(&self) {
         let s = self.take_scratch(self.max_batch_tokens);
         self.put_scratch(s, &OpTimes::default());
-        self.model.touch_tables();
+        self.model.read_in_word_table();
     }
 
     /// Per-op timings accumulated since load (empty unless `E5EMBED_TIMING=1`).

@@ -129,6 +129,16 @@ impl MappedF32 {
         unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), self.len) }
     }
 
+    /// Reads one value per 4 KiB page, so every page of the range is resident from then on
+    /// (for a range what [`MappedFile::open_populated`] does for a whole file at map time).
+    pub fn read_in(&self) {
+        let mut acc = 0u32;
+        for x in self.as_slice().iter().step_by(4096 / 4) {
+            acc ^= x.to_bits();
+        }
+        std::hint::black_box(acc);
+    }
+
     /// Number of floats.
     pub fn len(&self) -> usize {
         self.len

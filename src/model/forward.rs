@@ -221,21 +221,12 @@ impl FastModel {
         }
     }
 
-    /// Reads one value per 4 KiB page of the word-embedding table when it is used where it
-    /// lies in the mapped model file, so the whole table is resident from then on (a long job
-    /// touches most of its rows anyway). Returns the bytes read in: 0 for a table already in
-    /// memory.
-    pub fn touch_tables(&self) -> usize {
-        let Table::Mapped(_) = &self.word_emb else {
-            return 0;
-        };
-        let t: &[f32] = &self.word_emb;
-        let mut acc = 0u32;
-        for x in t.iter().step_by(1024) {
-            acc ^= x.to_bits();
+    /// Reads the word-embedding table in where it is used from the mapped model file (a long
+    /// job touches most of its rows anyway); nothing for a table already in memory.
+    pub fn read_in_word_table(&self) {
+        if let Table::Mapped(m) = &self.word_emb {
+            m.read_in();
         }
-        std::hint::black_box(acc);
-        std::mem::size_of_val(t)
     }
 
     /// Runs the encoder on several texts at once. Must be called inside the rayon pool that
