@@ -123,11 +123,7 @@ pub fn text_indices(test: &str, texts: &[String]) -> Vec<usize> {
     if !texts_subset() || texts.len() <= 9 {
         return (0..texts.len()).collect();
     }
-    let longest = (0..texts.len()).max_by_key(|&i| texts[i].len()).unwrap();
-    let mut idx: Vec<usize> = (0..8).collect();
-    if !idx.contains(&longest) {
-        idx.push(longest);
-    }
+    let (idx, longest) = subset_indices(texts);
     loud(&format!(
         "{test}: {} of the {} fixture texts ({TEXTS_ENV}=subset, set by tools/test-aarch64 \
          under emulation: the first 8 and the longest, text {longest}); SKIPPED the other {}",
@@ -136,6 +132,29 @@ pub fn text_indices(test: &str, texts: &[String]) -> Vec<usize> {
         texts.len() - idx.len()
     ));
     idx
+}
+
+/// The 9-text subset: the first 8 fixture texts and the longest (which the model truncates),
+/// and the longest's index.
+fn subset_indices(texts: &[String]) -> (Vec<usize>, usize) {
+    let longest = (0..texts.len()).max_by_key(|&i| texts[i].len()).unwrap();
+    let mut idx: Vec<usize> = (0..texts.len().min(8)).collect();
+    if !idx.contains(&longest) {
+        idx.push(longest);
+    }
+    (idx, longest)
+}
+
+/// The 9-text subset of the fixture texts (the first 8 and the longest), for tests whose
+/// property does not depend on the texts (a cache's bitwise equality, say) and that run
+/// the forward many times: the same subset `E5EMBED_TEST_TEXTS=subset` selects.
+pub fn subset_texts() -> Vec<String> {
+    let all = read_texts();
+    subset_indices(&all)
+        .0
+        .into_iter()
+        .map(|i| all[i].clone())
+        .collect()
 }
 
 /// The fixture texts (tests/fixtures/texts.json) `test` runs on ([`text_indices`]).
