@@ -24,14 +24,13 @@ fn load(dir: &std::path::Path, bisa: BIsa, threads: usize, budget: Option<usize>
     Embedder::load_with(dir, &opts).unwrap()
 }
 
-/// The texts a path is tested on: all, or for the ~50x slower scalar path the first 8
-/// (short, empty, accents, ...) and the longest one (truncated).
-fn subset(texts: &[String], bisa: BIsa) -> Vec<String> {
+/// The indices of the texts a path is tested on: all, or for the ~50x slower scalar path
+/// the 9-text subset (the first 8: short, empty, accents, ...; and the longest, truncated).
+fn indices(texts: &[String], bisa: BIsa) -> Vec<usize> {
     if bisa == BIsa::scalar() {
-        let longest = texts.iter().max_by_key(|t| t.len()).unwrap().clone();
-        texts[..8].iter().cloned().chain([longest]).collect()
+        subset_indices(texts).0
     } else {
-        texts.to_vec()
+        (0..texts.len()).collect()
     }
 }
 
@@ -60,11 +59,8 @@ fn bf16_is_close_to_f32_and_onnx_runtime_on_every_path() {
             let e = load(&dir, bisa, 2, None);
             assert_eq!(e.precision(), Precision::Bf16);
             assert_eq!(e.bisa(), bisa);
-            let texts = subset(&fx.texts, bisa);
-            let idx: Vec<usize> = texts
-                .iter()
-                .map(|t| fx.texts.iter().position(|x| x == t).unwrap())
-                .collect();
+            let idx = indices(&fx.texts, bisa);
+            let texts: Vec<&String> = idx.iter().map(|&i| &fx.texts[i]).collect();
             let pick = |all: &[Vec<f32>]| -> Vec<Vec<f32>> {
                 idx.iter().map(|&i| all[i].clone()).collect()
             };
@@ -101,17 +97,18 @@ fn bf16_is_bitwise_batch_invariant() {
         // batch (other row counts, other tiles) still runs; the budgets then split nothing
         // (the packing is precision-independent: tests/invariance.rs, tests/batching.rs);
         // the SIMD paths take every text.
-        let mut texts = subset(&all_texts, bisa);
-        if bisa == BIsa::scalar() {
-            texts.truncate(8);
-        }
+        let texts = if bisa == BIsa::scalar() {
+            &all_texts[..8]
+        } else {
+            &all_texts[..]
+        };
         let e1 = load(&dir, bisa, 1, None);
         let alone: Vec<Vec<f32>> = texts
             .iter()
             .map(|t| e1.embed(&[t]).unwrap().vectors.remove(0))
             .collect();
         for (threads, budget) in [(2, None), (2, Some(256)), (1, Some(300))] {
-            let all = load(&dir, bisa, threads, budget).embed(&texts).unwrap();
+            let all = load(&dir, bisa, threads, budget).embed(texts).unwrap();
             for (i, v) in all.vectors.iter().enumerate() {
                 assert!(
                     v == &alone[i],

@@ -136,7 +136,7 @@ pub fn text_indices(test: &str, texts: &[String]) -> Vec<usize> {
 
 /// The 9-text subset: the first 8 fixture texts and the longest (which the model truncates),
 /// and the longest's index.
-fn subset_indices(texts: &[String]) -> (Vec<usize>, usize) {
+pub fn subset_indices(texts: &[String]) -> (Vec<usize>, usize) {
     let longest = (0..texts.len()).max_by_key(|&i| texts[i].len()).unwrap();
     let mut idx: Vec<usize> = (0..texts.len().min(8)).collect();
     if !idx.contains(&longest) {
