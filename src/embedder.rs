@@ -158,7 +158,7 @@ option_setters! {
 ///
 /// - A model saved by `e5embed quantize` runs in int8 (that is what it was saved for).
 /// - Otherwise, with a tuning ([`crate::tune`]): bf16 where its fastest path measured at
-///   least 5% faster than f32's on the model's GEMM shapes ([`crate::tune::BF16_MIN_GAIN`];
+///   at least 1.2x faster than f32's on the model's GEMM shapes ([`crate::tune::BF16_MIN_GAIN`];
 ///   bf16's mean cosine to f32 is >= 0.9999, `tests/bf16.rs`, the accuracy taken as equal),
 ///   else f32. int8 is never chosen for an f32 model: its accuracy is lower.
 /// - Without one (tuning off, or a forced kernel path): f32 (exact), whatever the CPU.

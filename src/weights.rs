@@ -250,14 +250,12 @@ impl TensorSource<'_> {
             let n = view.data().len() / 4;
             if let Ok(m) = MappedF32::new(map, offset, n, 4) {
                 let values = m.as_slice();
-                if let Some((index, &value)) =
-                    values.iter().enumerate().find(|(_, v)| !v.is_finite())
-                {
+                if let Some(index) = e5embed_kernels::first_non_finite(values) {
                     return Err(Error::NonFinite {
                         path: self.path.to_owned(),
                         name: name.to_owned(),
                         index,
-                        value,
+                        value: values[index],
                     });
                 }
                 return Ok(Table::Mapped(m));
@@ -293,7 +291,8 @@ impl TensorSource<'_> {
                 })
             }
         };
-        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        if let Some(index) = e5embed_kernels::first_non_finite(&values) {
+            let value = values[index];
             return Err(Error::NonFinite {
                 path: self.path.to_owned(),
                 name: name.to_owned(),

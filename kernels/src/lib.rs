@@ -89,6 +89,24 @@ pub use isa::{Isa, IsaKind};
 /// cache: [`PackedMatrix::packed_bytes`] and `from_packed`) are packed again, not misread.
 pub const LAYOUT_VERSION: u32 = 1;
 
+/// The index of the first value of `x` that is not finite (NaN or infinite), if any.
+/// Scans 4096 values at a time with a branch-free OR of "exponent all ones" (which the
+/// compiler vectorizes: the all-finite case is one pass at memory speed) and looks for the
+/// index only in the block that has one. Used on every weight tensor at load and in
+/// [`qgemm::QuantizedMatrix::quantize`].
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    x.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+        let any = c.iter().fold(0u32, |acc, v| {
+            acc | ((v.to_bits() & 0x7f80_0000 == 0x7f80_0000) as u32)
+        });
+        if any == 0 {
+            return None;
+        }
+        c.iter().position(|v| !v.is_finite()).map(|i| b * BLOCK + i)
+    })
+}
+
 /// Errors returned by the kernels. Kernels never panic on bad shapes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelError {
@@ -127,4 +145,27 @@ pub(crate) fn checked_len(what: &str, dims: &[usize]) -> Result<usize, KernelErr
     dims.iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| KernelError::Shape(format!("{what}: dimensions {dims:?} overflow usize")))
+}
+
+#[cfg(test)]
+mod finite_tests {
+    use super::first_non_finite;
+
+    #[test]
+    fn first_non_finite_finds_the_first_bad_value_in_any_block() {
+        assert_eq!(first_non_finite(&[]), None);
+        let mut x: Vec<f32> = (0..10_000).map(|i| (i as f32 - 5000.0) * 1e30).collect();
+        x.extend([f32::MAX, f32::MIN, f32::MIN_POSITIVE, 1e-45, -0.0]);
+        assert_eq!(first_non_finite(&x), None);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+            for at in [0, 1, 4095, 4096, 4097, 8191, x.len() - 1] {
+                let mut y = x.clone();
+                y[at] = bad;
+                // A later bad value does not hide the first one.
+                let last = y.len() - 1;
+                y[last] = f32::NAN;
+                assert_eq!(first_non_finite(&y), Some(at), "{bad} at {at}");
+            }
+        }
+    }
 }

@@ -381,7 +381,11 @@ impl Bf16Matrix {
     /// ([`f32_to_bf16`]) and packs it for `isa`.
     pub fn from_f32(isa: BIsa, w: &[f32], n: usize, k: usize) -> Result<Bf16Matrix, KernelError> {
         Self::check("Bf16Matrix::from_f32", isa, w.len(), n, k)?;
-        Ok(Self::pack(isa, n, k, |j, q| f32_to_bf16(w[j * k + q])))
+        Ok(Self::pack(isa, n, k, |j, row| {
+            for (d, &x) in row.iter_mut().zip(&w[j * k..(j + 1) * k]) {
+                *d = f32_to_bf16(x);
+            }
+        }))
     }
 
     /// Packs bf16 weights as stored (`w: [n, k]` bf16 bit patterns, e.g. from a bf16
@@ -393,7 +397,9 @@ impl Bf16Matrix {
         k: usize,
     ) -> Result<Bf16Matrix, KernelError> {
         Self::check("Bf16Matrix::from_bf16_bits", isa, w.len(), n, k)?;
-        Ok(Self::pack(isa, n, k, |j, q| w[j * k + q]))
+        Ok(Self::pack(isa, n, k, |j, row| {
+            row.copy_from_slice(&w[j * k..(j + 1) * k])
+        }))
     }
 
     fn check(what: &str, isa: BIsa, len: usize, n: usize, k: usize) -> Result<(), KernelError> {
@@ -406,7 +412,10 @@ impl Bf16Matrix {
         Ok(())
     }
 
-    fn pack(isa: BIsa, n: usize, k: usize, w: impl Fn(usize, usize) -> u16) -> Bf16Matrix {
+    /// Packs the rows `row(j, out)` writes (`out`: `[k]` bf16 bits) into `isa`'s layout
+    /// ([`index`], one row's offsets worked out once: packing runs at every load without
+    /// the packed-weights cache and in the tuning measurement).
+    fn pack(isa: BIsa, n: usize, k: usize, row: impl Fn(usize, &mut [u16])) -> Bf16Matrix {
         let nr = isa.tile().1;
         let kp = padded_k(k);
         let pk = panel_k(isa, kp);
@@ -419,10 +428,10 @@ impl Bf16Matrix {
             // alignment 2 <= 64.
             let d: &mut [u16] =
                 unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u16>(), elems) };
+            let mut r = vec![0u16; k];
             for j in 0..n {
-                for q in 0..k {
-                    d[index(isa.kind(), nr, pk, j, q)] = w(j, q);
-                }
+                row(j, &mut r);
+                scatter_row(isa.kind(), nr, pk, j, &r, d);
             }
         }
         Bf16Matrix {
@@ -541,6 +550,39 @@ fn index(kind: BIsaKind, nr: usize, pk: usize, j: usize, q: usize) -> usize {
         BIsaKind::NeonWiden => panel + q * nr + c,
         BIsaKind::NeonBf16 => panel + (q / 4) * nr * 4 + (c / 2) * 8 + (c % 2) * 4 + q % 4,
         _ => panel + (q / 2) * nr * 2 + c * 2 + q % 2,
+    }
+}
+
+/// Writes row `j` (`r: [k]`) of the weights into the packed buffer `d` at [`index`]'s
+/// places, with the row's panel and column offsets hoisted out of the k loop.
+fn scatter_row(kind: BIsaKind, nr: usize, pk: usize, j: usize, r: &[u16], d: &mut [u16]) {
+    let (panel, c) = ((j / nr) * pk * nr, j % nr);
+    match kind {
+        BIsaKind::NeonWiden => {
+            for (q, &v) in r.iter().enumerate() {
+                d[panel + q * nr + c] = v;
+            }
+        }
+        BIsaKind::NeonBf16 => {
+            let base = panel + (c / 2) * 8 + (c % 2) * 4;
+            for (g, four) in r.chunks(4).enumerate() {
+                let o = base + g * nr * 4;
+                // An element loop: `copy_from_slice` of a few elements is a memcpy call.
+                for (t, &v) in four.iter().enumerate() {
+                    d[o + t] = v;
+                }
+            }
+        }
+        _ => {
+            let base = panel + c * 2;
+            for (g, two) in r.chunks(2).enumerate() {
+                let o = base + g * nr * 2;
+                // An element loop: `copy_from_slice` of a few elements is a memcpy call.
+                for (t, &v) in two.iter().enumerate() {
+                    d[o + t] = v;
+                }
+            }
+        }
     }
 }
 
@@ -798,5 +840,42 @@ pub mod testing {
         x.resize(kp4, 0);
         y.resize(kp4, 0);
         super::reference::dot_bfmmla(&x, &y)
+    }
+}
+
+#[cfg(test)]
+mod pack_tests {
+    use super::{index, scatter_row, BIsaKind};
+
+    /// Every layout's row scatter puts each element where `index` (the layout's
+    /// definition, which unpacking uses) says, on awkward panel widths and depths.
+    #[test]
+    fn scatter_row_matches_index() {
+        let kinds = [
+            BIsaKind::Scalar,
+            BIsaKind::NeonWiden,
+            BIsaKind::NeonBf16,
+            BIsaKind::Amx,
+        ];
+        for kind in kinds {
+            for (nr, k) in [(16usize, 1usize), (16, 7), (12, 33), (32, 384), (8, 2)] {
+                let pk = match kind {
+                    BIsaKind::NeonBf16 => k.div_ceil(4) * 4,
+                    _ => k.div_ceil(2) * 2,
+                };
+                let n = 2 * nr + 3;
+                let len = n.div_ceil(nr) * nr * pk;
+                let mut d = vec![0u16; len];
+                let mut want = vec![0u16; len];
+                for j in 0..n {
+                    let r: Vec<u16> = (0..k).map(|q| (1 + j * 1000 + q) as u16).collect();
+                    scatter_row(kind, nr, pk, j, &r, &mut d);
+                    for (q, &v) in r.iter().enumerate() {
+                        want[index(kind, nr, pk, j, q)] = v;
+                    }
+                }
+                assert_eq!(d, want, "{kind:?} nr {nr} k {k}");
+            }
+        }
     }
 }

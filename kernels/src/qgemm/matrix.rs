@@ -68,6 +68,21 @@ pub struct QuantizedMatrix {
     pub(super) input_offset: Option<f32>,
 }
 
+/// `round_ties_even(v)` clamped to `[-qf, qf]`, as an integer (`qf` <= 127): the clamp first
+/// (NaN, which `as i32` made 0, becomes 0), then the `1.5 · 2^23` addition, which rounds a
+/// float of magnitude below `2^22` to an integer in f32's default round-to-nearest-even mode
+/// and leaves the sum in `[2^23, 2^24)`, where the bit pattern is `MAGIC`'s plus the integer.
+/// The same result as rounding then clamping for every input; no libm call (`round_ties_even`
+/// is `rintf` on the x86-64 baseline, one per weight, most of packing's time) and no
+/// saturating cast, so the loop vectorizes.
+#[inline]
+fn round_clamped(v: f32, qf: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    let c = v.clamp(-qf, qf);
+    let c = if c.is_nan() { 0.0 } else { c };
+    (c + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+}
+
 impl QuantizedMatrix {
     /// Quantizes `w: [n, k]` (PyTorch Linear layout) per output channel with the
     /// weight range of `isa` ([`QIsaKind::weight_qmax`]) and packs it for `isa`.
@@ -84,23 +99,28 @@ impl QuantizedMatrix {
                 w.len()
             );
         }
-        if let Some(i) = w.iter().position(|x| !x.is_finite()) {
+        if let Some(i) = crate::first_non_finite(w) {
             return shape_err!("QuantizedMatrix::quantize: w[{i}] = {} is not finite", w[i]);
         }
         let qmax = isa.kind().weight_qmax();
+        let qf = qmax as f32;
         let mut wq = vec![0i8; n * k];
         let mut scales = vec![0f32; n];
         for j in 0..n {
             let row = &w[j * k..(j + 1) * k];
-            let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+            // |x|'s bits order as |x| does for finite values (checked above): an integer
+            // max, which vectorizes where the float max (NaN rules) does not.
+            let amax = f32::from_bits(
+                row.iter()
+                    .fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff)),
+            );
             if amax == 0.0 {
                 continue;
             }
-            scales[j] = amax / qmax as f32;
-            let inv = qmax as f32 / amax;
-            for q in 0..k {
-                let v = (row[q] * inv).round_ties_even() as i32;
-                wq[j * k + q] = v.clamp(-qmax, qmax) as i8;
+            scales[j] = amax / qf;
+            let inv = qf / amax;
+            for (d, &x) in wq[j * k..(j + 1) * k].iter_mut().zip(row) {
+                *d = round_clamped(x * inv, qf) as i8;
             }
         }
         Self::pack(isa, &wq, &scales, n, k, qmax)
@@ -171,10 +191,16 @@ impl QuantizedMatrix {
             // invalid values and alignment 1.
             let d: &mut [i8] =
                 unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<i8>(), bytes) };
+            // `W[j, q]` goes to `[panel][q / kg][column][q % kg]`: a row's k-groups are
+            // copied whole, the row's offsets worked out once.
             for j in 0..n {
-                let (p, jj) = (j / nr, j % nr);
-                for q in 0..k {
-                    d[p * pk * nr + (q / kg) * nr * kg + jj * kg + q % kg] = wq[j * k + q];
+                let base = (j / nr) * pk * nr + (j % nr) * kg;
+                for (g, grp) in wq[j * k..(j + 1) * k].chunks(kg).enumerate() {
+                    let o = base + g * nr * kg;
+                    // An element loop: `copy_from_slice` of a few bytes is a memcpy call.
+                    for (t, &v) in grp.iter().enumerate() {
+                        d[o + t] = v;
+                    }
                 }
             }
         }
@@ -448,5 +474,56 @@ impl std::fmt::Debug for QuantizedMatrix {
             .field("k", &self.k)
             .field("qmax", &self.qmax)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_clamped;
+
+    /// The formula `round_clamped` replaced: round half to even, then clamp.
+    fn plain(v: f32, qmax: i32) -> i32 {
+        (v.round_ties_even() as i32).clamp(-qmax, qmax)
+    }
+
+    #[test]
+    fn round_clamped_equals_round_then_clamp() {
+        for qmax in [64, 127] {
+            let qf = qmax as f32;
+            let mut vals = vec![
+                0.0,
+                -0.0,
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::MAX,
+                f32::MIN,
+                f32::MIN_POSITIVE,
+                1e-45,
+                4_194_304.5,
+                8_388_609.0,
+            ];
+            // Every half and near-half in and around the range.
+            for i in -2 * 130..=2 * 130 {
+                let h = i as f32 * 0.5;
+                vals.extend([h, h.next_up(), h.next_down()]);
+            }
+            // Pseudo-random values of every magnitude.
+            let mut s = 0x9E37_79B9_7F4A_7C15u64;
+            for _ in 0..200_000 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let v = f32::from_bits((s >> 32) as u32);
+                vals.extend([v, (s as i32 as f32) / 1e7]);
+            }
+            for v in vals {
+                assert_eq!(
+                    round_clamped(v, qf),
+                    plain(v, qmax),
+                    "v = {v:e}, qmax {qmax}"
+                );
+            }
+        }
     }
 }
