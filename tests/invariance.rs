@@ -66,8 +66,10 @@ fn embeddings_are_bitwise_batch_invariant() {
                 isa.name()
             );
         }
-        // Duplicates inside one batch get identical vectors.
-        let dup = e2.embed(&[&texts[3], &texts[20], &texts[3]]).unwrap();
+        // Duplicates inside one batch get identical vectors (text 20 beside them, or the last
+        // one where E5EMBED_TEST_TEXTS=subset leaves 9).
+        let other = &texts[20.min(texts.len() - 1)];
+        let dup = e2.embed(&[&texts[3], other, &texts[3]]).unwrap();
         assert!(dup.vectors[0] == dup.vectors[2] && dup.vectors[0] == alone[3]);
     }
 }
