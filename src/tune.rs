@@ -385,8 +385,8 @@ pub fn measure(shapes: &Shapes) -> Result<Tuning> {
     Ok(t)
 }
 
-/// One pass of a candidate's GEMMs into the output buffer.
-type Pass = Box<dyn FnMut(&mut [f32]) -> Result<()>>;
+/// One pass of a candidate's GEMMs on the activations `a` into the output buffer.
+type Pass = Box<dyn FnMut(&[f32], &mut [f32]) -> Result<()>>;
 
 /// Pseudo-random values in `[-scale/2, scale/2)`, each from its index alone (a multiplicative
 /// hash), so the fill has no serial dependency and vectorizes.
@@ -405,7 +405,7 @@ struct GemmTimer {
     shapes: Shapes,
     /// The f32 weights of the largest shape; each shape `[n, k]` takes the first `n · k`.
     weights: Vec<f32>,
-    a: std::sync::Arc<Vec<f32>>,
+    a: Vec<f32>,
     /// `[m, max n]`, every pass's output.
     out: Vec<f32>,
     /// The candidates packed so far, with their passes (kept for the later rounds).
@@ -420,7 +420,7 @@ impl GemmTimer {
         GemmTimer {
             shapes: shapes.clone(),
             weights: pseudo_random(wmax, 0x2545_F491, 0.1),
-            a: std::sync::Arc::new(pseudo_random(shapes.m * kmax, 0x4F6C_DD1D, 1.0)),
+            a: pseudo_random(shapes.m * kmax, 0x4F6C_DD1D, 1.0),
             out: vec![0f32; shapes.m * nmax],
             ready: Vec::new(),
         }
@@ -469,14 +469,14 @@ impl GemmTimer {
             Some(i) => i,
             None => {
                 let mut pass = self.prepare(c)?;
-                pass(&mut self.out)?;
+                pass(&self.a, &mut self.out)?;
                 self.ready.push((c, pass));
                 self.ready.len() - 1
             }
         };
         let pass = &mut self.ready[idx].1;
         let t = Instant::now();
-        pass(&mut self.out)?;
+        pass(&self.a, &mut self.out)?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }
 
@@ -488,12 +488,11 @@ impl GemmTimer {
                 "tuning candidate {name}"
             )))
         };
-        let a = std::sync::Arc::clone(&self.a);
         let pass: Pass = match c {
             Candidate::F32(kind) => {
                 let isa = Isa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
                 let packed = self.pack(|w, n, k| PackedMatrix::pack(isa, w, n, k))?;
-                Box::new(move |out: &mut [f32]| {
+                Box::new(move |a: &[f32], out: &mut [f32]| {
                     for b in &packed {
                         let (n, k) = (b.n(), b.k());
                         gemm::gemm_f32(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
@@ -504,7 +503,7 @@ impl GemmTimer {
             Candidate::Bf16(kind) => {
                 let isa = BIsa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
                 let packed = self.pack(|w, n, k| Bf16Matrix::from_f32(isa, w, n, k))?;
-                Box::new(move |out: &mut [f32]| {
+                Box::new(move |a: &[f32], out: &mut [f32]| {
                     for b in &packed {
                         let (n, k) = (b.n(), b.k());
                         bgemm::gemm_bf16(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
@@ -518,7 +517,7 @@ impl GemmTimer {
                 let kpmax = packed.iter().map(|b| b.k_padded()).max().unwrap_or(0);
                 let aq: Vec<u8> = (0..m * kpmax).map(|i| (i * 37 % 251) as u8).collect();
                 let scales = vec![0.01f32; m];
-                Box::new(move |out: &mut [f32]| {
+                Box::new(move |_a: &[f32], out: &mut [f32]| {
                     for b in &packed {
                         let (n, kp) = (b.n(), b.k_padded());
                         qgemm::gemm_u8s8(

@@ -107,6 +107,25 @@ pub fn first_non_finite(x: &[f32]) -> Option<usize> {
     })
 }
 
+/// Copies `src` in groups of `group` elements (the last may be shorter) to
+/// `dst[base + g * stride..]`, group `g` at a time: one packed weight row in the layouts that
+/// keep k-groups together (int8 `[q / kg][column][q % kg]`, bf16 pairs and `bfmmla` fours).
+/// An element loop inside the group: `copy_from_slice` of a few elements is a memcpy call.
+pub(crate) fn scatter_groups<T: Copy>(
+    src: &[T],
+    group: usize,
+    dst: &mut [T],
+    base: usize,
+    stride: usize,
+) {
+    for (g, grp) in src.chunks(group).enumerate() {
+        let o = base + g * stride;
+        for (t, &v) in grp.iter().enumerate() {
+            dst[o + t] = v;
+        }
+    }
+}
+
 /// Errors returned by the kernels. Kernels never panic on bad shapes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KernelError {

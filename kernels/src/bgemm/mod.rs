@@ -565,24 +565,9 @@ fn scatter_row(kind: BIsaKind, nr: usize, pk: usize, j: usize, r: &[u16], d: &mu
         }
         BIsaKind::NeonBf16 => {
             let base = panel + (c / 2) * 8 + (c % 2) * 4;
-            for (g, four) in r.chunks(4).enumerate() {
-                let o = base + g * nr * 4;
-                // An element loop: `copy_from_slice` of a few elements is a memcpy call.
-                for (t, &v) in four.iter().enumerate() {
-                    d[o + t] = v;
-                }
-            }
+            crate::scatter_groups(r, 4, d, base, nr * 4);
         }
-        _ => {
-            let base = panel + c * 2;
-            for (g, two) in r.chunks(2).enumerate() {
-                let o = base + g * nr * 2;
-                // An element loop: `copy_from_slice` of a few elements is a memcpy call.
-                for (t, &v) in two.iter().enumerate() {
-                    d[o + t] = v;
-                }
-            }
-        }
+        _ => crate::scatter_groups(r, 2, d, panel + c * 2, nr * 2),
     }
 }
 

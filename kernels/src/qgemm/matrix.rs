@@ -195,13 +195,7 @@ impl QuantizedMatrix {
             // copied whole, the row's offsets worked out once.
             for j in 0..n {
                 let base = (j / nr) * pk * nr + (j % nr) * kg;
-                for (g, grp) in wq[j * k..(j + 1) * k].chunks(kg).enumerate() {
-                    let o = base + g * nr * kg;
-                    // An element loop: `copy_from_slice` of a few bytes is a memcpy call.
-                    for (t, &v) in grp.iter().enumerate() {
-                        d[o + t] = v;
-                    }
-                }
+                crate::scatter_groups(&wq[j * k..(j + 1) * k], kg, d, base, nr * kg);
             }
         }
         let mut sc = vec![0f32; np * nr];
