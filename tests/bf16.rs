@@ -142,15 +142,17 @@ fn auto_precision_follows_the_measurement_and_int8_for_a_quantized_model() {
     assert!(off.tuning().is_none());
     // Measured (in a private cache directory, so this test measures): auto is the
     // measurement's choice, and a saved int8 model stays int8 whatever was measured.
-    let cache = std::env::temp_dir().join(format!("e5embed-bf16-auto-{}", std::process::id()));
-    let e =
-        Embedder::load_with(&dir, &EmbedderOptions::default().cache_dir(cache.clone())).unwrap();
+    let cache = temp_dir("bf16-auto");
+    let e = Embedder::load_with(
+        &dir,
+        &EmbedderOptions::default().cache_dir(cache.to_path_buf()),
+    )
+    .unwrap();
     let t = e.tuning().expect("tuning runs by default");
     assert_eq!(e.precision().name(), t.tuning.auto);
     assert_eq!(e.precision_reason(), t.tuning.auto_reason);
     assert_eq!(auto_precision(true, Some(&t.tuning)).0, Precision::Int8);
     assert!(cache.join(e5embed::tune::CACHE_FILE).is_file());
-    let _ = std::fs::remove_dir_all(&cache);
     assert_eq!(Precision::parse_request("auto").unwrap(), None);
     assert_eq!(
         Precision::parse_request("BF16").unwrap(),

@@ -25,7 +25,7 @@ fn bin() -> Command {
     }
 }
 
-fn tiny_model() -> std::path::PathBuf {
+fn tiny_model() -> TempDir {
     let dir = temp_dir("cli");
     write_tiny_model(&dir, &tiny_tensors(3), safetensors::tensor::Dtype::F32);
     dir
@@ -97,7 +97,8 @@ fn truncation_warns_on_stderr() {
 fn npy_output_holds_the_same_vectors() {
     let m = tiny_model();
     let m = m.to_str().unwrap();
-    let path = temp_dir("npy").join("out.npy");
+    let npy = temp_dir("npy");
+    let path = npy.join("out.npy");
     let out = run(
         &[
             "embed",
@@ -291,7 +292,8 @@ fn an_input_error_keeps_what_was_embedded_before_it() {
 fn bench_corpus_and_info_json() {
     let m = tiny_model();
     let m = m.to_str().unwrap();
-    let corpus = temp_dir("corpus").join("c.txt");
+    let corpus_dir = temp_dir("corpus");
+    let corpus = corpus_dir.join("c.txt");
     std::fs::write(
         &corpus,
         "a short one\na somewhat longer text than the first\n\nx\n",

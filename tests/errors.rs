@@ -8,7 +8,7 @@ use common::*;
 use e5embed::{Embedder, Error, Tokens};
 use safetensors::tensor::Dtype;
 
-fn tiny_dir(tag: &str) -> std::path::PathBuf {
+fn tiny_dir(tag: &str) -> TempDir {
     let dir = temp_dir(tag);
     write_tiny_model(&dir, &tiny_tensors(7), Dtype::F32);
     dir

@@ -14,7 +14,7 @@ use e5embed::{Embedder, EmbedderOptions, Error, Precision};
 use e5embed_kernels::qgemm::QIsa;
 use safetensors::tensor::Dtype;
 
-fn tiny_dir(tag: &str) -> std::path::PathBuf {
+fn tiny_dir(tag: &str) -> TempDir {
     let dir = temp_dir(tag);
     write_tiny_model(&dir, &tiny_tensors(7), Dtype::F32);
     dir
@@ -51,7 +51,8 @@ fn requantizing_a_saved_int8_model_is_refused_and_writes_nothing() {
     let q1 = temp_dir("requant-q1");
     let qisa = QIsa::best();
     e5embed::quantize::save_quantized(&src, &q1, qisa).unwrap();
-    let q2 = temp_dir("requant-q2").join("out");
+    let q2_dir = temp_dir("requant-q2");
+    let q2 = q2_dir.join("out");
     let err = e5embed::quantize::save_quantized(&q1, &q2, qisa).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -66,11 +67,14 @@ fn requantizing_a_saved_int8_model_is_refused_and_writes_nothing() {
 
 #[test]
 fn quantize_out_equal_to_or_inside_the_source_is_refused_before_writing() {
-    let src = tiny_dir("same-out");
+    // The model one level down, so the sibling output below is inside the scratch directory.
+    let root = temp_dir("same-out");
+    let src = root.join("model");
+    write_tiny_model(&src, &tiny_tensors(7), Dtype::F32);
     let before = snapshot(&src);
     let qisa = QIsa::best();
     for out in [
-        src.clone(),
+        src.to_path_buf(),
         src.join("."),
         src.join("int8"),
         src.join("a/b"),

@@ -204,8 +204,8 @@ const MODULES_JSON: &str = r#"[
 
 /// A tiny model directory with the sentence-transformers files, except 1_Pooling/config.json
 /// (the engine then pools by mean), so the hub answers 404 for that optional file.
-fn tiny_model(tag: &str) -> Scratch {
-    let dir = Scratch::new(tag);
+fn tiny_model(tag: &str) -> TempDir {
+    let dir = temp_dir(tag);
     write_tiny_model(&dir, &tiny_tensors(11), Dtype::F32);
     std::fs::write(dir.join("modules.json"), MODULES_JSON).unwrap();
     std::fs::write(
@@ -214,34 +214,6 @@ fn tiny_model(tag: &str) -> Scratch {
     )
     .unwrap();
     dir
-}
-
-/// A fresh temporary directory, removed when the test ends (passed or failed).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        Scratch(temp_dir(tag))
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Every file under `dir`, as relative paths with `/`.
@@ -410,7 +382,7 @@ fn download_then_embed_matches_the_original_and_reuses_the_cache() {
             ..Default::default()
         },
     );
-    let cache = Scratch::new("hub-cache");
+    let cache = temp_dir("hub-cache");
     let mut opts = options(&hub.base, &cache);
     opts.token = Some("hf_secret".into());
 
@@ -480,7 +452,7 @@ fn download_then_embed_matches_the_original_and_reuses_the_cache() {
 
 #[test]
 fn offline_without_cache_is_a_clear_error() {
-    let cache = Scratch::new("hub-offline");
+    let cache = temp_dir("hub-offline");
     let mut opts = options("http://127.0.0.1:9", &cache);
     opts.offline = true;
     let (kind, msg) = hub_err(resolve_model_with(REPO, &opts));
@@ -500,7 +472,7 @@ fn unauthorized_mentions_hf_token() {
             .header("X-Error-Code", "GatedRepo")
             .header("X-Error-Message", "Access to this model is restricted.")
     });
-    let cache = Scratch::new("hub-401");
+    let cache = temp_dir("hub-401");
     let mut opts = options(&hub.base, &cache);
     let (kind, msg) = hub_err(resolve_model_with(REPO, &opts));
     assert_eq!(kind, HubErrorKind::Unauthorized);
@@ -520,7 +492,7 @@ fn unauthorized_mentions_hf_token() {
 #[test]
 fn missing_config_is_not_found() {
     let hub = Server::start(|_| Reply::status(404).header("X-Error-Code", "EntryNotFound"));
-    let cache = Scratch::new("hub-404");
+    let cache = temp_dir("hub-404");
     let (kind, msg) = hub_err(resolve_model_with(REPO, &options(&hub.base, &cache)));
     assert_eq!(kind, HubErrorKind::NotFound);
     assert!(msg.contains("404") && msg.contains("config.json"), "{msg}");
@@ -557,7 +529,7 @@ fn truncated_download_leaves_no_file_and_the_next_run_fetches_only_what_is_missi
         Some(f) if files2.contains_key(f) => Reply::ok(&files2[f]),
         _ => Reply::status(404),
     });
-    let cache = Scratch::new("hub-trunc");
+    let cache = temp_dir("hub-trunc");
     let (kind, msg) = hub_err(resolve_model_with(REPO, &options(&bad.base, &cache)));
     assert!(
         matches!(kind, HubErrorKind::Connection | HubErrorKind::Integrity),
@@ -596,7 +568,7 @@ fn sha256_mismatch_is_rejected() {
             ..Default::default()
         },
     );
-    let cache = Scratch::new("hub-sha");
+    let cache = temp_dir("hub-sha");
     let (kind, msg) = hub_err(resolve_model_with(REPO, &options(&hub.base, &cache)));
     assert_eq!(kind, HubErrorKind::Integrity);
     assert!(
@@ -622,7 +594,7 @@ fn size_mismatch_is_rejected() {
             ..Default::default()
         },
     );
-    let cache = Scratch::new("hub-size");
+    let cache = temp_dir("hub-size");
     let (kind, msg) = hub_err(resolve_model_with(REPO, &options(&hub.base, &cache)));
     assert_eq!(kind, HubErrorKind::Integrity);
     assert!(
@@ -653,7 +625,7 @@ fn the_cdn_etag_is_not_taken_for_a_sha256() {
         Some(f) if files2.contains_key(f) => Reply::ok(&files2[f]),
         _ => Reply::status(404),
     });
-    let cache = Scratch::new("hub-cdn-etag");
+    let cache = temp_dir("hub-cdn-etag");
     let dir = resolve_model_with(REPO, &options(&hub.base, &cache)).unwrap();
     assert_eq!(
         std::fs::read(dir.join("model.safetensors")).unwrap(),
@@ -672,7 +644,7 @@ fn unreachable_endpoint_is_a_connection_error() {
         .local_addr()
         .unwrap()
         .port();
-    let cache = Scratch::new("hub-refused");
+    let cache = temp_dir("hub-refused");
     let endpoint = format!("http://127.0.0.1:{port}");
     let (kind, msg) = hub_err(resolve_model_with(REPO, &options(&endpoint, &cache)));
     assert_eq!(kind, HubErrorKind::Connection);
@@ -691,7 +663,7 @@ fn optional_files_fail_on_anything_but_404() {
         Some(f) if files.contains_key(f) => Reply::ok(&files[f]),
         _ => Reply::status(404),
     });
-    let cache = Scratch::new("hub-500");
+    let cache = temp_dir("hub-500");
     let (kind, msg) = hub_err(resolve_model_with(REPO, &options(&hub.base, &cache)));
     assert_eq!(kind, HubErrorKind::Status);
     assert!(msg.contains("500") && msg.contains("modules.json"), "{msg}");
@@ -725,7 +697,7 @@ fn revision_and_pooling_dir_from_modules_json() {
             ..Default::default()
         },
     );
-    let cache = Scratch::new("hub-rev");
+    let cache = temp_dir("hub-rev");
     let dir = resolve_model_with(&format!("{REPO}@v1.0"), &options(&hub.base, &cache)).unwrap();
     assert_eq!(dir, snapshot(&cache, "v1.0"));
     assert!(hub.paths().iter().all(|p| p.contains("/resolve/v1.0/")));
@@ -739,9 +711,9 @@ fn revision_and_pooling_dir_from_modules_json() {
 
 #[test]
 fn specs_that_are_neither_directories_nor_repo_ids() {
-    let cache = Scratch::new("hub-specs");
+    let cache = temp_dir("hub-specs");
     let opts = options("http://127.0.0.1:9", &cache);
-    let file_dir = Scratch::new("hub-spec-file");
+    let file_dir = temp_dir("hub-spec-file");
     let file = file_dir.join("model.safetensors");
     std::fs::write(&file, b"x").unwrap();
     for spec in [
@@ -786,8 +758,8 @@ fn specs_that_are_neither_directories_nor_repo_ids() {
 fn a_snapshot_in_the_shared_hugging_face_cache_is_used_without_any_request() {
     // huggingface_hub's layout: models--owner--name/{refs/main, snapshots/<commit>/, blobs/}.
     let scratch = tiny_model("hf-cache");
-    let files = model_files(&scratch.0);
-    let hf = scratch.0.join("hf-hub");
+    let files = model_files(&scratch);
+    let hf = scratch.join("hf-hub");
     let commit = "0123456789abcdef0123456789abcdef01234567";
     let repo = hf.join("models--intfloat--e5-tiny");
     let snap = repo.join("snapshots").join(commit);
@@ -803,14 +775,14 @@ fn a_snapshot_in_the_shared_hugging_face_cache_is_used_without_any_request() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     // Nothing listens on the endpoint: any request would fail.
-    let mut opts = options("http://127.0.0.1:9", &scratch.0.join("own-cache"));
+    let mut opts = options("http://127.0.0.1:9", &scratch.join("own-cache"));
     opts.hf_cache_dir = Some(hf.clone());
     let dir = resolve_model_with("intfloat/e5-tiny", &opts).unwrap();
     assert_eq!(dir, snap);
     let by_commit = resolve_model_with(&format!("intfloat/e5-tiny@{commit}"), &opts).unwrap();
     assert_eq!(by_commit, snap);
     let e = Embedder::load(&dir).unwrap();
-    let original = Embedder::load(&scratch.0).unwrap();
+    let original = Embedder::load(&scratch).unwrap();
     assert_eq!(
         e.embed(&["hello"]).unwrap(),
         original.embed(&["hello"]).unwrap()

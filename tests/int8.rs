@@ -117,7 +117,6 @@ fn saved_quantized_model_is_bitwise_equal_to_quantizing_at_load() {
             "{}: saved model at f32: min cosine {min}",
             qisa.name()
         );
-        std::fs::remove_dir_all(&out).ok();
     }
 }
 
@@ -241,8 +240,8 @@ fn calibration_cache_round_trip_corrupt_and_stale() {
         let e = Embedder::load_with(&dir, &o).unwrap();
         e.embed(&texts).unwrap().vectors
     };
-    let cached = with(Some(cache.clone()));
-    let fresh = with(Some(temp_dir("calib-cache-2")));
+    let cached = with(Some(cache.to_path_buf()));
+    let fresh_cache = temp_dir("calib-cache-2");
+    let fresh = with(Some(fresh_cache.to_path_buf()));
     assert_eq!(cached, fresh);
-    let _ = std::fs::remove_dir_all(&cache);
 }

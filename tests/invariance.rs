@@ -151,7 +151,6 @@ fn packed_weights_cache_is_bitwise_the_packed_load_at_every_precision() {
         );
         std::fs::remove_file(&file).unwrap();
     }
-    let _ = std::fs::remove_dir_all(&cache);
 }
 
 /// A packed-weights file that is corrupt (a flipped byte: checksum), truncated, not ours (bad
@@ -279,8 +278,6 @@ fn packed_weights_cache_corrupt_truncated_stale_files_are_rebuilt() {
         vec![file.file_name().unwrap().to_string_lossy().into_owned()]
     );
     assert_eq!(names(&file), vec!["blocker".to_owned()]);
-    let _ = std::fs::remove_dir_all(&cache);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A forced kernel path (an experiment, as for tuning) and a model below
@@ -297,6 +294,4 @@ fn packed_weights_cache_skips_forced_paths_and_tiny_models() {
     let e = Embedder::load_with(&tiny, &cache_opts(e5embed::Precision::F32, &cache)).unwrap();
     assert_eq!(e.weight_source(), &WeightSource::Packed { saved: None });
     assert!(!cache.join("packed").exists());
-    let _ = std::fs::remove_dir_all(&cache);
-    let _ = std::fs::remove_dir_all(&tiny);
 }

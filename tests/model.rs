@@ -10,7 +10,7 @@ use safetensors::tensor::Dtype;
 /// Fast vs reference forward on the tiny model (hidden states after LayerNorm are O(1)).
 const FAST_VS_REFERENCE_MAX_ABS_DIFF: f32 = 2e-5;
 
-fn tiny(tag: &str, dtype: Dtype) -> std::path::PathBuf {
+fn tiny(tag: &str, dtype: Dtype) -> TempDir {
     let dir = temp_dir(tag);
     write_tiny_model(&dir, &tiny_tensors(11), dtype);
     dir
