@@ -31,6 +31,8 @@ pub struct TextTokenizer {
     max_len: usize,
     /// The model vocabulary's largest id, when the fast reader saw it (else computed).
     model_max_id: Option<u32>,
+    /// The exact shortcut for ASCII text, when this tokenizer is one it reproduces.
+    ascii: Option<ascii::AsciiWordPiece>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -80,12 +82,17 @@ impl TextTokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| err(e.to_string()))?;
-        Ok(TextTokenizer {
+        let mut t = TextTokenizer {
             inner,
             path: path.to_owned(),
             max_len,
             model_max_id,
-        })
+            ascii: None,
+        };
+        t.ascii = ascii::AsciiWordPiece::new(&t.inner, max_len).filter(|fast| {
+            ascii::agrees_on_probes(fast, &t.inner, |text| t.encode_with_crate(text))
+        });
+        Ok(t)
     }
 
     /// The token limit per text, specials included.
@@ -94,7 +101,27 @@ impl TextTokenizer {
     }
 
     /// Tokenizes one text (any text, the empty string included: it gives `[CLS] [SEP]`).
+    /// ASCII text takes the exact shortcut where this tokenizer has one ([`Self::ascii_fast`]),
+    /// everything else the `tokenizers` crate.
     pub fn encode(&self, text: &str) -> Result<Tokens> {
+        if let Some(fast) = &self.ascii {
+            if let Some(t) = fast.encode(&self.inner, text) {
+                return Ok(t);
+            }
+        }
+        self.encode_with_crate(text)
+    }
+
+    /// Whether ASCII texts take the shortcut (`ascii` module): a BERT WordPiece tokenizer
+    /// (BERT normalizer with text cleaning, BERT pre-tokenizer, WordPiece, specials around
+    /// the text) whose answers equalled the crate's on the probe texts at load.
+    pub fn ascii_fast(&self) -> bool {
+        self.ascii.is_some()
+    }
+
+    /// Tokenizes one text with the `tokenizers` crate alone (what [`Self::encode`] does for
+    /// text the shortcut does not take; tests hold the shortcut to it).
+    pub fn encode_with_crate(&self, text: &str) -> Result<Tokens> {
         let enc = no_panic(|| self.inner.encode(text, true))
             .and_then(|r| r.map_err(|e| e.to_string()))
             .map_err(|e| Error::Tokenizer {
@@ -281,5 +308,224 @@ mod fast {
         tokenizer.add_tokens(&tokens);
         // An empty vocabulary has no largest id: `max_vocab_id` then asks the tokenizer.
         Some((tokenizer, max_id))
+    }
+}
+
+/// An exact shortcut through a BERT WordPiece tokenizer for ASCII text.
+///
+/// The `tokenizers` crate's pipeline (added-token split, normalizer, pre-tokenizer, model,
+/// post-processor, each step tracking byte alignments in a `NormalizedString`) takes 18-36 us
+/// for a 10-token query even with every cache hot, 42-96 us right after a forward, the
+/// shortcut ~25x and ~11x less (Intel Xeon, `examples/tok_probe.rs`, kernels/PERF.md): it was
+/// the largest per-request cost of the server besides the forward.
+/// For ASCII text the BERT pipeline is simple enough to do directly on bytes, with the same
+/// vocabulary lookups (the crate's own WordPiece model answers them):
+///
+/// - normalizer (`BertNormalizer`, `clean_text` on): control characters are dropped (every
+///   byte below 0x20 but `\t` `\n` `\r`, and 0x7f; the crate filters before mapping, so
+///   0x0b and 0x0c vanish rather than split), `\t` `\n` `\r` become spaces; lowercase when
+///   the model lowercases. Chinese characters, NFD and accent stripping do not touch ASCII.
+/// - pre-tokenizer (`BertPreTokenizer`): words are the runs between spaces, each ASCII
+///   punctuation character a word of its own.
+/// - WordPiece: a word longer than `max_input_chars_per_word` is the unknown token; else
+///   greedy longest-prefix matching, later pieces with the `##` prefix, and a word with an
+///   unmatchable rest is the unknown token as a whole.
+/// - post-processor and truncation: `[CLS] pieces [SEP]`, the pieces cut to `max_len - 2`
+///   (longest-first with one sequence).
+///
+/// Text the shortcut does not take goes to the crate: non-ASCII text, and text with `[`
+/// (added tokens such as `[MASK]` are matched in the raw text before normalization; the
+/// shortcut is only built when every added token starts with `[`). It is only built for a
+/// tokenizer with exactly these components, and kept only if it gives the crate's answer on
+/// the probe texts at load ([`agrees_on_probes`]); `tests/tokenizer_ascii.rs` compares the two
+/// on every fixture text and tens of thousands of random ASCII texts per test model.
+mod ascii {
+    use tokenizers::{Model, ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer};
+
+    use super::Tokens;
+
+    #[derive(Debug)]
+    pub(super) struct AsciiWordPiece {
+        lowercase: bool,
+        prefix: String,
+        max_chars: usize,
+        unk: u32,
+        cls: u32,
+        sep: u32,
+        /// Pieces kept per text (`max_len - 2`).
+        max_pieces: usize,
+    }
+
+    impl AsciiWordPiece {
+        /// The shortcut for `t`, if `t` is a tokenizer it reproduces (before the probe check).
+        pub(super) fn new(t: &Tokenizer, max_len: usize) -> Option<AsciiWordPiece> {
+            let lowercase = match t.get_normalizer()? {
+                NormalizerWrapper::BertNormalizer(n) if n.clean_text => n.lowercase,
+                _ => return None,
+            };
+            if !matches!(
+                t.get_pre_tokenizer()?,
+                PreTokenizerWrapper::BertPreTokenizer(_)
+            ) {
+                return None;
+            }
+            let ModelWrapper::WordPiece(wp) = t.get_model() else {
+                return None;
+            };
+            let unk = wp.token_to_id(&wp.unk_token)?;
+            if t.get_added_tokens_decoder()
+                .values()
+                .any(|a| !a.content.starts_with('['))
+            {
+                return None;
+            }
+            // The specials the post-processor puts around a text: an empty text's ids.
+            let empty = t.encode("", true).ok()?;
+            let &[cls, sep] = empty.get_ids() else {
+                return None;
+            };
+            Some(AsciiWordPiece {
+                lowercase,
+                prefix: wp.continuing_subword_prefix.clone(),
+                max_chars: wp.max_input_chars_per_word,
+                unk,
+                cls,
+                sep,
+                max_pieces: max_len.checked_sub(2).filter(|&m| m > 0)?,
+            })
+        }
+
+        /// `text`'s tokens, or `None` when the shortcut does not take it.
+        pub(super) fn encode(&self, t: &Tokenizer, text: &str) -> Option<Tokens> {
+            let bytes = text.as_bytes();
+            if !bytes.is_ascii() || bytes.contains(&b'[') {
+                return None;
+            }
+            let ModelWrapper::WordPiece(wp) = t.get_model() else {
+                return None;
+            };
+            // The normalized text: control bytes dropped, `\t\n\r` as spaces, lowercased.
+            let norm: Vec<u8> = bytes
+                .iter()
+                .filter(|&&b| !((b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7f))
+                .map(|&b| match b {
+                    b'\t' | b'\n' | b'\r' => b' ',
+                    b if self.lowercase => b.to_ascii_lowercase(),
+                    b => b,
+                })
+                .collect();
+            let mut ids = Vec::with_capacity(norm.len() / 3 + 3);
+            ids.push(self.cls);
+            let mut key = String::with_capacity(self.prefix.len() + 32);
+            let mut truncated = false;
+            let mut push = |ids: &mut Vec<u32>, id: u32| {
+                if ids.len() - 1 < self.max_pieces {
+                    ids.push(id);
+                } else {
+                    truncated = true;
+                }
+            };
+            for run in norm.split(|&b| b == b' ') {
+                // Each punctuation byte a word of its own, the runs between them words too.
+                let mut start = 0;
+                for i in 0..=run.len() {
+                    let punct = i < run.len() && run[i].is_ascii_punctuation();
+                    if i == run.len() || punct {
+                        if i > start {
+                            self.word(wp, &run[start..i], &mut key, &mut |id| push(&mut ids, id));
+                        }
+                        if punct {
+                            self.word(wp, &run[i..=i], &mut key, &mut |id| push(&mut ids, id));
+                        }
+                        start = i + 1;
+                    }
+                }
+            }
+            ids.push(self.sep);
+            Some(Tokens { ids, truncated })
+        }
+
+        /// WordPiece on one word (ASCII, non-empty), its ids passed to `out`.
+        fn word(
+            &self,
+            wp: &tokenizers::models::wordpiece::WordPiece,
+            word: &[u8],
+            key: &mut String,
+            out: &mut dyn FnMut(u32),
+        ) {
+            if word.len() > self.max_chars {
+                return out(self.unk);
+            }
+            // ASCII, so every byte boundary is a char boundary.
+            let word = std::str::from_utf8(word).unwrap_or_default();
+            let mut pieces: [u32; 16] = [0; 16];
+            let mut spilled: Vec<u32> = Vec::new();
+            let mut n = 0;
+            let mut start = 0;
+            while start < word.len() {
+                let mut end = word.len();
+                let mut found = None;
+                while start < end {
+                    let id = if start == 0 {
+                        wp.token_to_id(&word[..end])
+                    } else {
+                        key.clear();
+                        key.push_str(&self.prefix);
+                        key.push_str(&word[start..end]);
+                        wp.token_to_id(key)
+                    };
+                    if id.is_some() {
+                        found = id;
+                        break;
+                    }
+                    end -= 1;
+                }
+                let Some(id) = found else {
+                    return out(self.unk);
+                };
+                if n < pieces.len() {
+                    pieces[n] = id;
+                } else {
+                    spilled.push(id);
+                }
+                n += 1;
+                start = end;
+            }
+            for &id in pieces[..n.min(pieces.len())].iter().chain(&spilled) {
+                out(id);
+            }
+        }
+    }
+
+    /// Five texts that exercise each rule (cleaning, case, punctuation, long words, unknown
+    /// pieces); the shortcut is kept only if it gives the crate's tokens for every one. No
+    /// probe reaches the token limit: truncation is the engine's own setting, not the file's
+    /// (longest-first from the right, the post-processor's two specials kept, as the empty
+    /// text's probe shows), a long probe through the crate costs milliseconds at every load,
+    /// and `tests/tokenizer_ascii.rs` checks it at two limits.
+    pub(super) fn agrees_on_probes(
+        fast: &AsciiWordPiece,
+        t: &Tokenizer,
+        reference: impl Fn(&str) -> crate::error::Result<Tokens>,
+    ) -> bool {
+        // A word over WordPiece's limit, one at it, unknown pieces and `##` in the text.
+        let words = format!(
+            "supercalifragilisticexpialidocious zzqxjv ##ing ## # {} {}",
+            "x".repeat(fast.max_chars + 1),
+            "y".repeat(fast.max_chars)
+        );
+        let probes = [
+            "",
+            "Query: How much PROTEIN should a female eat?",
+            "  a\tb\nc\rd\x0be\x0cf\x7fg\x00h\x1fi  ",
+            "don't stop-believing (1999) #1 $5.00... <b>&amp;</b> ~`!@^*_+={}|\\:;\"'<>,.?/",
+            words.as_str(),
+        ];
+        probes
+            .iter()
+            .all(|p| match (fast.encode(t, p), reference(p)) {
+                (Some(a), Ok(b)) => a == b,
+                _ => false,
+            })
     }
 }
