@@ -1,7 +1,9 @@
 //! Arbitrary `tokenizer.json` through `TextTokenizer::from_file` (the engine's loader: the
 //! file's padding and truncation replaced by truncation at `max_len`), then a few texts
-//! encoded. Errors are expected; a panic that reaches the caller, or an encoding longer than
-//! `max_len` (the forward sizes its position lookups by it), is a bug.
+//! encoded. Errors are expected; a panic that reaches the caller, an encoding longer than
+//! `max_len` (the forward sizes its position lookups by it), or, where the file gets the
+//! ASCII shortcut (`TextTokenizer::ascii_fast`), an answer other than the `tokenizers`
+//! crate's for the same text, is a bug.
 //!
 //! The `tokenizers` library panics on some malformed files; the engine catches those
 //! (`tokenize::no_panic`) and returns an error. libFuzzer's panic hook would abort on the
@@ -17,13 +19,15 @@ use libfuzzer_sys::fuzz_target;
 
 const MAX_LEN: usize = 16;
 
-const TEXTS: [&str; 6] = [
+const TEXTS: [&str; 8] = [
     "",
     "hello world",
     "query: how much protein should a female eat",
     "Héllo WORLD, naïve café! 日本語のテキスト 🙂 [SEP] [CLS] [UNK] ##ing",
     "a b c d e f g h i j k l m n o p q r s t u v w x y z the quick brown fox jumps",
     "\u{0}\t\r\n \u{200b}\u{feff} x\u{301}",
+    "Don't STOP-believing (1999) #1 $5.00... <b>&amp;</b> ~`!@^*_+={}|\\:;\"'<>,.?/ ##ing",
+    "a\tb\nc\rd\x0be\x0cf\x7fg\x00h\x1fi supercalifragilisticexpialidocious",
 ];
 
 fn path() -> &'static PathBuf {
@@ -64,6 +68,11 @@ fn run(data: &[u8]) {
                 "{} ids for {text:?}, max_len {MAX_LEN}",
                 t.ids.len()
             );
+            if tok.ascii_fast() {
+                if let Ok(reference) = tok.encode_with_crate(text) {
+                    assert_eq!(t, reference, "the ASCII shortcut differs on {text:?}");
+                }
+            }
         }
     }
     let _ = tok.encode_batch(&TEXTS);
