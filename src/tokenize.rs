@@ -417,14 +417,6 @@ mod ascii {
             let mut ids = Vec::with_capacity(norm.len() / 3 + 3);
             ids.push(self.cls);
             let mut key = String::with_capacity(self.prefix.len() + 32);
-            let mut truncated = false;
-            let mut push = |ids: &mut Vec<u32>, id: u32| {
-                if ids.len() - 1 < self.max_pieces {
-                    ids.push(id);
-                } else {
-                    truncated = true;
-                }
-            };
             for run in norm.split(|&b| b == b' ') {
                 // Each punctuation byte a word of its own, the runs between them words too.
                 let mut start = 0;
@@ -432,40 +424,39 @@ mod ascii {
                     let punct = i < run.len() && run[i].is_ascii_punctuation();
                     if i == run.len() || punct {
                         if i > start {
-                            self.word(wp, &run[start..i], &mut key, &mut |id| push(&mut ids, id));
+                            self.word(wp, &run[start..i], &mut key, &mut ids);
                         }
                         if punct {
-                            self.word(wp, &run[i..=i], &mut key, &mut |id| push(&mut ids, id));
+                            self.word(wp, &run[i..=i], &mut key, &mut ids);
                         }
                         start = i + 1;
                     }
                 }
             }
+            // Longest-first truncation of one sequence: the first `max_pieces` pieces.
+            let truncated = ids.len() - 1 > self.max_pieces;
+            ids.truncate(self.max_pieces + 1);
             ids.push(self.sep);
             Some(Tokens { ids, truncated })
         }
 
-        /// WordPiece on one word (ASCII, non-empty), its ids passed to `out`.
+        /// WordPiece on one word (ASCII, non-empty), its ids appended to `ids`.
         fn word(
             &self,
             wp: &tokenizers::models::wordpiece::WordPiece,
             word: &[u8],
             key: &mut String,
-            out: &mut dyn FnMut(u32),
+            ids: &mut Vec<u32>,
         ) {
             if word.len() > self.max_chars {
-                return out(self.unk);
+                return ids.push(self.unk);
             }
             // ASCII, so every byte boundary is a char boundary.
             let word = std::str::from_utf8(word).unwrap_or_default();
-            let mut pieces: [u32; 16] = [0; 16];
-            let mut spilled: Vec<u32> = Vec::new();
-            let mut n = 0;
+            let mark = ids.len();
             let mut start = 0;
             while start < word.len() {
-                let mut end = word.len();
-                let mut found = None;
-                while start < end {
+                let found = (start + 1..=word.len()).rev().find_map(|end| {
                     let id = if start == 0 {
                         wp.token_to_id(&word[..end])
                     } else {
@@ -474,25 +465,15 @@ mod ascii {
                         key.push_str(&word[start..end]);
                         wp.token_to_id(key)
                     };
-                    if id.is_some() {
-                        found = id;
-                        break;
-                    }
-                    end -= 1;
-                }
-                let Some(id) = found else {
-                    return out(self.unk);
+                    id.map(|id| (id, end))
+                });
+                let Some((id, end)) = found else {
+                    // An unmatchable rest: the whole word is the unknown token.
+                    ids.truncate(mark);
+                    return ids.push(self.unk);
                 };
-                if n < pieces.len() {
-                    pieces[n] = id;
-                } else {
-                    spilled.push(id);
-                }
-                n += 1;
+                ids.push(id);
                 start = end;
-            }
-            for &id in pieces[..n.min(pieces.len())].iter().chain(&spilled) {
-                out(id);
             }
         }
     }

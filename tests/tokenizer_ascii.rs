@@ -80,7 +80,7 @@ fn ascii_shortcut_equals_the_tokenizers_crate() {
         .map(String::from),
     );
     // Fewer random texts under emulation (E5EMBED_TEST_TEXTS=subset, tools/test-aarch64).
-    let n = if std::env::var(TEXTS_ENV).is_ok_and(|v| v == "subset") {
+    let n = if texts_subset() {
         loud("ascii_shortcut_equals_the_tokenizers_crate: 2,000 random texts per model and limit (E5EMBED_TEST_TEXTS=subset), not 10,000");
         2_000
     } else {

@@ -82,7 +82,7 @@ fn skip_scalar() -> bool {
     }
 }
 
-fn texts_subset() -> bool {
+pub fn texts_subset() -> bool {
     match std::env::var(TEXTS_ENV).as_deref() {
         Err(_) | Ok("") | Ok("all") => false,
         Ok("subset") => true,
@@ -404,12 +404,6 @@ impl std::ops::Deref for TempDir {
 impl AsRef<Path> for TempDir {
     fn as_ref(&self) -> &Path {
         self.0.path()
-    }
-}
-
-impl AsRef<std::ffi::OsStr> for TempDir {
-    fn as_ref(&self) -> &std::ffi::OsStr {
-        self.0.path().as_os_str()
     }
 }
 
