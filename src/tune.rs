@@ -1,7 +1,8 @@
 //! Kernel choice by measurement, cached per CPU (as FFTW's wisdom).
 //!
 //! At the first load on a machine, every kernel path the CPU supports is timed on the model's
-//! own GEMM shapes (the four Linear layers of one encoder layer, `M` rows, one thread): the
+//! own GEMM shapes (the four Linear layers of one encoder layer at their depth `k` and half
+//! their columns, see [`timed_columns`], `M` rows, one thread): the
 //! f32 paths (AVX2, AVX-512), the int8 paths that share the best path's recipe (AVX-512 VNNI,
 //! AVX-VNNI), the bf16 paths (`vdpbf16ps`, the widening path). The fastest of each family
 //! runs, and `auto` precision takes bf16 when its fastest path beats f32's by at least
@@ -38,7 +39,8 @@ use crate::model::{Int8Recipe, Precision};
 /// (x86: short batches faster on both bf16 paths) and the aarch64 bf16 paths (`bfmmla`,
 /// NEON widening) in place of the scalar one there. 3: interleaved rounds and bf16's 1.2x
 /// margin for `auto` (a choice measured back to back could be a burst of load's doing).
-pub const KERNEL_VERSION: u32 = 3;
+/// 4: half of each matrix's columns timed ([`timed_columns`]), so three rounds fit the budget.
+pub const KERNEL_VERSION: u32 = 4;
 
 /// The file in the cache directory.
 pub const CACHE_FILE: &str = "tuning.json";
@@ -68,7 +70,7 @@ pub const MAX_ROUNDS: usize = 3;
 
 /// FLOPs of one timed pass (the four GEMMs at `M` rows): `M` is chosen to stay near this
 /// (48 rows at e5-small-v2's shapes).
-const PASS_FLOPS: f64 = 2.0 * 48.0 * 1_769_472.0;
+const PASS_FLOPS: f64 = 2.0 * 48.0 * 884_736.0;
 
 /// `$XDG_CACHE_HOME/e5embed`, else `~/.cache/e5embed` (where `tools/fetch-models` puts the
 /// test models). `None` without either variable: tuning then measures and does not cache.
@@ -138,13 +140,27 @@ pub struct Shapes {
 impl Shapes {
     pub fn of(c: &BertConfig) -> Shapes {
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        let nk = vec![(3 * h, h), (h, h), (i, h), (h, i)];
+        let nk = [(3 * h, h), (h, h), (i, h), (h, i)]
+            .map(|(n, k)| (timed_columns(n), k))
+            .to_vec();
         let per_row: f64 = nk.iter().map(|&(n, k)| 2.0 * (n * k) as f64).sum();
         // A multiple of 12 (every f32 / int8 / bf16 tile height divides 12 or 24 rows
         // evenly enough), at least 12, at most 48.
         let m = ((PASS_FLOPS / per_row.max(1.0)) as usize / 12 * 12).clamp(12, 48);
         Shapes { m, nk }
     }
+}
+
+/// The columns of an `n`-column weight matrix that are timed: half of them, rounded up to a
+/// multiple of 64 (whole panels of every tile width), at most `n`. A GEMM's time is linear in
+/// its column panels, and the candidates' ratios stay (each pass still reads its weights from
+/// beyond L2, the other candidates' passes running in between), but packing and first-touch
+/// page faults were most of the measurement: with every column the whole measurement took
+/// 45.6-84.6 ms (median 54.2) on a 2-core Xeon VM (family 6 model 207), often one round only;
+/// with half, 32.4-49.3 ms (median 37.7), three rounds (kernels/PERF.md, "Tuning at half the
+/// columns").
+pub fn timed_columns(n: usize) -> usize {
+    (n / 2).next_multiple_of(64).clamp(1, n.max(1))
 }
 
 /// One kernel path that can be timed.
