@@ -576,6 +576,17 @@ impl Embedder {
         self.threads
     }
 
+    /// Runs `f` on one of this embedder's pool threads; the embedder calls `f` makes then
+    /// start their forwards right there instead of handing each one to a pool thread and
+    /// waiting for it. For a long-lived caller of many small calls (the server's scheduler
+    /// loop): the hand-off costs a sleeping pool thread's wake-up per call (an empty
+    /// `install` measured 25 us back to back and 68-78 us after an idle gap of 0.3-1 ms on a
+    /// 2-core Xeon VM). `f` holds that pool thread until it returns, also while it blocks;
+    /// the pool's other threads keep serving the forwards' parallel parts and other callers.
+    pub fn run_on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     /// The measured kernel choice and where it came from (`None`: tuning off, or a kernel
     /// path forced).
     pub fn tuning(&self) -> Option<&crate::tune::Tuned> {
