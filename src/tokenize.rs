@@ -414,10 +414,13 @@ mod ascii {
                     b => b,
                 })
                 .collect();
-            let mut ids = Vec::with_capacity(norm.len() / 3 + 3);
+            // [CLS], the pieces kept, and one more to know that the text was truncated: the
+            // words after it cannot change the pieces before, so a long text stops there.
+            let full = self.max_pieces.saturating_add(2);
+            let mut ids = Vec::with_capacity((norm.len() / 3 + 3).min(full));
             ids.push(self.cls);
             let mut key = String::with_capacity(self.prefix.len() + 32);
-            for run in norm.split(|&b| b == b' ') {
+            'runs: for run in norm.split(|&b| b == b' ') {
                 // Each punctuation byte a word of its own, the runs between them words too.
                 let mut start = 0;
                 for i in 0..=run.len() {
@@ -428,6 +431,9 @@ mod ascii {
                         }
                         if punct {
                             self.word(wp, &run[i..=i], &mut key, &mut ids);
+                        }
+                        if ids.len() >= full {
+                            break 'runs;
                         }
                         start = i + 1;
                     }

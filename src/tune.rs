@@ -130,7 +130,7 @@ pub fn cpu_model() -> String {
 }
 
 /// The GEMM shapes a model's tuning is measured on: `(n, k)` of QKV, output, FFN up, FFN
-/// down, at `m` rows.
+/// down, `n` their [`timed_columns`], at `m` rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shapes {
     pub m: usize,
@@ -160,7 +160,7 @@ impl Shapes {
 /// with half, 32.4-49.3 ms (median 37.7), three rounds (kernels/PERF.md, "Tuning at half the
 /// columns").
 pub fn timed_columns(n: usize) -> usize {
-    (n / 2).next_multiple_of(64).clamp(1, n.max(1))
+    (n / 2).next_multiple_of(64).min(n)
 }
 
 /// One kernel path that can be timed.

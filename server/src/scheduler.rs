@@ -192,8 +192,7 @@ impl Scheduler {
                     }
                 }
                 let _alive = Alive(&q.alive);
-                // The loop runs on one of the engine's pool threads, so a forward starts
-                // without waking a pool thread first (a lone query's latency at c=1).
+                // On a pool thread: see "No fixed wait" above.
                 embedder.run_on_pool(|| run(&embedder, &q));
             })?;
         Ok(Scheduler {
