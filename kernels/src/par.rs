@@ -8,10 +8,32 @@ use std::ops::Range;
 /// A `(rows, columns)` rectangle of a `[m, n]` output.
 pub(crate) type Part = (Range<usize>, Range<usize>);
 
+/// Row tasks per thread, at most, when an op's rows are split across a pool.
+pub const ROW_TASKS_PER_THREAD: usize = 4;
+/// Rows a task keeps at least when the split gives a thread more than one task (each task
+/// streams the weights once per block of its rows, so tasks stay big enough for that to
+/// stay small next to their FMAs).
+pub const MIN_ROWS_PER_TASK: usize = 128;
+
+/// How many tasks an op over `m` rows splits into on `threads` threads: a multiple of
+/// `threads`, up to [`ROW_TASKS_PER_THREAD`] per thread while each task keeps at least
+/// [`MIN_ROWS_PER_TASK`] rows, else one per thread. More tasks than threads let rayon's
+/// work stealing move rows from a thread the host slows down (a shared physical core,
+/// steal time on a VM) to the others, where one even share per thread made every op wait
+/// for the slowest (kernels/PERF.md, "Row tasks"). Which rows a task gets never changes a
+/// result bit: every row is computed the same way wherever it runs.
+pub fn row_tasks(m: usize, threads: usize) -> usize {
+    let t = threads.max(1);
+    if t == 1 {
+        return 1;
+    }
+    t * (m / (t * MIN_ROWS_PER_TASK)).clamp(1, ROW_TASKS_PER_THREAD)
+}
+
 /// Disjoint rectangles covering `[m, n]`, one per task: ranges of whole `nr`-column weight
 /// panels when `m <= column_split_max_m` (a query: each thread streams its share of the
-/// weights), else even row shares (not whole MR tiles: 128 rows on MR = 12 went 72 + 56).
-/// One part for `threads <= 1` or an empty output.
+/// weights), else [`row_tasks`] even row shares (not whole MR tiles: 128 rows on MR = 12
+/// went 72 + 56). One part for `threads <= 1` or an empty output.
 pub(crate) fn parts(
     m: usize,
     n: usize,
@@ -32,7 +54,7 @@ pub(crate) fn parts(
             p = end;
         }
     } else {
-        let per = m.div_ceil(threads);
+        let per = m.div_ceil(row_tasks(m, threads));
         let mut r = 0;
         while r < m {
             let end = (r + per).min(m);
@@ -93,3 +115,48 @@ pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: only used for disjoint writes, joined before the borrow of the output ends.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_tasks_are_whole_rounds_of_big_enough_tasks() {
+        for threads in 1..=9 {
+            for m in (0..5000).step_by(7) {
+                let n = row_tasks(m, threads);
+                if threads == 1 {
+                    assert_eq!(n, 1);
+                    continue;
+                }
+                assert_eq!(n % threads, 0, "m {m} threads {threads}: {n} tasks");
+                assert!(n <= threads * ROW_TASKS_PER_THREAD);
+                if n > threads {
+                    assert!(m / n >= MIN_ROWS_PER_TASK, "m {m}: {n} tasks of {}", m / n);
+                }
+            }
+        }
+        assert_eq!(row_tasks(128, 2), 2); // a 128-token query: one share per thread
+        assert_eq!(row_tasks(512, 2), 4);
+        assert_eq!(row_tasks(2048, 2), 8);
+        assert_eq!(row_tasks(1 << 20, 2), 8);
+    }
+
+    #[test]
+    fn row_parts_cover_the_rows_once() {
+        for threads in 2..=4 {
+            for m in [97, 128, 300, 513, 1024, 2048, 4095] {
+                let p = parts(m, 64, 32, threads, 16);
+                assert_eq!(p.len(), row_tasks(m, threads).min(m));
+                let mut next = 0;
+                for (rows, cols) in &p {
+                    assert_eq!(rows.start, next);
+                    assert!(!rows.is_empty());
+                    assert_eq!(cols, &(0..64));
+                    next = rows.end;
+                }
+                assert_eq!(next, m);
+            }
+        }
+    }
+}

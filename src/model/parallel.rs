@@ -13,12 +13,14 @@ use super::linear::Linear;
 use super::scratch::QScratch;
 use crate::error::Result;
 
-/// Rows per task when splitting a `[m, *]` op across `threads`: an even share. (Rounding
-/// the share up to whole MR-row tiles, as before, left the threads unbalanced at the
-/// lengths of a query: 128 rows went 72 + 56 on MR = 12. Even shares: int8 batch 1 x 128
-/// tokens 8.45 -> 7.92 ms, 64 tokens 4.06 -> 3.82 ms; the edge tile costs less.)
+/// Rows per task when splitting a `[m, *]` op across `threads`: an even share of
+/// `e5embed_kernels::row_tasks` tasks (one per thread for a query's rows, up to four per
+/// thread for long batches, so work stealing evens out a thread the host slows down).
+/// (Rounding the share up to whole MR-row tiles, as before, left the threads unbalanced
+/// at the lengths of a query: 128 rows went 72 + 56 on MR = 12. Even shares: int8 batch
+/// 1 x 128 tokens 8.45 -> 7.92 ms, 64 tokens 4.06 -> 3.82 ms; the edge tile costs less.)
 pub(crate) fn rows_per_task(m: usize, threads: usize) -> usize {
-    m.div_ceil(threads.max(1)).max(1)
+    m.div_ceil(e5embed_kernels::row_tasks(m, threads)).max(1)
 }
 
 /// `c[m, n] = a[m, k] · Wᵀ` + epilogue, rows split across the current rayon pool.
