@@ -13,19 +13,17 @@ use std::time::Instant;
 
 use e5embed::{Embedder, EmbedderOptions, Precision};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::median;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let dir = args
         .get(1)
         .ok_or("usage: cache_probe MODEL_DIR [PRECISION] [KIB] [CALLS]")?;
-    let precision: Precision = args.get(2).map_or("f32", String::as_str).parse()?;
-    let kib: usize = args.get(3).map_or(Ok(1024), |s| s.parse())?;
-    let calls: usize = args.get(4).map_or(Ok(300), |s| s.parse())?;
+    let precision: Precision = common::arg(&args, 2, Precision::F32)?;
+    let kib: usize = common::arg(&args, 3, 1024)?;
+    let calls: usize = common::arg(&args, 4, 300)?;
     let e = Embedder::load_with(dir, &EmbedderOptions::default().precision(precision))?;
 
     // One u64 per 64-byte line, linked in a random cycle (xorshift Fisher-Yates).

@@ -19,10 +19,8 @@ use std::time::{Duration, Instant};
 
 use e5embed::{Embedder, EmbedderOptions, Precision};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::median;
 
 fn spin(us: u64) {
     let t = Instant::now();
@@ -37,9 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args
         .get(1)
         .ok_or("usage: gap_probe MODEL_DIR [PRECISION] [GAP_US] [ROUNDS]")?;
-    let precision: Precision = args.get(2).map_or("f32", String::as_str).parse()?;
-    let gap: u64 = args.get(3).map_or(Ok(150), |s| s.parse())?;
-    let rounds: usize = args.get(4).map_or(Ok(10), |s| s.parse())?;
+    let precision: Precision = common::arg(&args, 2, Precision::F32)?;
+    let gap: u64 = common::arg(&args, 3, 150)?;
+    let rounds: usize = common::arg(&args, 4, 10)?;
     let e = Embedder::load_with(dir, &EmbedderOptions::default().precision(precision))?;
     let tokens = e.tokenize(&["query: how much protein should a female eat"])?;
     let threads = e.threads();

@@ -8,15 +8,13 @@ use std::time::Instant;
 
 use e5embed::{Embedder, EmbedderOptions};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::median;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let dir = args.get(1).ok_or("usage: tok_probe MODEL_DIR [CALLS]")?;
-    let calls: usize = args.get(2).map_or(Ok(400), |s| s.parse())?;
+    let calls: usize = common::arg(&args, 2, 400)?;
     let e = Embedder::load_with(dir, &EmbedderOptions::default().threads(2))?;
     let tok = e.tokenizer();
     println!("ASCII shortcut in use: {}", tok.ascii_fast());

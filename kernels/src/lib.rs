@@ -82,7 +82,7 @@ pub use gemm::{
     PackedMatrix,
 };
 pub use isa::{Isa, IsaKind};
-pub use par::{row_tasks, MIN_ROWS_PER_TASK, ROW_TASKS_PER_THREAD};
+pub use par::row_share;
 
 /// Version of the packed weight layouts (f32 panels, int8 VNNI / `smmla` / AMX panels with
 /// their scales and compensation, bf16 pairs and tiles): bumped whenever any of them

@@ -9,11 +9,11 @@ use std::ops::Range;
 pub(crate) type Part = (Range<usize>, Range<usize>);
 
 /// Row tasks per thread, at most, when an op's rows are split across a pool.
-pub const ROW_TASKS_PER_THREAD: usize = 4;
+pub(crate) const ROW_TASKS_PER_THREAD: usize = 4;
 /// Rows a task keeps at least when the split gives a thread more than one task (each task
 /// streams the weights once per block of its rows, so tasks stay big enough for that to
 /// stay small next to their FMAs).
-pub const MIN_ROWS_PER_TASK: usize = 128;
+pub(crate) const MIN_ROWS_PER_TASK: usize = 128;
 
 /// How many tasks an op over `m` rows splits into on `threads` threads: a multiple of
 /// `threads`, up to [`ROW_TASKS_PER_THREAD`] per thread while each task keeps at least
@@ -22,7 +22,7 @@ pub const MIN_ROWS_PER_TASK: usize = 128;
 /// steal time on a VM) to the others, where one even share per thread made every op wait
 /// for the slowest (kernels/PERF.md, "Row tasks"). Which rows a task gets never changes a
 /// result bit: every row is computed the same way wherever it runs.
-pub fn row_tasks(m: usize, threads: usize) -> usize {
+pub(crate) fn row_tasks(m: usize, threads: usize) -> usize {
     let t = threads.max(1);
     if t == 1 {
         return 1;
@@ -30,9 +30,18 @@ pub fn row_tasks(m: usize, threads: usize) -> usize {
     t * (m / (t * MIN_ROWS_PER_TASK)).clamp(1, ROW_TASKS_PER_THREAD)
 }
 
+/// Rows per task when an op over `m` rows is split across `threads` threads: an even share
+/// of the tasks above (one task per thread for a query's rows, up to four per thread on
+/// long batches), at least 1. The kernels' row splits and the engine's use this one share.
+/// Not rounded up to whole MR-row tiles: that left a query's threads unbalanced (128 rows
+/// went 72 + 56 on MR = 12; even shares took int8 batch 1 x 128 from 8.45 to 7.92 ms).
+pub fn row_share(m: usize, threads: usize) -> usize {
+    m.div_ceil(row_tasks(m, threads)).max(1)
+}
+
 /// Disjoint rectangles covering `[m, n]`, one per task: ranges of whole `nr`-column weight
 /// panels when `m <= column_split_max_m` (a query: each thread streams its share of the
-/// weights), else [`row_tasks`] even row shares (not whole MR tiles: 128 rows on MR = 12
+/// weights), else [`row_share`] rows each (not whole MR tiles: 128 rows on MR = 12
 /// went 72 + 56). One part for `threads <= 1` or an empty output.
 pub(crate) fn parts(
     m: usize,
@@ -54,7 +63,7 @@ pub(crate) fn parts(
             p = end;
         }
     } else {
-        let per = m.div_ceil(row_tasks(m, threads));
+        let per = row_share(m, threads);
         let mut r = 0;
         while r < m {
             let end = (r + per).min(m);

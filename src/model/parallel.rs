@@ -12,16 +12,7 @@ use rayon::prelude::*;
 use super::linear::Linear;
 use super::scratch::QScratch;
 use crate::error::Result;
-
-/// Rows per task when splitting a `[m, *]` op across `threads`: an even share of
-/// `e5embed_kernels::row_tasks` tasks (one per thread for a query's rows, up to four per
-/// thread for long batches, so work stealing evens out a thread the host slows down).
-/// (Rounding the share up to whole MR-row tiles, as before, left the threads unbalanced
-/// at the lengths of a query: 128 rows went 72 + 56 on MR = 12. Even shares: int8 batch
-/// 1 x 128 tokens 8.45 -> 7.92 ms, 64 tokens 4.06 -> 3.82 ms; the edge tile costs less.)
-pub(crate) fn rows_per_task(m: usize, threads: usize) -> usize {
-    m.div_ceil(e5embed_kernels::row_tasks(m, threads)).max(1)
-}
+use e5embed_kernels::row_share;
 
 /// `c[m, n] = a[m, k] · Wᵀ` + epilogue, rows split across the current rayon pool.
 pub(crate) fn par_gemm(
@@ -71,7 +62,7 @@ pub(crate) fn par_linear(
         qgemm::gemm_u8s8_par(qa, qs, m, w, &mut c[..m * n], epi, threads)?;
         return Ok(());
     }
-    let per = rows_per_task(m, threads);
+    let per = row_share(m, threads);
     c[..m * n]
         .par_chunks_mut(per * n)
         .zip(q.bytes[..m * kp].par_chunks_mut(per * kp))
@@ -123,7 +114,7 @@ pub(crate) fn par_quantize_input(
     threads: usize,
 ) -> Result<()> {
     let (k, kp) = (w.k(), w.k_padded());
-    let per = rows_per_task(m, threads);
+    let per = row_share(m, threads);
     a.par_chunks(per * k)
         .zip(qa.par_chunks_mut(per * kp))
         .zip(qs.par_chunks_mut(per))
@@ -152,7 +143,7 @@ pub(crate) fn par_ffn_int8(
     q2: &mut QScratch,
 ) -> Result<()> {
     let (h, kp, ip) = (f.up.k(), f.up.k_padded(), f.down.k_padded());
-    let per = rows_per_task(t, rayon::current_num_threads());
+    let per = row_share(t, rayon::current_num_threads());
     x[..t * h]
         .par_chunks_mut(per * h)
         .zip(q.bytes[..t * kp].par_chunks_mut(per * kp))
@@ -232,7 +223,7 @@ pub(crate) fn par_layernorm(
     eps: f32,
 ) -> Result<()> {
     let m = x.len() / cols;
-    let per = rows_per_task(m, rayon::current_num_threads());
+    let per = row_share(m, rayon::current_num_threads());
     x.par_chunks_mut(per * cols)
         .try_for_each(|rows| ew::layernorm(isa, rows, cols, g, b, eps))?;
     Ok(())
