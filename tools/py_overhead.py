@@ -12,7 +12,12 @@
    tools/pybench) per model and precision, i.e. per weight footprint: the forward streams the
    weights through the caches, and the interpreter's own working set (thread state, frames,
    the result array, numpy) has to come back from DRAM when the call returns;
-3. that cost directly: `numpy.zeros(384)` hot, and right after streaming 160 MB.
+3. that cost directly: `numpy.zeros(384)` hot, and right after streaming 160 MB;
+4. the same overhead and engine time for the two ways a model's packed weights are held: mapped
+   from the packed-weights cache (the default) and packed at load (`weight_cache=False`; in one
+   buffer on 2 MiB pages since the change of kernels/PERF.md "Packed weights on huge pages",
+   one heap buffer per matrix on 4 KiB pages before), interleaved in rounds, e5-small-v2-shape
+   f32 and int8.
 """
 
 from __future__ import annotations
@@ -44,7 +49,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--page-rounds", type=int, default=5, help="interleaved rounds of part 4")
+    ap.add_argument("--only-pages", action="store_true", help="run part 4 only")
     a = ap.parse_args()
+    if a.only_pages:
+        return pages(a)
     from e5embed import Embedder
 
     small = Embedder(models_dir() / "paraphrase-MiniLM-L3-v2", precision="int8", threads=a.threads)
@@ -96,6 +105,45 @@ def main() -> int:
     print()
     print(f"`numpy.zeros(384)`: hot {statistics.median(hot) * 1e6:.2f} us, right after streaming 160 MB "
           f"{statistics.median(cold) * 1e6:.2f} us")
+    return pages(a)
+
+
+def pages(a) -> int:
+    """Part 4: weights mapped from the cache against weights packed at load."""
+    from e5embed import Embedder
+
+    print()
+    print(f"| model, precision ({a.threads} thread(s)), weights | engine median us | overhead median us "
+          f"| per-round overhead medians us |")
+    print("|---|---:|---:|---|")
+    for name, prec in [("e5-small-v2-shape", "f32"), ("e5-small-v2-shape", "int8")]:
+        d = models_dir() / name
+        # The first cached load writes the packed-weights file when it is missing.
+        Embedder(d, precision=prec, threads=a.threads, weight_cache=True)
+        arms = {
+            "mapped from the cache": Embedder(d, precision=prec, threads=a.threads, weight_cache=True),
+            "packed at load": Embedder(d, precision=prec, threads=a.threads, weight_cache=False),
+        }
+        res = {k: ([], [], []) for k in arms}
+        for _ in range(a.page_rounds):
+            for k, e in arms.items():
+                for _ in range(20):
+                    e.encode(QUERY)
+                over, eng = res[k][0], res[k][1]
+                this = []
+                for _ in range(a.calls):
+                    t = time.perf_counter()
+                    e.encode(QUERY)
+                    w = time.perf_counter() - t
+                    g = e._last_engine_seconds()
+                    over.append(w - g)
+                    eng.append(g)
+                    this.append(w - g)
+                res[k][2].append(statistics.median(this) * 1e6)
+        for k, (over, eng, rounds) in res.items():
+            print(f"| {name}, {prec}, {k} | {statistics.median(eng) * 1e6:.0f} | "
+                  f"{statistics.median(over) * 1e6:.1f} | {', '.join(f'{r:.1f}' for r in rounds)} |")
+        del arms
     return 0
 
 

@@ -28,6 +28,8 @@ use crate::{shape_err, KernelError};
 /// A whole file mapped read-only (private).
 pub struct MappedFile {
     map: memmap2::Mmap,
+    /// The bytes that are the file's (a map of an empty file holds one extra byte).
+    len: usize,
 }
 
 impl MappedFile {
@@ -51,26 +53,48 @@ impl MappedFile {
         // SAFETY: a private read-only mapping, only ever read; see the module docs for the
         // files mapped and why they are not modified in place while mapped.
         let map = unsafe { opts.map(&file) }?;
-        Ok(Arc::new(MappedFile { map }))
+        let len = map.len();
+        Ok(Arc::new(MappedFile { map, len }))
+    }
+
+    /// `len` bytes of anonymous memory advised onto transparent huge pages (Linux; elsewhere,
+    /// or where the kernel refuses, ordinary pages), zeroed, filled by `fill`, then sealed
+    /// read-only: an image built in memory that the engine uses as it uses a mapped file's
+    /// (the packed weights of a model packed at load: 2 MiB pages, so a forward that streams
+    /// every weight touches ~45 TLB entries instead of ~22,000 at e5-small-v2 f32).
+    pub fn build_on_huge_pages(
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Arc<MappedFile>> {
+        // An anonymous map cannot be empty; an empty image is a one-byte map cut to none.
+        let mut anon = memmap2::MmapOptions::new().len(len.max(1)).map_anon()?;
+        #[cfg(target_os = "linux")]
+        {
+            // Best effort: only how the kernel backs the range changes, never its contents.
+            let _ = anon.advise(memmap2::Advice::HugePage);
+        }
+        fill(&mut anon[..len])?;
+        let map = anon.make_read_only()?;
+        Ok(Arc::new(MappedFile { map, len }))
     }
 
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        &self.map[..self.len]
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 }
 
 impl std::fmt::Debug for MappedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MappedFile({} bytes)", self.map.len())
+        write!(f, "MappedFile({} bytes)", self.len)
     }
 }
 

@@ -24,6 +24,9 @@ class Embedder:
             this budget; default 2048 at f32, 1024 at int8).
         isa: force a kernel path (e.g. ``"scalar"``, ``"avx2"``, ``"avx512"``); default: the best.
         normalize: L2-normalize by default (default: what the model's modules.json says).
+        weight_cache: keep the packed weights in the cache directory and map them at later
+            loads (default ``True``); ``False`` packs ``model.safetensors`` at every
+            load and writes nothing (read-only cache directories). Same vectors either way.
 
     Raises:
         OSError: the directory, a model file or the hub download is missing or invalid.
@@ -39,6 +42,7 @@ class Embedder:
         *,
         isa: Optional[str] = None,
         normalize: Optional[bool] = None,
+        weight_cache: Optional[bool] = None,
     ) -> None: ...
     @overload
     def encode(

@@ -346,6 +346,7 @@ fn load(
     max_batch_tokens: Option<usize>,
     isa: Option<&str>,
     normalize: Option<bool>,
+    weight_cache: Option<bool>,
 ) -> Result<(Embedder, bool), Error> {
     let local = Path::new(model);
     let dir = if local.is_dir() {
@@ -362,6 +363,7 @@ fn load(
     o.max_batch_tokens = max_batch_tokens;
     o.precision = Precision::parse_request(precision)?;
     o.normalize = Some(false);
+    o.weight_cache = weight_cache;
     if let Some(spec) = isa {
         let req = e5embed::embedder::parse_isa_spec(spec)?;
         o.isa = req.isa;
@@ -374,7 +376,8 @@ fn load(
 #[pymethods]
 impl PyEmbedder {
     #[new]
-    #[pyo3(signature = (model, precision="auto", threads=None, max_batch_tokens=None, *, isa=None, normalize=None))]
+    #[pyo3(signature = (model, precision="auto", threads=None, max_batch_tokens=None, *, isa=None, normalize=None, weight_cache=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model: &Bound<'_, PyAny>,
@@ -383,6 +386,7 @@ impl PyEmbedder {
         max_batch_tokens: Option<usize>,
         isa: Option<String>,
         normalize: Option<bool>,
+        weight_cache: Option<bool>,
     ) -> PyResult<Self> {
         // A str or an os.PathLike.
         let model: String = match model.cast::<PyString>() {
@@ -401,6 +405,7 @@ impl PyEmbedder {
                     max_batch_tokens,
                     isa.as_deref(),
                     normalize,
+                    weight_cache,
                 )
             })
             .map_err(|e| to_py_err(e, Stage::Load))?;

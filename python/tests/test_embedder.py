@@ -180,6 +180,18 @@ def test_load_by_pathlike_and_isa():
     assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99999
 
 
+@pytest.mark.parametrize("precision", ["f32", "int8"])
+def test_weight_cache_does_not_change_vectors(texts, precision):
+    # The second cached load maps the packed-weights file written by the first;
+    # weight_cache=False packs model.safetensors again.
+    lines = texts_list(texts)[:20]
+    d = model_dir("paraphrase-MiniLM-L3-v2")
+    packed = Embedder(d, precision=precision, threads=1, weight_cache=False).encode(lines)
+    for _ in range(2):
+        cached = Embedder(d, precision=precision, threads=1, weight_cache=True).encode(lines)
+        assert np.array_equal(cached, packed)
+
+
 def test_errors(minilm, tmp_path):
     with pytest.raises(TypeError, match="not a str"):
         minilm.encode(["ok", 3])
