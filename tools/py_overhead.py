@@ -45,6 +45,22 @@ def med_us(fn, n: int) -> float:
     return statistics.median(xs) * 1e6
 
 
+def timed_queries(e, calls: int) -> tuple[list[float], list[float]]:
+    """20 warm-up queries, then per call of `calls`: the overhead (wall minus the engine time
+    Rust measured in that call) and the engine time, in seconds."""
+    for _ in range(20):
+        e.encode(QUERY)
+    over, eng = [], []
+    for _ in range(calls):
+        t = time.perf_counter()
+        e.encode(QUERY)
+        w = time.perf_counter() - t
+        g = e._last_engine_seconds()
+        over.append(w - g)
+        eng.append(g)
+    return over, eng
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=300)
@@ -78,16 +94,7 @@ def main() -> int:
     for name, prec in [("paraphrase-MiniLM-L3-v2", "int8"), ("paraphrase-MiniLM-L3-v2", "f32"),
                        ("e5-small-v2-shape", "int8"), ("e5-small-v2-shape", "f32")]:
         e = Embedder(models_dir() / name, precision=prec, threads=a.threads)
-        for _ in range(20):
-            e.encode(QUERY)
-        over, eng = [], []
-        for _ in range(a.calls):
-            t = time.perf_counter()
-            e.encode(QUERY)
-            w = time.perf_counter() - t
-            g = e._last_engine_seconds()
-            over.append(w - g)
-            eng.append(g)
+        over, eng = timed_queries(e, a.calls)
         mb = (models_dir() / name / "model.safetensors").stat().st_size / 1e6 / (4 if prec == "int8" else 1)
         print(f"| {name}, {prec} | {mb:.0f} | {statistics.median(eng) * 1e6:.0f} | {statistics.median(over) * 1e6:.1f} |")
         del e
@@ -127,19 +134,10 @@ def pages(a) -> int:
         res = {k: ([], [], []) for k in arms}
         for _ in range(a.page_rounds):
             for k, e in arms.items():
-                for _ in range(20):
-                    e.encode(QUERY)
-                over, eng = res[k][0], res[k][1]
-                this = []
-                for _ in range(a.calls):
-                    t = time.perf_counter()
-                    e.encode(QUERY)
-                    w = time.perf_counter() - t
-                    g = e._last_engine_seconds()
-                    over.append(w - g)
-                    eng.append(g)
-                    this.append(w - g)
-                res[k][2].append(statistics.median(this) * 1e6)
+                over, eng = timed_queries(e, a.calls)
+                res[k][0].extend(over)
+                res[k][1].extend(eng)
+                res[k][2].append(statistics.median(over) * 1e6)
         for k, (over, eng, rounds) in res.items():
             print(f"| {name}, {prec}, {k} | {statistics.median(eng) * 1e6:.0f} | "
                   f"{statistics.median(over) * 1e6:.1f} | {', '.join(f'{r:.1f}' for r in rounds)} |")
