@@ -94,6 +94,16 @@ impl OpTimes {
         self.forwards += other.forwards;
     }
 
+    /// Adds another set of timings taken on one of `threads` threads working at once: its
+    /// times divided by `threads` (their sum over the threads is then the wall time), its
+    /// forward count not added (the caller's own count has the step).
+    pub fn merge_scaled(&mut self, other: &OpTimes, threads: usize) {
+        let div = threads.clamp(1, u32::MAX as usize) as u32;
+        for (a, b) in self.total.iter_mut().zip(&other.total) {
+            *a += *b / div;
+        }
+    }
+
     /// A table: op, total ms, share of the forward.
     pub fn report(&self) -> String {
         let sum: Duration = self.total.iter().sum();

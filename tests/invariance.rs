@@ -295,3 +295,101 @@ fn packed_weights_cache_skips_forced_paths_and_tiny_models() {
     assert_eq!(e.weight_source(), &WeightSource::Packed { saved: None });
     assert!(!cache.join("packed").exists());
 }
+
+/// A long batch runs its layers group by group, one task per group of whole texts
+/// (`forward::layer_groups`); a text alone (or a short batch) runs them op by op across the
+/// pool. Both compute every row with the same kernels in the same order: each text's last
+/// hidden state in the grouped batch is bitwise the one it has alone, at every precision, on
+/// every path, on 1 and 2 threads. The lengths straddle the group size (128 rows) and the
+/// FFN's passes of about 128 rows inside a group (groups of 200-300 rows run two), and the
+/// last texts (60 tokens) join the group before them.
+#[test]
+fn grouped_layers_are_bitwise_the_op_by_op_forward() {
+    use e5embed::internals::model::forward::layer_groups;
+    use e5embed::Precision;
+    use e5embed_kernels::bgemm::BIsa;
+    use e5embed_kernels::qgemm::QIsa;
+    const TEST: &str = "grouped_layers_are_bitwise_the_op_by_op_forward";
+    // 1,602 tokens: 9 groups (8 needed on 2 threads).
+    let lens: &[usize] = &[
+        130, 7, 1, 200, 128, 60, 70, 3, 255, 129, 40, 90, 127, 2, 300, 60,
+    ];
+    let seqs: Vec<Vec<u32>> = {
+        let mut s = 0x2545_f491_u32;
+        lens.iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        1000 + (s >> 8) % 29_000
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let groups = layer_groups(lens, 2).expect("grouped on 2 threads");
+    assert_eq!(groups.len(), 9);
+    assert_eq!((groups[1].clone(), groups[8].clone()), (1..4, 14..16));
+    for threads in [1, 2] {
+        assert!(
+            layer_groups(lens, threads).is_some(),
+            "grouped on {threads}"
+        );
+        for &n in lens {
+            assert!(layer_groups(&[n], threads).is_none(), "{n} tokens alone");
+        }
+    }
+    // Not the scalar paths (~50x slower: a 1,602-token forward there takes ~20 s); their
+    // grouped forwards are the long batches of `embeddings_are_bitwise_batch_invariant`
+    // (1,024-token forwards: 8 groups) and tests/bf16.rs's and tests/int8.rs's invariance.
+    let mut runs: Vec<(String, EmbedderOptions)> = Vec::new();
+    for isa in Isa::available().into_iter().filter(|p| *p != Isa::scalar()) {
+        let o = EmbedderOptions::default()
+            .precision(Precision::F32)
+            .isa(isa.kind());
+        runs.push((format!("f32 {}", isa.name()), o));
+    }
+    for bisa in BIsa::available()
+        .into_iter()
+        .filter(|p| *p != BIsa::scalar())
+    {
+        let o = EmbedderOptions::default()
+            .precision(Precision::Bf16)
+            .bisa(bisa.kind());
+        runs.push((format!("bf16 {}", bisa.name()), o));
+    }
+    for qisa in QIsa::available()
+        .into_iter()
+        .filter(|p| *p != QIsa::scalar())
+    {
+        let o = EmbedderOptions::default()
+            .precision(Precision::Int8)
+            .qisa(qisa.kind());
+        runs.push((format!("int8 {}", qisa.name()), o));
+    }
+    if runs.is_empty() {
+        loud(&format!(
+            "{TEST}: NOT RUN here: this CPU has only the scalar paths (see above for where \
+             their grouped forwards are tested)"
+        ));
+        return;
+    }
+    let dir = model_dir("all-MiniLM-L6-v2");
+    for (name, mut opts) in runs {
+        opts.max_batch_tokens = Some(2048);
+        for threads in [1, 2] {
+            let e = Embedder::load_with(&dir, &opts.clone().threads(threads)).unwrap();
+            let batch = e.last_hidden_states(&refs).unwrap();
+            for (i, s) in refs.iter().enumerate() {
+                let alone = e.last_hidden_states(&[s]).unwrap().remove(0);
+                assert!(
+                    batch[i] == alone,
+                    "{name}, {threads} thread(s): text {i} ({} tokens) in the grouped batch \
+                     differs from its op-by-op forward alone",
+                    s.len()
+                );
+            }
+        }
+    }
+}

@@ -1,18 +1,23 @@
 //! The fast forward. All texts of a batch are packed into one `[total_tokens, hidden]` matrix
 //! (no padding rows); every per-token op (embeddings, the four GEMMs with fused epilogues,
 //! LayerNorm) runs once over it, split by rows across the thread pool; attention runs per text
-//! over its own tokens only, so no mask is needed and no FLOP is spent on padding. A forward
+//! over its own tokens only, so no mask is needed and no FLOP is spent on padding. A long
+//! batch runs each layer in groups of whole texts instead, one task per group doing all the
+//! layer's ops over its rows ([`layer_groups`]), with the same result bit for bit. A forward
 //! is a sequence of steps that can pause between any two (`forward_steps`): callers sharing a
 //! pool take turns there (`crate::turns`).
 
 use e5embed_kernels::bgemm::BIsa;
 use e5embed_kernels::gemm::PackedMatrix;
 use e5embed_kernels::qgemm::{self, QIsa};
-use e5embed_kernels::{attention, Epilogue, Isa};
+use e5embed_kernels::{attention, ew, Epilogue, Isa};
 use rayon::prelude::*;
+use std::ops::Range;
 
 use super::linear::{unsigned_gelu_input, Linear, Paths};
-use super::parallel::{par_ffn_int8, par_layernorm, par_linear, with_workers_awake, FfnInt8};
+use super::parallel::{
+    ffn_int8_rows, linear, par_ffn_int8, par_layernorm, par_linear, with_workers_awake, FfnInt8,
+};
 use super::scratch::Scratch;
 use super::smooth::Int8Recipe;
 use super::Precision;
@@ -271,12 +276,14 @@ impl FastModel {
             scratch.q.ensure(t, qgemm::padded_k(h.max(inter)));
             scratch.q2.ensure(t, qgemm::padded_k(inter));
         }
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let groups = layer_groups(&lens, rayon::current_num_threads());
         with_workers_awake(|| {
             for step in from..self.steps() {
                 if step > from && pause() {
                     return Ok(Some(step));
                 }
-                self.step(step, seqs, t, scratch, timing)?;
+                self.step(step, seqs, t, groups.as_deref(), scratch, timing)?;
             }
             Ok(None)
         })
@@ -288,6 +295,7 @@ impl FastModel {
         step: usize,
         seqs: &[&[u32]],
         t: usize,
+        groups: Option<&[Range<usize>]>,
         scratch: &mut Scratch,
         timing: &mut OpTimes,
     ) -> Result<()> {
@@ -309,7 +317,13 @@ impl FastModel {
             seqs,
             t,
         };
-        layer_step(&cx, l, (step - 1) % LAYER_STEPS, scratch, timing, None)
+        let op = (step - 1) % LAYER_STEPS;
+        match groups {
+            // The whole layer runs in its first step; its other steps have nothing left.
+            Some(groups) if op == 0 => layer_grouped(&cx, l, groups, scratch, timing),
+            Some(_) => Ok(()),
+            None => layer_step(&cx, l, op, scratch, timing, None),
+        }
     }
 
     /// The embedding tables and their LayerNorm.
@@ -507,6 +521,203 @@ pub(crate) fn layer_step(
             timing.lap(Op::LayerNorm, &mut clock);
         }
     }
+    Ok(())
+}
+
+/// Rows (tokens) of whole consecutive texts a group of [`layer_groups`] gathers before it
+/// closes.
+pub const GROUP_ROWS: usize = 128;
+/// Groups per thread a batch needs before its layers run group by group.
+pub const GROUPS_PER_THREAD: usize = 4;
+/// Rows per pass of the FFN inside a group, about: its `[rows, intermediate]` activations
+/// stay in the core's L2.
+const FFN_ROWS: usize = 128;
+
+/// How a forward over texts of these lengths runs its layers on `threads` threads: `None`,
+/// op by op over all rows, each op split across the pool (a query, a short batch); or in
+/// groups of whole consecutive texts of at least [`GROUP_ROWS`] rows each (the texts left
+/// at the end join the last group), when there are at least [`GROUPS_PER_THREAD`] groups
+/// per thread. A group is a
+/// task that runs the whole layer over its rows on one thread (QKV, attention per text,
+/// output projection, LayerNorm, the FFN in passes of `FFN_ROWS`, LayerNorm), so each op's
+/// input is still in that core's cache from the op before, instead of streaming a long
+/// batch's `[tokens, 1536]` activations through memory between ops; and the threads meet
+/// once per layer instead of seven times. Every row is computed by the same kernels in the
+/// same order either way, so the vectors are bitwise the same (tests/invariance.rs).
+pub fn layer_groups(lens: &[usize], threads: usize) -> Option<Vec<Range<usize>>> {
+    let mut groups = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, &len) in lens.iter().enumerate() {
+        rows += len;
+        if rows >= GROUP_ROWS {
+            groups.push(start..i + 1);
+            (start, rows) = (i + 1, 0);
+        }
+    }
+    if start < lens.len() {
+        // The texts left over: a group of their own if it is the only one, else added to
+        // the last group (a few rows alone would stream all the layer's weights for them).
+        match groups.last_mut() {
+            Some(last) => last.end = lens.len(),
+            None => groups.push(start..lens.len()),
+        }
+    }
+    (groups.len() >= GROUPS_PER_THREAD * threads.max(1)).then_some(groups)
+}
+
+/// One group's texts and its rows of the scratch buffers.
+struct Group<'a> {
+    seqs: &'a [&'a [u32]],
+    rows: usize,
+    x: &'a mut [f32],
+    x1: &'a mut [f32],
+    work: &'a mut [f32],
+    q: (&'a mut [u8], &'a mut [f32]),
+    q2: (&'a mut [u8], &'a mut [f32]),
+}
+
+/// The first `n` elements of `*buf`, leaving the rest in `*buf`.
+fn cut<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+    let (head, tail) = std::mem::take(buf).split_at_mut(n);
+    *buf = tail;
+    head
+}
+
+/// Layer `l` over all rows, one task per group of [`layer_groups`], each on its own rows.
+fn layer_grouped(
+    cx: &StepCx<'_>,
+    l: &FastLayer,
+    groups: &[Range<usize>],
+    scratch: &mut Scratch,
+    timing: &mut OpTimes,
+) -> Result<()> {
+    let c = cx.config;
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let ww = work_width(c);
+    // Row strides of the quantized activations (int8 linears only; empty otherwise).
+    let int8 = [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]
+        .iter()
+        .any(|w| matches!(w, Linear::Int8(_)));
+    let (s1, s2, ss) = if int8 {
+        (qgemm::padded_k(h.max(inter)), qgemm::padded_k(inter), 1)
+    } else {
+        (0, 0, 0)
+    };
+    let Scratch { x, x1, work, q, q2 } = scratch;
+    let (mut x, mut x1, mut work) = (&mut x[..], &mut x1[..], &mut work[..]);
+    let (mut qb, mut qs) = (&mut q.bytes[..], &mut q.scales[..]);
+    let (mut q2b, mut q2s) = (&mut q2.bytes[..], &mut q2.scales[..]);
+    let mut parts = Vec::with_capacity(groups.len());
+    for g in groups {
+        let seqs = &cx.seqs[g.clone()];
+        let rows: usize = seqs.iter().map(|s| s.len()).sum();
+        parts.push(Group {
+            seqs,
+            rows,
+            x: cut(&mut x, rows * h),
+            x1: cut(&mut x1, rows * h),
+            work: cut(&mut work, rows * ww),
+            q: (cut(&mut qb, rows * s1), cut(&mut qs, rows * ss)),
+            q2: (cut(&mut q2b, rows * s2), cut(&mut q2s, rows * ss)),
+        });
+    }
+    let strides = (s1, s2, ss);
+    let times = parts
+        .into_par_iter()
+        .map(|g| {
+            let mut t = timing.empty_like();
+            group_layer(cx.config, cx.isa, l, g, strides, &mut t).map(|_| t)
+        })
+        .collect::<Vec<Result<OpTimes>>>();
+    // Thread time over the pool's threads: each op's share of the layer's wall time.
+    let threads = rayon::current_num_threads();
+    for t in times {
+        timing.merge_scaled(&t?, threads);
+    }
+    Ok(())
+}
+
+/// The whole layer over one group's rows on the calling thread (see [`layer_groups`]).
+fn group_layer(
+    c: &BertConfig,
+    isa: Isa,
+    l: &FastLayer,
+    g: Group<'_>,
+    (s1, s2, ss): (usize, usize, usize),
+    timing: &mut OpTimes,
+) -> Result<()> {
+    let Group {
+        seqs,
+        rows: r,
+        x,
+        x1,
+        work,
+        q: (qb, qs),
+        q2: (q2b, q2s),
+    } = g;
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let (heads, d, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
+    let mut clock = timing.start();
+    {
+        // x1 = LN(attention(x Wqkvᵀ + b) Woᵀ + bo + x)
+        let (qkv, rest) = work.split_at_mut(r * 3 * h);
+        linear(x, r, &l.qkv, qkv, Epilogue::Bias(&l.qkv_b), (qb, qs))?;
+        timing.lap(Op::QkvGemm, &mut clock);
+        let ctx = &mut rest[..r * h];
+        let mut off = 0;
+        for ids in seqs {
+            let len = ids.len();
+            let q = &qkv[off * 3 * h..(off + len) * 3 * h];
+            attention::attention_f32(isa, q, len, heads, d, &mut ctx[off * h..(off + len) * h])?;
+            off += len;
+        }
+        timing.lap(Op::Attention, &mut clock);
+        let epi = Epilogue::BiasResidual {
+            bias: &l.attn_out_b,
+            residual: x,
+        };
+        linear(ctx, r, &l.attn_out, x1, epi, (qb, qs))?;
+        timing.lap(Op::AttnOutGemm, &mut clock);
+        ew::layernorm(isa, x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
+        timing.lap(Op::LayerNorm, &mut clock);
+    }
+    // x = LN(GELU(x1 W1ᵀ + b1) W2ᵀ + b2 + x1), in passes of FFN_ROWS rows.
+    let fused = match (&l.ffn_up, &l.ffn_down) {
+        (Linear::Int8(up), Linear::Int8(down)) => Some(FfnInt8 {
+            up,
+            up_b: &l.ffn_up_b,
+            down,
+            down_b: &l.ffn_down_b,
+        }),
+        _ => None,
+    };
+    // Even passes of about FFN_ROWS rows (130 rows: one pass, not 128 + 2).
+    let passes = ((r + FFN_ROWS / 2) / FFN_ROWS).max(1);
+    let per = r.div_ceil(passes);
+    for c0 in (0..r).step_by(per) {
+        let cr = per.min(r - c0);
+        let x1c = &x1[c0 * h..(c0 + cr) * h];
+        let xc = &mut x[c0 * h..(c0 + cr) * h];
+        let q = (&mut qb[c0 * s1..], &mut qs[c0 * ss..]);
+        if let Some(f) = &fused {
+            let q2 = (&mut q2b[c0 * s2..], &mut q2s[c0 * ss..]);
+            ffn_int8_rows(x1c, cr, f, xc, q, q2)?;
+            timing.lap(Op::FfnUpGemm, &mut clock);
+        } else {
+            let ffn = &mut work[..cr * inter];
+            linear(x1c, cr, &l.ffn_up, ffn, Epilogue::BiasGelu(&l.ffn_up_b), q)?;
+            timing.lap(Op::FfnUpGemm, &mut clock);
+            let epi = Epilogue::BiasResidual {
+                bias: &l.ffn_down_b,
+                residual: x1c,
+            };
+            let q = (&mut qb[c0 * s1..], &mut qs[c0 * ss..]);
+            linear(ffn, cr, &l.ffn_down, xc, epi, q)?;
+            timing.lap(Op::FfnDownGemm, &mut clock);
+        }
+    }
+    ew::layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+    timing.lap(Op::LayerNorm, &mut clock);
     Ok(())
 }
 

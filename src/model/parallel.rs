@@ -155,15 +155,64 @@ pub(crate) fn par_ffn_int8(
             let r0 = i * per;
             let rows = xc.len() / h;
             let x1_rows = &x1[r0 * h..(r0 + rows) * h];
-            f.up.quantize_input(x1_rows, rows, qa, qs)?;
-            let epi = Epilogue::BiasGelu(f.up_b);
-            qgemm::gemm_u8s8_quantized_for(qa, qs, rows, f.up, epi, f.down, fa, fs)?;
-            let epi = Epilogue::BiasResidual {
-                bias: f.down_b,
-                residual: x1_rows,
-            };
-            qgemm::gemm_u8s8(fa, fs, rows, f.down, xc, epi)
+            ffn_int8_rows(x1_rows, rows, f, xc, (qa, qs), (fa, fs))
         })?;
+    Ok(())
+}
+
+/// The int8 FFN of [`par_ffn_int8`] over `rows` rows on the calling thread: `x1` and `x`
+/// hold those rows, `(qa, qs)` and `(fa, fs)` room for their quantized input and
+/// intermediate activations (at the matrices' padded K).
+pub(crate) fn ffn_int8_rows(
+    x1: &[f32],
+    rows: usize,
+    f: &FfnInt8<'_>,
+    x: &mut [f32],
+    (qa, qs): (&mut [u8], &mut [f32]),
+    (fa, fs): (&mut [u8], &mut [f32]),
+) -> Result<()> {
+    let (h, kp, ip) = (f.up.k(), f.up.k_padded(), f.down.k_padded());
+    let (qa, qs) = (&mut qa[..rows * kp], &mut qs[..rows]);
+    let (fa, fs) = (&mut fa[..rows * ip], &mut fs[..rows]);
+    let x1 = &x1[..rows * h];
+    f.up.quantize_input(x1, rows, qa, qs)?;
+    let epi = Epilogue::BiasGelu(f.up_b);
+    qgemm::gemm_u8s8_quantized_for(qa, qs, rows, f.up, epi, f.down, fa, fs)?;
+    let epi = Epilogue::BiasResidual {
+        bias: f.down_b,
+        residual: x1,
+    };
+    qgemm::gemm_u8s8(fa, fs, rows, f.down, &mut x[..rows * h], epi)?;
+    Ok(())
+}
+
+/// `c[m, n] = a[m, k] · Wᵀ` + epilogue on the calling thread, for either weight format
+/// (int8: `a`'s rows quantized per token into `(qa, qs)` first). Bitwise equal to
+/// [`par_linear`] over the same rows.
+pub(crate) fn linear(
+    a: &[f32],
+    m: usize,
+    w: &Linear,
+    c: &mut [f32],
+    epi: Epilogue<'_>,
+    (qa, qs): (&mut [u8], &mut [f32]),
+) -> Result<()> {
+    match w {
+        Linear::F32(w) => {
+            let (n, k) = (w.n(), w.k());
+            e5embed_kernels::gemm::gemm_f32(&a[..m * k], m, w, &mut c[..m * n], epi)?;
+        }
+        Linear::Bf16(w) => {
+            let (n, k) = (w.n(), w.k());
+            bgemm::gemm_bf16(&a[..m * k], m, w, &mut c[..m * n], epi)?;
+        }
+        Linear::Int8(w) => {
+            let (n, k, kp) = (w.n(), w.k(), w.k_padded());
+            let (qa, qs) = (&mut qa[..m * kp], &mut qs[..m]);
+            w.quantize_input(&a[..m * k], m, qa, qs)?;
+            qgemm::gemm_u8s8(qa, qs, m, w, &mut c[..m * n], epi)?;
+        }
+    }
     Ok(())
 }
 
