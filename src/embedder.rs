@@ -483,10 +483,30 @@ impl Embedder {
                 }
                 let model = pool.install(|| FastModel::new(*weights, paths, precision, &recipe))?;
                 stages.lap("convert + pack");
+                // Into one buffer on huge pages, laid out as the cache file's data
+                // (packed_cache::rehome); the file is then written from that buffer.
+                let rehomed = pool.install(|| packed_cache::rehome(&model, paths, &recipe));
+                let (model, image) = match rehomed {
+                    Ok((m, image)) => {
+                        drop(model);
+                        // The safetensors copy and the heap-packed buffers are free now: give
+                        // them back (a load that packed kept ~130 MB more than a cached one
+                        // otherwise), before the cache write.
+                        e5embed_kernels::hugepage::release_free_memory();
+                        (m, Some(image))
+                    }
+                    Err(why) => {
+                        warnings.push(format!(
+                            "the packed weights stay where they are (and are not cached): {why}"
+                        ));
+                        (model, None)
+                    }
+                };
+                stages.lap("packed weights onto huge pages");
                 let mut saved = None;
-                if let (Some(key), Some(cache)) = (key, cache_dir.as_deref()) {
+                if let (Some(key), Some(cache), Some(image)) = (key, cache_dir.as_deref(), image) {
                     let path = key.path_in(cache);
-                    match pool.install(|| packed_cache::save(&path, &key, &model)) {
+                    match pool.install(|| image.save(&path, &key)) {
                         Ok(()) => saved = Some(path),
                         Err(e) => warnings.push(format!(
                             "the packed-weights cache could not be written: {e}"
@@ -494,21 +514,6 @@ impl Embedder {
                     }
                     stages.lap("packed-weights cache write");
                 }
-                // Into one buffer on huge pages (packed_cache::rehome).
-                let model = match pool.install(|| packed_cache::rehome(&model, paths, &recipe)) {
-                    Ok(m) => {
-                        drop(model);
-                        m
-                    }
-                    Err(why) => {
-                        warnings.push(format!("the packed weights stay where they are: {why}"));
-                        model
-                    }
-                };
-                // The safetensors copy and the heap-packed buffers are free now: give them
-                // back (a load that packed kept ~130 MB more than a cached one otherwise).
-                e5embed_kernels::hugepage::release_free_memory();
-                stages.lap("packed weights onto huge pages");
                 (model, WeightSource::Packed { saved })
             }
         };

@@ -210,11 +210,19 @@ struct LayerRec {
     vectors: Vec<Sec>,
 }
 
+/// A file's header: what it was written for, and where its tensors lie.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
-    /// What the file was written for (`None`: an image built in memory, never written).
-    key: Option<PackKey>,
-    /// Bytes from the data's start to the end of the file.
+    key: PackKey,
+    /// Its fields sit beside the key in the JSON (the format of [`PACK_VERSION`] 1).
+    #[serde(flatten)]
+    body: Body,
+}
+
+/// Where each tensor lies in the data: a file's, or an [`Image`]'s in memory.
+#[derive(Debug, Serialize, Deserialize)]
+struct Body {
+    /// Bytes from the data's start to its end (the file's end).
     data_len: u64,
     /// The word embedding table, when `model.safetensors` does not hold it as f32 (`None`:
     /// it is used from there).
@@ -322,8 +330,8 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// The header (but the key) and the data sections of `model`'s image, in file order.
-fn layout(key: Option<PackKey>, model: &FastModel) -> (Header, Plan<'_>) {
+/// Where each tensor of `model` goes in its image, and the data sections in order.
+fn layout(model: &FastModel) -> (Body, Plan<'_>) {
     let mut plan = Plan::default();
     let word_emb = match &model.word_emb {
         Table::Mapped(_) => None,
@@ -346,33 +354,41 @@ fn layout(key: Option<PackKey>, model: &FastModel) -> (Header, Plan<'_>) {
         let vectors = layer_vectors(l).map(|v| plan.f32s(v)).to_vec();
         layers.push(LayerRec { linears, vectors });
     }
-    let header = Header {
-        key,
+    let body = Body {
         data_len: plan.end,
         word_emb,
         tables,
         layers,
     };
-    (header, plan)
+    (body, plan)
 }
 
-/// `model` with its packed weights moved into one buffer on transparent huge pages (the data
-/// part of a cache file, built in memory and used as a mapped file's is), instead of one heap
-/// buffer per matrix on the allocator's 4 KiB pages: a query's forward ~10% faster at
-/// e5-small-v2 f32 on the EPYC (kernels/PERF.md, "Packed weights on huge pages"). For
-/// models packed at this load (first loads, `weight_cache(false)`, forced paths). Bitwise the
-/// same matrices: the same bytes, used where they lie. An error (no memory for the copy) is
-/// the caller's to report; it keeps `model`.
+/// A model's packed weights laid out as a cache file's data, built once in one anonymous
+/// buffer on transparent huge pages: the model a load packed runs from it ([`rehome`]), and
+/// the cache file is written from it ([`Image::save`]).
+pub(crate) struct Image {
+    body: Body,
+    map: Arc<MappedFile>,
+}
+
+/// `model` with its packed weights moved into one buffer on transparent huge pages, instead
+/// of one heap buffer per matrix on the allocator's 4 KiB pages (a query's forward ~10%
+/// faster at e5-small-v2 f32 on the EPYC, kernels/PERF.md, "Packed weights on huge pages"),
+/// and that buffer as an [`Image`] to write the cache file from. For models packed at this
+/// load (first loads, `weight_cache(false)`, forced paths). Bitwise the same matrices: the
+/// same bytes, used where they lie. An error (no memory for the copy) is the caller's to
+/// report; it keeps `model`.
 pub(crate) fn rehome(
     model: &FastModel,
     paths: Paths,
     recipe: &Int8Recipe,
-) -> std::result::Result<FastModel, Why> {
-    let (header, plan) = layout(None, model);
+) -> std::result::Result<(FastModel, Image), Why> {
+    let (body, plan) = layout(model);
     let len = usize::try_from(plan.end).map_err(|_| "an image larger than memory".to_owned())?;
     let map = MappedFile::build_on_huge_pages(len, |buf| {
         // The sections are in increasing offset order: cut the buffer into their disjoint
         // destinations and copy them on the pool (the huge pages fault in on both threads).
+        // The gaps between them stay zero, as a file's padding.
         let mut jobs = Vec::with_capacity(plan.parts.len());
         let (mut rest, mut base) = (buf, 0usize);
         for (offset, bytes) in &plan.parts {
@@ -397,55 +413,58 @@ pub(crate) fn rehome(
         precision: model.precision,
         recipe,
     };
-    cx.build(&header, 0, &|| word_table.clone())
+    let rehomed = cx.build(&body, 0, &|| word_table.clone())?;
+    Ok((rehomed, Image { body, map }))
 }
 
-/// Writes `model` to `path` for `key` (a temporary file beside it, renamed into place).
-/// Called inside the embedder's pool (the checksum runs on it).
-pub(crate) fn save(path: &Path, key: &PackKey, model: &FastModel) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| Error::Io { path: p, source }
-    };
-    let (header, plan) = layout(Some(key.clone()), model);
-    let json = serde_json::to_vec(&header)
-        .map_err(|e| Error::InvalidInput(format!("packed-weights cache header: {e}")))?;
-    let data_start = (PREAMBLE + json.len()).next_multiple_of(ALIGN) as u64;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = crate::hub::TempFile::next_to(path);
-    let file = std::fs::File::create(&tmp.path).map_err(io(&tmp.path))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let write = || -> std::io::Result<std::fs::File> {
-        w.write_all(&MAGIC)?;
-        w.write_all(&(json.len() as u64).to_le_bytes())?;
-        w.write_all(&0u64.to_le_bytes())?;
-        w.write_all(&json)?;
-        let mut at = (PREAMBLE + json.len()) as u64;
-        let zeros = [0u8; ALIGN];
-        for (offset, bytes) in &plan.parts {
-            let pad = data_start + offset - at;
-            w.write_all(&zeros[..pad as usize])?;
-            w.write_all(bytes)?;
-            at = data_start + offset + bytes.len() as u64;
+impl Image {
+    /// Writes the cache file for `key` to `path` (a temporary file beside it, renamed into
+    /// place): the preamble, the header, and the image as its data in one piece. Called
+    /// inside the embedder's pool (the checksum runs on it).
+    pub(crate) fn save(&self, path: &Path, key: &PackKey) -> Result<()> {
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| Error::Io { path: p, source }
+        };
+        #[derive(Serialize)]
+        struct HeaderRef<'a> {
+            key: &'a PackKey,
+            #[serde(flatten)]
+            body: &'a Body,
         }
-        // A data section may end the header's padding: the file ends where the data does.
-        let pad = (data_start + plan.end).saturating_sub(at);
-        w.write_all(&zeros[..pad as usize])?;
-        w.into_inner().map_err(|e| e.into_error())
-    };
-    let mut file = write().map_err(io(&tmp.path))?;
-    // The checksum, over the file as written (read back through a mapping).
-    let sum = {
-        let map = MappedFile::open(&tmp.path).map_err(io(&tmp.path))?;
-        checksum(&map.bytes()[PREAMBLE..])
-    };
-    file.seek(SeekFrom::Start(16))
-        .and_then(|_| file.write_all(&sum.to_le_bytes()))
-        .map_err(io(&tmp.path))?;
-    drop(file);
-    tmp.persist(path)
+        let json = serde_json::to_vec(&HeaderRef {
+            key,
+            body: &self.body,
+        })
+        .map_err(|e| Error::InvalidInput(format!("packed-weights cache header: {e}")))?;
+        let data_start = (PREAMBLE + json.len()).next_multiple_of(ALIGN);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let tmp = crate::hub::TempFile::next_to(path);
+        let file = std::fs::File::create(&tmp.path).map_err(io(&tmp.path))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let write = || -> std::io::Result<std::fs::File> {
+            w.write_all(&MAGIC)?;
+            w.write_all(&(json.len() as u64).to_le_bytes())?;
+            w.write_all(&0u64.to_le_bytes())?;
+            w.write_all(&json)?;
+            w.write_all(&[0u8; ALIGN][..data_start - PREAMBLE - json.len()])?;
+            w.write_all(self.map.bytes())?;
+            w.into_inner().map_err(|e| e.into_error())
+        };
+        let mut file = write().map_err(io(&tmp.path))?;
+        // The checksum, over the file as written (read back through a mapping).
+        let sum = {
+            let map = MappedFile::open(&tmp.path).map_err(io(&tmp.path))?;
+            checksum(&map.bytes()[PREAMBLE..])
+        };
+        file.seek(SeekFrom::Start(16))
+            .and_then(|_| file.write_all(&sum.to_le_bytes()))
+            .map_err(io(&tmp.path))?;
+        drop(file);
+        tmp.persist(path)
+    }
 }
 
 /// The word embedding table a cached model takes from `model.safetensors` (the caller maps
@@ -519,11 +538,11 @@ impl Cx<'_> {
         }
         let header: Header = serde_json::from_slice(&b[PREAMBLE..PREAMBLE + header_len])
             .map_err(|e| format!("has an unreadable header ({e})"))?;
-        if header.key.as_ref() != Some(key) {
+        if &header.key != key {
             return Err("is stale (written for other model files, kernel paths or version)".into());
         }
         let data_start = (PREAMBLE + header_len).next_multiple_of(ALIGN);
-        let expected = (data_start as u64).checked_add(header.data_len);
+        let expected = (data_start as u64).checked_add(header.body.data_len);
         if expected != Some(b.len() as u64) {
             return Err(format!(
                 "is truncated or padded ({} bytes, the header says {})",
@@ -534,12 +553,12 @@ impl Cx<'_> {
         if checksum(&b[PREAMBLE..]) != stored_sum {
             return Err("is corrupt (checksum mismatch)".into());
         }
-        self.build(&header, data_start, model_file_table)
+        self.build(&header.body, data_start, model_file_table)
     }
 
     fn build(
         &self,
-        header: &Header,
+        header: &Body,
         data_start: usize,
         model_file_table: ModelFileTable<'_>,
     ) -> Result<FastModel, Why> {
