@@ -622,6 +622,11 @@ impl Embedder {
         self.model.gemm_kernel_name()
     }
 
+    /// The attention kernel in use (bf16 models on the `vdpbf16ps` path: the bf16 one).
+    pub fn attention_kernel_name(&self) -> &'static str {
+        self.model.attention_kernel_name()
+    }
+
     /// Embeds texts: one vector per text, in input order. An empty list gives an empty
     /// result. The texts are used as given, except that a model whose
     /// `config_sentence_transformers.json` names a `default_prompt_name` gets that prompt

@@ -1,4 +1,5 @@
-//! bf16 precision: accuracy against f32 (and ONNX Runtime fp32) on the fixture texts for
+//! bf16 precision (its GEMMs, and on the `avx512bf16` path its attention): accuracy against
+//! f32 (and ONNX Runtime fp32) on the fixture texts for
 //! every bf16 path (on aarch64: `bfmmla` with FEAT_BF16, the NEON widening path), batch
 //! invariance, and what `auto` picks. (Under emulation tools/test-aarch64 may skip the scalar
 //! path and take a subset of the texts: `tests/common`, said on stderr.)
@@ -59,6 +60,15 @@ fn bf16_is_close_to_f32_and_onnx_runtime_on_every_path() {
             let e = load(&dir, bisa, 2, None);
             assert_eq!(e.precision(), Precision::Bf16);
             assert_eq!(e.bisa(), bisa);
+            // Attention in bf16 exactly on the `vdpbf16ps` path (head size 32 here).
+            let bf16_attn = bisa.kind() == e5embed_kernels::bgemm::BIsaKind::Avx512Bf16;
+            assert_eq!(
+                e.attention_kernel_name() == e5embed_kernels::attention::BF16_KERNEL_NAME,
+                bf16_attn,
+                "{}: attention kernel {}",
+                bisa.name(),
+                e.attention_kernel_name()
+            );
             let idx = indices(&fx.texts, bisa);
             let texts: Vec<&String> = idx.iter().map(|&i| &fx.texts[i]).collect();
             let pick = |all: &[Vec<f32>]| -> Vec<Vec<f32>> {

@@ -1,16 +1,34 @@
 //! Quick attention timing (12 heads of 32) without criterion: median of repetitions.
-//! `cargo run --release -p e5embed-kernels --example attn_probe -- [isa]`
+//! `cargo run --release -p e5embed-kernels --example attn_probe -- [isa | bf16]`
+//! (`bf16`: the `vdpbf16ps` kernel of bf16 models, against the `vdpbf16ps` peak).
 
+use e5embed_kernels::bgemm::{BIsa, BIsaKind};
 use e5embed_kernels::{attention, attention_f32, peak, Isa};
 use std::time::Instant;
 
 fn main() {
-    let isa = std::env::args()
-        .nth(1)
-        .map(|s| Isa::from_name(&s).unwrap())
-        .unwrap_or(Isa::best());
-    let pk = peak::fma_peak_gflops(isa, 0.3);
-    println!("{} peak {pk:.1}", attention::kernel_name(isa));
+    let arg = std::env::args().nth(1);
+    let bf16 = arg.as_deref() == Some("bf16");
+    let isa = match &arg {
+        Some(s) if !bf16 => Isa::from_name(s).unwrap(),
+        _ => Isa::best(),
+    };
+    let bisa = BIsa::available()
+        .into_iter()
+        .find(|b| b.kind() == BIsaKind::Avx512Bf16);
+    let (name, pk) = if bf16 {
+        let Some(_) = bisa else {
+            eprintln!("attn_probe bf16: this CPU has no AVX512-BF16");
+            std::process::exit(2);
+        };
+        (
+            attention::BF16_KERNEL_NAME,
+            peak::bf16_dot_peak(0.3).map_or(f64::NAN, |p| p.gflops),
+        )
+    } else {
+        (attention::kernel_name(isa), peak::fma_peak_gflops(isa, 0.3))
+    };
+    println!("{name} peak {pk:.1}");
     let (heads, d) = (12, 32);
     let h = heads * d;
     for seq in [8usize, 16, 40, 48, 128, 512] {
@@ -24,7 +42,12 @@ fn main() {
         for _ in 0..11 {
             let t = Instant::now();
             for _ in 0..inner {
-                attention_f32(isa, &qkv, seq, heads, d, &mut out).unwrap();
+                match (bf16, bisa) {
+                    (true, Some(b)) => {
+                        attention::attention_bf16(b, &qkv, seq, heads, d, &mut out).unwrap()
+                    }
+                    _ => attention_f32(isa, &qkv, seq, heads, d, &mut out).unwrap(),
+                }
             }
             ts.push(t.elapsed().as_secs_f64() / inner as f64);
         }

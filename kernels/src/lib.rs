@@ -13,7 +13,8 @@
 //!   family's kinds say which features they need), names for an explicit override.
 //! - [`gemm`]: packed-weight GEMM (`C = A·Wᵀ` + fused epilogue), reference, microkernels.
 //! - [`ew`]: row ops (LayerNorm, softmax) and element-wise GELU, reference + fast.
-//! - [`attention`]: fused per-(sequence, head) attention, reference + fast.
+//! - [`attention`]: fused per-(sequence, head) attention, reference + fast (f32 on every
+//!   ISA; bf16 operands on AVX512-BF16, `attention::attention_bf16`).
 //! - [`peak`]: measured FMA peak and memory bandwidth (speed-of-light probes).
 //! - [`amx`]: AMX detection (CPUID, XCR0) and Linux's tile-data permission, once.
 //! - [`tiles`]: the AMX tile-instruction interface, its emulator and hardware backends,

@@ -34,7 +34,7 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
             "cpu_paths": avail,
             "isa": embedder.isa().name(),
             "gemm_kernel": embedder.gemm_kernel_name(),
-            "attention_kernel": e5embed_kernels::attention::kernel_name(embedder.isa()),
+            "attention_kernel": embedder.attention_kernel_name(),
             "precision": embedder.precision().name(),
             "precision_reason": embedder.precision_reason(),
             "int8_path": embedder.qisa().name(),
@@ -74,10 +74,7 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
     println!("amx              {}", e5embed_kernels::amx::status());
     println!("isa              {}", embedder.isa().name());
     println!("gemm kernel      {}", embedder.gemm_kernel_name());
-    println!(
-        "attention kernel {}",
-        e5embed_kernels::attention::kernel_name(embedder.isa())
-    );
+    println!("attention kernel {}", embedder.attention_kernel_name());
     println!(
         "precision        {} ({}; available: {}, auto)",
         embedder.precision(),

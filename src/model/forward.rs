@@ -213,7 +213,14 @@ impl FastModel {
         }
     }
 
-    /// Width of the scratch work area per token: qkv + ctx, or the FFN activations.
+    /// The attention kernel the forward runs.
+    pub fn attention_kernel_name(&self) -> &'static str {
+        match bf16_attention(self.precision, self.bisa, &self.config) {
+            Some(_) => attention::BF16_KERNEL_NAME,
+            None => attention::kernel_name(self.isa),
+        }
+    }
+
     /// Allocates `scratch` for up to `tokens` tokens per forward.
     pub fn reserve(&self, scratch: &mut Scratch, tokens: usize) {
         scratch.ensure(tokens, self.config.hidden_size, work_width(&self.config));
@@ -314,6 +321,7 @@ impl FastModel {
         let cx = StepCx {
             config: &self.config,
             isa: self.isa,
+            attn_bf16: bf16_attention(self.precision, self.bisa, &self.config),
             seqs,
             t,
         };
@@ -356,6 +364,9 @@ pub(crate) struct Tables<'a> {
 pub(crate) struct StepCx<'a> {
     pub config: &'a BertConfig,
     pub isa: Isa,
+    /// Attention in bf16 on this path (a bf16 model whose path has `vdpbf16ps`:
+    /// [`bf16_attention`]); `None`: f32 on `isa`.
+    pub attn_bf16: Option<BIsa>,
     pub seqs: &'a [&'a [u32]],
     /// Total tokens (rows of the packed matrices).
     pub t: usize,
@@ -408,6 +419,7 @@ pub(crate) fn layer_step(
     let StepCx {
         config: c,
         isa,
+        attn_bf16,
         seqs,
         t,
     } = *cx;
@@ -467,12 +479,17 @@ pub(crate) fn layer_step(
                 // Fewer texts than threads (a query): split each text's heads instead.
                 for (o, len, out) in spans {
                     let q = &qkv[o * 3 * h..(o + len) * 3 * h];
-                    attention::attention_f32_par(isa, q, len, heads, d, out, threads)?;
+                    match attn_bf16 {
+                        Some(b) => {
+                            attention::attention_bf16_par(b, q, len, heads, d, out, threads)?
+                        }
+                        None => attention::attention_f32_par(isa, q, len, heads, d, out, threads)?,
+                    }
                 }
             } else {
                 spans.into_par_iter().try_for_each(|(o, len, out)| {
                     let q = &qkv[o * 3 * h..(o + len) * 3 * h];
-                    attention::attention_f32(isa, q, len, heads, d, out)
+                    attend(isa, attn_bf16, q, len, heads, d, out)
                 })?;
             }
             timing.lap(Op::Attention, &mut clock);
@@ -520,6 +537,31 @@ pub(crate) fn layer_step(
             par_layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
             timing.lap(Op::LayerNorm, &mut clock);
         }
+    }
+    Ok(())
+}
+
+/// The bf16 path attention runs on in a model of this precision, or `None` (f32): bf16
+/// models whose path has `vdpbf16ps` ([`attention::bf16_supported`]) round Q, K, V and the
+/// probabilities to bf16 too, as their GEMMs round activations (kernels/PERF.md, "bf16
+/// attention").
+pub(crate) fn bf16_attention(precision: Precision, bisa: BIsa, c: &BertConfig) -> Option<BIsa> {
+    (precision == Precision::Bf16 && attention::bf16_supported(bisa, c.head_dim())).then_some(bisa)
+}
+
+/// One text's attention on the calling thread: bf16 on `attn`'s path, else f32 on `isa`.
+fn attend(
+    isa: Isa,
+    attn: Option<BIsa>,
+    qkv: &[f32],
+    len: usize,
+    heads: usize,
+    d: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    match attn {
+        Some(b) => attention::attention_bf16(b, qkv, len, heads, d, out)?,
+        None => attention::attention_f32(isa, qkv, len, heads, d, out)?,
     }
     Ok(())
 }
@@ -626,7 +668,7 @@ fn layer_grouped(
         .into_par_iter()
         .map(|g| {
             let mut t = timing.empty_like();
-            group_layer(cx.config, cx.isa, l, g, strides, &mut t).map(|_| t)
+            group_layer(cx.config, (cx.isa, cx.attn_bf16), l, g, strides, &mut t).map(|_| t)
         })
         .collect::<Vec<Result<OpTimes>>>();
     // Thread time over the pool's threads: each op's share of the layer's wall time.
@@ -640,7 +682,7 @@ fn layer_grouped(
 /// The whole layer over one group's rows on the calling thread (see [`layer_groups`]).
 fn group_layer(
     c: &BertConfig,
-    isa: Isa,
+    (isa, attn): (Isa, Option<BIsa>),
     l: &FastLayer,
     g: Group<'_>,
     (s1, s2, ss): (usize, usize, usize),
@@ -668,7 +710,15 @@ fn group_layer(
         for ids in seqs {
             let len = ids.len();
             let q = &qkv[off * 3 * h..(off + len) * 3 * h];
-            attention::attention_f32(isa, q, len, heads, d, &mut ctx[off * h..(off + len) * h])?;
+            attend(
+                isa,
+                attn,
+                q,
+                len,
+                heads,
+                d,
+                &mut ctx[off * h..(off + len) * h],
+            )?;
             off += len;
         }
         timing.lap(Op::Attention, &mut clock);

@@ -19,8 +19,9 @@ pub use linear::Paths;
 pub use scratch::Scratch;
 pub use smooth::Int8Recipe;
 
-/// Numeric precision of the encoder's four GEMMs per layer (LayerNorm, softmax, attention,
-/// residual sums and pooling are f32 in every precision).
+/// Numeric precision of the encoder's four GEMMs per layer (LayerNorm, softmax, residual sums
+/// and pooling are f32 in every precision; attention is f32 but on bf16's `vdpbf16ps` path,
+/// where its four operands are rounded to bf16 as well: `attention::attention_bf16`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// f32 weights and activations.
@@ -30,7 +31,8 @@ pub enum Precision {
     /// i32 accumulation, f32 epilogues.
     Int8,
     /// bf16 weights and activations (round to nearest even), f32 accumulation and epilogues
-    /// (`kernels::bgemm`: AVX512-BF16 `vdpbf16ps`, or the bf16-weight widening path).
+    /// (`kernels::bgemm`: AVX512-BF16 `vdpbf16ps`, or the bf16-weight widening path); on the
+    /// `vdpbf16ps` path attention's Q, K, V and probabilities in bf16 too, f32 softmax.
     Bf16,
 }
 

@@ -100,6 +100,7 @@ pub fn activation_absmax(
         let cx = forward::StepCx {
             config: c,
             isa,
+            attn_bf16: None,
             seqs: &seqs,
             t,
         };

@@ -10,6 +10,12 @@
 //!    `O = P V` (tiles of 12 queries x 32 head columns) scaled by `1/sum` and written
 //!    straight into the head's columns of `out` (row stride `H`).
 //!
+//! # bf16 path (`bf16.rs`, [`attention_bf16`])
+//! For bf16 models on the AVX512-BF16 path: `Q`, `K`, `V` and the probabilities rounded
+//! to bf16, `QKᵀ` and `P·V` on `vdpbf16ps` (twice the f32 FMA rate on Zen 4), scores,
+//! softmax and output in f32; its own thread-local scratch (the bf16 operands of one
+//! head and one 8-query block of scores).
+//!
 //! Scratch per thread (thread-local, grown once to the largest seq seen): K and V
 //! rows `seq·d` each and one score block `QB·seq` (32 x 512 x 4 B = 64 KB at seq 512
 //! on AVX-512): the full `seq x seq` matrix is never materialized. Softmax is exact
@@ -17,11 +23,14 @@
 //! (measured, `kernels/PERF.md`: at seq 512 the kernel is already at ~70% of the
 //! FMA peak with the block in L2).
 
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 mod fused;
 mod reference;
 
 pub use reference::attention_reference;
 
+use crate::bgemm::{BIsa, BIsaKind};
 use crate::buf::AlignedBuf;
 use crate::isa::Isa;
 use crate::{shape_err, KernelError};
@@ -130,12 +139,32 @@ pub fn attention_f32(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     validate("attention_f32", qkv, seq, heads, head_dim, out)?;
+    run(Kind::F32(isa), qkv, seq, heads, head_dim, out)
+}
+
+/// Which kernel computes the heads.
+#[derive(Clone, Copy)]
+enum Kind {
+    F32(Isa),
+    /// [`attention_bf16`] (checked by its caller: [`bf16_supported`]).
+    Bf16,
+}
+
+/// All heads into `out` (validated) on the calling thread.
+fn run(
+    kind: Kind,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     let h_all = heads * head_dim;
     // SAFETY: out holds seq rows of h_all (validated); heads 0..heads cover columns
     // 0..h_all at row stride h_all.
     unsafe {
         heads_into(
-            isa,
+            kind,
             qkv,
             seq,
             heads,
@@ -145,6 +174,63 @@ pub fn attention_f32(
             h_all,
         )
     }
+}
+
+/// Whether [`attention_bf16`] runs for this bf16 path and head size: the AVX512-BF16
+/// (`vdpbf16ps`) path, an even head size of at most 64.
+pub fn bf16_supported(bisa: BIsa, head_dim: usize) -> bool {
+    cfg!(target_arch = "x86_64")
+        && bisa.kind() == BIsaKind::Avx512Bf16
+        && head_dim.is_multiple_of(2)
+        && (2..=64).contains(&head_dim)
+}
+
+/// Name of the bf16 attention kernel, for logs and benchmark labels.
+pub const BF16_KERNEL_NAME: &str = "attention_bf16_avx512bf16_r8";
+
+/// [`attention_f32`] with `Q`, `K`, `V` and the probabilities `P` rounded to bf16 and the
+/// two products on `vdpbf16ps` (f32 accumulation, f32 softmax): twice the f32 rate where
+/// the instruction runs at twice the FMA's (Zen 4). Not bitwise [`attention_f32`]: within
+/// the bf16 rounding of its four operands (`attention/bf16.rs`). An error where
+/// [`bf16_supported`] is false.
+pub fn attention_bf16(
+    bisa: BIsa,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    validate("attention_bf16", qkv, seq, heads, head_dim, out)?;
+    check_bf16("attention_bf16", bisa, head_dim)?;
+    run(Kind::Bf16, qkv, seq, heads, head_dim, out)
+}
+
+fn check_bf16(what: &str, bisa: BIsa, head_dim: usize) -> Result<(), KernelError> {
+    if bf16_supported(bisa, head_dim) {
+        return Ok(());
+    }
+    shape_err!(
+        "{what}: needs the avx512bf16 bf16 path and an even head size of at most 64 \
+         (path {}, head size {head_dim})",
+        bisa.name()
+    )
+}
+
+/// [`attention_bf16`] with the heads split into `threads` ranges on the current rayon
+/// pool, as [`attention_f32_par`]. Bitwise equal to [`attention_bf16`].
+pub fn attention_bf16_par(
+    bisa: BIsa,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> Result<(), KernelError> {
+    validate("attention_bf16_par", qkv, seq, heads, head_dim, out)?;
+    check_bf16("attention_bf16_par", bisa, head_dim)?;
+    run_par(Kind::Bf16, qkv, seq, heads, head_dim, out, threads)
 }
 
 /// [`attention_f32`] with the heads split into `threads` ranges run as tasks on the
@@ -160,10 +246,23 @@ pub fn attention_f32_par(
     threads: usize,
 ) -> Result<(), KernelError> {
     validate("attention_f32_par", qkv, seq, heads, head_dim, out)?;
+    run_par(Kind::F32(isa), qkv, seq, heads, head_dim, out, threads)
+}
+
+/// All heads into `out` (validated), split into `threads` head ranges on the pool.
+fn run_par(
+    kind: Kind,
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    threads: usize,
+) -> Result<(), KernelError> {
     let h_all = heads * head_dim;
     let per = heads.div_ceil(threads.max(1)).max(1);
     if per >= heads || seq == 0 {
-        return attention_f32(isa, qkv, seq, heads, head_dim, out);
+        return run(kind, qkv, seq, heads, head_dim, out);
     }
     let op = crate::par::SendPtr(out.as_mut_ptr());
     let ranges: Vec<std::ops::Range<usize>> = (0..heads)
@@ -179,7 +278,7 @@ pub fn attention_f32_par(
         // ranges of the tasks are disjoint.
         let res = unsafe {
             let base = op.0.wrapping_add(r.start * head_dim);
-            heads_into(isa, qkv, seq, heads, head_dim, r, base, h_all)
+            heads_into(kind, qkv, seq, heads, head_dim, r, base, h_all)
         };
         if let (Err(e), Ok(mut slot)) = (res, first_err.lock()) {
             if slot.is_ok() {
@@ -227,7 +326,16 @@ pub fn attention_f32_heads(
     // head_range.start + i writes columns i·head_dim.. of each row at stride w.
     unsafe {
         let base = out_block.as_mut_ptr();
-        heads_into(isa, qkv, seq, heads, head_dim, head_range.clone(), base, w)
+        heads_into(
+            Kind::F32(isa),
+            qkv,
+            seq,
+            heads,
+            head_dim,
+            head_range.clone(),
+            base,
+            w,
+        )
     }
 }
 
@@ -239,7 +347,7 @@ pub fn attention_f32_heads(
 /// overlapping `qkv`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn heads_into(
-    isa: Isa,
+    kind: Kind,
     qkv: &[f32],
     seq: usize,
     heads: usize,
@@ -252,6 +360,13 @@ unsafe fn heads_into(
         return Ok(());
     }
     let h_all = heads * head_dim;
+    let isa = match kind {
+        Kind::F32(isa) => isa,
+        #[cfg(target_arch = "x86_64")]
+        Kind::Bf16 => return bf16_heads_into(qkv, seq, heads, head_dim, range, out, ldo),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kind::Bf16 => return shape_err!("attention_bf16: no bf16 attention on this architecture"),
+    };
     let sizes = fused::Sizes::new(lanes(isa), keys_per_tile(isa), seq, head_dim);
     let scale = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
     SCRATCH.with(|cell| {
@@ -297,6 +412,79 @@ unsafe fn heads_into(
                 #[allow(unreachable_patterns)]
                 _ => fused::head_scalar(&hd, &b),
             }
+        }
+        Ok(())
+    })
+}
+
+/// A head's bf16 scratch (32-bit words; see `bf16.rs`).
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct Bf16Scratch {
+    q: AlignedBuf,
+    k: AlignedBuf,
+    v: AlignedBuf,
+    s: AlignedBuf,
+    p: AlignedBuf,
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static BF16_SCRATCH: RefCell<Bf16Scratch> = RefCell::new(Bf16Scratch::default());
+}
+
+/// [`heads_into`] for the bf16 kernel.
+///
+/// # Safety
+/// As [`heads_into`]; [`bf16_supported`] holds for the path and `head_dim` (checked by
+/// the public entry points, which hold a token of the avx512bf16 path).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn bf16_heads_into(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    range: std::ops::Range<usize>,
+    out: *mut f32,
+    ldo: usize,
+) -> Result<(), KernelError> {
+    let h_all = heads * head_dim;
+    let sizes = bf16::Sizes::new(seq, head_dim);
+    let scale = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
+    BF16_SCRATCH.with(|cell| {
+        let s = &mut *cell.borrow_mut();
+        s.q.ensure_len(sizes.q);
+        s.k.ensure_len(sizes.k);
+        s.v.ensure_len(sizes.v);
+        s.s.ensure_len(sizes.s);
+        s.p.ensure_len(sizes.p);
+        let b = bf16::Bufs {
+            q: s.q.as_mut_slice().as_mut_ptr().cast(),
+            k: s.k.as_mut_slice().as_mut_ptr().cast(),
+            v: s.v.as_mut_slice().as_mut_ptr().cast(),
+            s: s.s.as_mut_slice().as_mut_ptr(),
+            p: s.p.as_mut_slice().as_mut_ptr().cast(),
+        };
+        for h in range.clone() {
+            let hd = bf16::Head {
+                qkv: qkv.as_ptr(),
+                ld: 3 * h_all,
+                seq,
+                d: head_dim,
+                q_off: h * head_dim,
+                k_off: h_all + h * head_dim,
+                v_off: 2 * h_all + h * head_dim,
+                out: out.add((h - range.start) * head_dim),
+                ldo,
+                scale,
+            };
+            // SAFETY: qkv holds seq rows of 3·h_all (validated), the head's columns are
+            // inside a row; the caller guarantees out for seq rows of the range's columns
+            // at stride ldo; the scratch holds `sizes` (ensured above); the avx512bf16
+            // token (checked by the caller) proves AVX-512 and AVX512-BF16; head_dim is
+            // even and at most bf16::MAX_D (bf16_supported).
+            bf16::head(&hd, &b);
         }
         Ok(())
     })
