@@ -192,7 +192,9 @@ def machine_header() -> dict:
         r = subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else "?"
 
-    dirty = git("status", "--porcelain", "--", "src", "kernels", "Cargo.toml", "Cargo.lock")
+    # Documents under kernels/ (PERF.md) do not change the engine.
+    dirty = git("status", "--porcelain", "--", "src", "kernels", "Cargo.toml", "Cargo.lock",
+                ":(exclude)*.md")
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu_model": model, "cpu_family": family, "cpu_model_number": cpu_model_no,
             "cpus": os.cpu_count(), "flags": summary, "commit": git("rev-parse", "--short", "HEAD"),
