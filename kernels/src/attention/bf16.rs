@@ -21,6 +21,7 @@
 
 use std::arch::x86_64::*;
 
+use super::fused::Head;
 use crate::math;
 use crate::simd::avx512::Avx512;
 
@@ -28,25 +29,6 @@ use crate::simd::avx512::Avx512;
 pub(crate) const MAX_D: usize = 64;
 /// Queries per block (rows of the QKᵀ and P·V tiles).
 pub(crate) const R: usize = 8;
-
-/// One head of one sequence, raw pointers validated by the caller.
-#[derive(Clone, Copy)]
-pub(crate) struct Head {
-    /// Row 0, column 0 of `qkv` (`seq` rows of `ld` floats).
-    pub qkv: *const f32,
-    pub ld: usize,
-    pub seq: usize,
-    pub d: usize,
-    /// Column of the head's Q, K, V within a row.
-    pub q_off: usize,
-    pub k_off: usize,
-    pub v_off: usize,
-    /// Row 0 of the head's output columns, row stride `ldo`.
-    pub out: *mut f32,
-    pub ldo: usize,
-    /// `log2(e) / sqrt(d)`.
-    pub scale: f32,
-}
 
 /// Scratch lengths in 32-bit words for one head of `seq` tokens of `d` columns.
 #[derive(Clone, Copy, Debug)]

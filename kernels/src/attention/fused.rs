@@ -45,6 +45,35 @@ pub(crate) struct Head {
     pub scale: f32,
 }
 
+impl Head {
+    /// Head `h` of `qkv` (`seq` rows of `3·heads·d`: Q, K, V blocks of `heads·d` columns),
+    /// written to `out` (row stride `ldo`); the scale is `log2(e) / sqrt(d)`. The caller
+    /// validates the pointers before the head is computed.
+    pub(crate) fn of(
+        qkv: &[f32],
+        seq: usize,
+        heads: usize,
+        d: usize,
+        h: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) -> Head {
+        let h_all = heads * d;
+        Head {
+            qkv: qkv.as_ptr(),
+            ld: 3 * h_all,
+            seq,
+            d,
+            q_off: h * d,
+            k_off: h_all + h * d,
+            v_off: 2 * h_all + h * d,
+            out,
+            ldo,
+            scale: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+        }
+    }
+}
+
 /// Scratch pointers, each valid for the length given by [`Sizes`].
 #[derive(Clone, Copy)]
 pub(crate) struct Bufs {

@@ -359,7 +359,6 @@ unsafe fn heads_into(
     if seq == 0 || range.is_empty() {
         return Ok(());
     }
-    let h_all = heads * head_dim;
     let isa = match kind {
         Kind::F32(isa) => isa,
         #[cfg(target_arch = "x86_64")]
@@ -368,7 +367,6 @@ unsafe fn heads_into(
         Kind::Bf16 => return shape_err!("attention_bf16: no bf16 attention on this architecture"),
     };
     let sizes = fused::Sizes::new(lanes(isa), keys_per_tile(isa), seq, head_dim);
-    let scale = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
     SCRATCH.with(|cell| {
         let s = &mut *cell.borrow_mut();
         s.k.ensure_len(sizes.k);
@@ -383,38 +381,47 @@ unsafe fn heads_into(
             st: s.st.as_mut_slice().as_mut_ptr(),
             inv: s.inv.as_mut_slice().as_mut_ptr(),
         };
-        for h in range.clone() {
-            let hd = fused::Head {
-                qkv: qkv.as_ptr(),
-                ld: 3 * h_all,
-                seq,
-                d: head_dim,
-                q_off: h * head_dim,
-                k_off: h_all + h * head_dim,
-                v_off: 2 * h_all + h * head_dim,
-                out: out.add((h - range.start) * head_dim),
-                ldo,
-                scale,
-            };
+        each_head(qkv, seq, heads, head_dim, range, out, ldo, |hd| {
             // SAFETY: qkv holds seq rows of 3·h_all (validated), the head's columns
             // are inside a row; the caller guarantees out for seq rows of the range's
             // columns at stride ldo; the scratch holds `sizes` (ensured above); the
             // token proves the ISA.
-            match isa.kind() {
-                crate::IsaKind::Scalar => fused::head_scalar(&hd, &b),
-                #[cfg(target_arch = "x86_64")]
-                crate::IsaKind::Avx2 => fused::head_avx2(&hd, &b),
-                #[cfg(target_arch = "x86_64")]
-                crate::IsaKind::Avx512 => fused::head_avx512(&hd, &b),
-                #[cfg(target_arch = "aarch64")]
-                crate::IsaKind::Neon => fused::head_neon(&hd, &b),
-                // Kinds of another architecture: no token can exist for them here.
-                #[allow(unreachable_patterns)]
-                _ => fused::head_scalar(&hd, &b),
+            unsafe {
+                match isa.kind() {
+                    crate::IsaKind::Scalar => fused::head_scalar(hd, &b),
+                    #[cfg(target_arch = "x86_64")]
+                    crate::IsaKind::Avx2 => fused::head_avx2(hd, &b),
+                    #[cfg(target_arch = "x86_64")]
+                    crate::IsaKind::Avx512 => fused::head_avx512(hd, &b),
+                    #[cfg(target_arch = "aarch64")]
+                    crate::IsaKind::Neon => fused::head_neon(hd, &b),
+                    // Kinds of another architecture: no token can exist for them here.
+                    #[allow(unreachable_patterns)]
+                    _ => fused::head_scalar(hd, &b),
+                }
             }
-        }
+        });
         Ok(())
     })
+}
+
+/// Calls `f` with each head of `range` (head `range.start + i` writing columns
+/// `i·head_dim..` of `out`, row stride `ldo`).
+#[allow(clippy::too_many_arguments)]
+fn each_head(
+    qkv: &[f32],
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    range: std::ops::Range<usize>,
+    out: *mut f32,
+    ldo: usize,
+    mut f: impl FnMut(&fused::Head),
+) {
+    for h in range.clone() {
+        let at = out.wrapping_add((h - range.start) * head_dim);
+        f(&fused::Head::of(qkv, seq, heads, head_dim, h, at, ldo));
+    }
 }
 
 /// A head's bf16 scratch (32-bit words; see `bf16.rs`).
@@ -449,9 +456,7 @@ unsafe fn bf16_heads_into(
     out: *mut f32,
     ldo: usize,
 ) -> Result<(), KernelError> {
-    let h_all = heads * head_dim;
     let sizes = bf16::Sizes::new(seq, head_dim);
-    let scale = std::f32::consts::LOG2_E / (head_dim as f32).sqrt();
     BF16_SCRATCH.with(|cell| {
         let s = &mut *cell.borrow_mut();
         s.q.ensure_len(sizes.q);
@@ -466,26 +471,14 @@ unsafe fn bf16_heads_into(
             s: s.s.as_mut_slice().as_mut_ptr(),
             p: s.p.as_mut_slice().as_mut_ptr().cast(),
         };
-        for h in range.clone() {
-            let hd = bf16::Head {
-                qkv: qkv.as_ptr(),
-                ld: 3 * h_all,
-                seq,
-                d: head_dim,
-                q_off: h * head_dim,
-                k_off: h_all + h * head_dim,
-                v_off: 2 * h_all + h * head_dim,
-                out: out.add((h - range.start) * head_dim),
-                ldo,
-                scale,
-            };
+        each_head(qkv, seq, heads, head_dim, range, out, ldo, |hd| {
             // SAFETY: qkv holds seq rows of 3·h_all (validated), the head's columns are
             // inside a row; the caller guarantees out for seq rows of the range's columns
             // at stride ldo; the scratch holds `sizes` (ensured above); the avx512bf16
             // token (checked by the caller) proves AVX-512 and AVX512-BF16; head_dim is
             // even and at most bf16::MAX_D (bf16_supported).
-            bf16::head(&hd, &b);
-        }
+            unsafe { bf16::head(hd, &b) }
+        });
         Ok(())
     })
 }
