@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 
 use super::fused::Head;
 use crate::math;
-use crate::simd::avx512::Avx512;
+use crate::simd::avx512::{mask16, Avx512};
 
 /// Largest head size of the bf16 kernel (its P·V tile holds `R x MAX_D/16` accumulators).
 pub(crate) const MAX_D: usize = 64;
@@ -72,23 +72,13 @@ unsafe fn bh(v: __m512i) -> __m512bh {
     std::mem::transmute::<__m512i, __m512bh>(v)
 }
 
-/// Mask of the first `n` (<= 16) lanes.
-#[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
-
 /// `n` (<= 32) floats at `src` times `scale`, rounded to bf16, as 16 dwords of pairs at
 /// `dst` (bf16 pairs `(src[2i], src[2i+1])`; past `n`: zero).
 #[inline(always)]
 unsafe fn pairs32(src: *const f32, n: usize, scale: __m512, dst: *mut u32) {
-    let lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(n), src), scale);
+    let lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask16(n), src), scale);
     let hi_n = n.saturating_sub(16);
-    let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes(hi_n), src.add(16)), scale);
+    let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask16(hi_n), src.add(16)), scale);
     // Elements 0..16 from the second operand, 16..32 from the first.
     let b = _mm512_cvtne2ps_pbh(hi, lo);
     _mm512_storeu_si512(dst.cast(), std::mem::transmute::<__m512bh, __m512i>(b));
@@ -98,7 +88,7 @@ unsafe fn pairs32(src: *const f32, n: usize, scale: __m512, dst: *mut u32) {
 /// dwords (past `n`: zero).
 #[inline(always)]
 unsafe fn low_halves(src: *const f32, n: usize) -> __m512i {
-    let v = _mm512_maskz_loadu_ps(lanes(n), src);
+    let v = _mm512_maskz_loadu_ps(mask16(n), src);
     let h = _mm512_cvtneps_pbh(v);
     _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(h))
 }
@@ -257,8 +247,8 @@ unsafe fn softmax_row(s: *mut f32, seq: usize, tk: usize, p: *mut u32) -> f32 {
     let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut j = 0;
     while j < seq {
-        let v = _mm512_maskz_loadu_ps(lanes(seq - j), s.add(j));
-        let v = _mm512_mask_blend_ps(lanes(seq - j), _mm512_set1_ps(f32::NEG_INFINITY), v);
+        let v = _mm512_maskz_loadu_ps(mask16(seq - j), s.add(j));
+        let v = _mm512_mask_blend_ps(mask16(seq - j), _mm512_set1_ps(f32::NEG_INFINITY), v);
         mx = _mm512_max_ps(mx, v);
         j += 16;
     }
@@ -268,7 +258,7 @@ unsafe fn softmax_row(s: *mut f32, seq: usize, tk: usize, p: *mut u32) -> f32 {
     while j < tk {
         let n = seq.saturating_sub(j).min(16);
         let e = math::exp2_nonpos::<Avx512>(_mm512_sub_ps(_mm512_loadu_ps(s.add(j)), mx));
-        let e = _mm512_maskz_mov_ps(lanes(n), e);
+        let e = _mm512_maskz_mov_ps(mask16(n), e);
         sum = _mm512_add_ps(sum, e);
         _mm512_storeu_ps(s.add(j), e);
         j += 16;
@@ -328,9 +318,9 @@ unsafe fn pv_tile<const ROWS: usize>(
     for (r, a) in acc.iter().enumerate() {
         let s = _mm512_set1_ps(inv[r]);
         let o = out.add(r * ldo);
-        _mm512_mask_storeu_ps(o, lanes(ncols), _mm512_mul_ps(a[0], s));
+        _mm512_mask_storeu_ps(o, mask16(ncols), _mm512_mul_ps(a[0], s));
         if two {
-            _mm512_mask_storeu_ps(o.add(16), lanes(ncols - 16), _mm512_mul_ps(a[1], s));
+            _mm512_mask_storeu_ps(o.add(16), mask16(ncols - 16), _mm512_mul_ps(a[1], s));
         }
     }
 }

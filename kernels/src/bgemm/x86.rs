@@ -7,7 +7,7 @@
 use super::{padded_k, Bf16Matrix};
 use crate::buf::AlignedBuf;
 use crate::epilogue::{Epi, Epilogue};
-use crate::simd::avx512::Avx512 as F512;
+use crate::simd::avx512::{mask16, Avx512 as F512};
 use crate::simd::Simd;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -288,15 +288,6 @@ unsafe fn panels<const W: bool, const R: usize, const V: usize>(
 unsafe fn prefetch_pairs<const V: usize>(b: *const u32, pstride: usize) {
     for v in 0..V {
         _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((v / 2) * pstride + (v % 2) * LANES).cast());
-    }
-}
-
-#[inline(always)]
-fn mask16(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
     }
 }
 

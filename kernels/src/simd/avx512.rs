@@ -6,6 +6,17 @@ use std::arch::x86_64::*;
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512;
 
+/// Mask of the first `n` lanes of 16 (all of them for `n >= 16`): the masked tails of the
+/// bf16 GEMM and attention kernels.
+#[inline(always)]
+pub(crate) fn mask16(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        mask_n(n)
+    }
+}
+
 #[inline(always)]
 fn mask_n(n: usize) -> __mmask16 {
     // n < 16 here.
