@@ -73,14 +73,14 @@
 //! for ib in 0..m step MC            // convert A rows ib..ib+MC to bf16 (L2, ≤ 147 KB)
 //!   for q0 in 0..kp/2 step KCQ      // K slice: first starts the chains at 0, later continue from C
 //!     for p in panels               // B micro-panel KCQ x NR (24 KB: L1), reused by every row tile
-//!       for full 12-row tiles       // 12 x 32 tile, epilogue on the last slice
-//!     remainder rows: wide tiles over all panels (1-2 rows x 4 panels, 3 x 3, 4-6 x 2, 7-11 x 1)
+//!       for full 8-row tiles        // 8 x 32 tile, epilogue on the last slice
+//!     remainder rows: wide tiles over all panels (1-2 rows x 4 panels, 3 x 3, 4-6 x 2, 7 x 1)
 //! ```
 //!
 //! | BIsa        | kernel                        | MR x NR | KC (k) | MC |
 //! |-------------|-------------------------------|---------|--------|----|
 //! | scalar      | `gemm_bf16_scalar`            | 1 x 1   | all    | -  |
-//! | avx512bf16  | `gemm_bf16_avx512bf16_12x32`  | 12 x 32 | 384    | 48 |
+//! | avx512bf16  | `gemm_bf16_avx512bf16_8x32`   | 8 x 32  | 384    | 48 |
 //! | avx512widen | `gemm_bf16w_avx512_10x32`     | 10 x 32 | all    | 60 |
 //! | amx         | `gemm_bf16_amx_32x32`         | 32 x 16 | all    | 64 |
 //!
@@ -110,8 +110,8 @@
 //! even/odd) -> 1450 (8-row tile: no spills) -> 1387 (no K slices) -> 1347 ms (10
 //! rows, blocks of 60); f32 1245 ms, `vdpbf16ps` 2356 ms.
 //!
-//! **Tile 12 x 32** (Sapphire Rapids class, measured here with a dependent chain and
-//! 12 independent chains): `vdpbf16ps zmm` has a latency of ~9 cycles and a
+//! **Tile 12 x 32, the first design** (Sapphire Rapids class, measured here with a
+//! dependent chain and 12 independent chains): `vdpbf16ps zmm` has a latency of ~9 cycles and a
 //! throughput of one per ~2 cycles (it behaves like two dependent f32 FMAs plus the
 //! bf16 widening: 32 products per 2 cycles, **half the products/cycle of f32 FMA
 //! on 2 ports**, see the bench). Hiding the latency needs >= 5 independent
@@ -128,9 +128,18 @@
 //! tile has 24, and per k-pair its 2 + 12 loads for 24 `vdpbf16ps` leave the load
 //! ports idle half the time. The intrinsic K loop ran at 38% of that peak because
 //! LLVM stored every accumulator to the stack after each `vdpbf16ps` (the accumulator
-//! array's address escaped to the out-of-line epilogue): the full tile's K loop is now
-//! `asm!` (`x86::dp_12x32`, fixed registers), 84-94 -> 160-217 GFLOP/s, 1.7-1.9x the
-//! f32 GEMM at T = 128 and 4096 (`examples/bgemm_probe 1,128,4096 all`, kernels/PERF.md).
+//! array's address escaped to the out-of-line epilogue): the full tile's K loop became
+//! `asm!` (fixed registers), 84-94 -> 160-217 GFLOP/s, 1.7-1.9x the f32 GEMM at T = 128
+//! and 4096 (`examples/bgemm_probe 1,128,4096 all`, kernels/PERF.md).
+//!
+//! **Tile 8 x 32** (Zen 4, Dec 4): the intrinsic loop at 8 rows (16 accumulators, the
+//! broadcast pair as the memory operand) compiles without spills and runs 2-3.5% faster
+//! than that 12 x 32 `asm!` tile at every model shape and T (`bgemm_probe`: QKV
+//! 211-221 -> 222-225 GFLOP/s, FFN down 210-214 -> 215-218, FFN up with GELU 198-203 ->
+//! 205-206, of a 233.5 peak), so the full tile is 8 x 32 with no `asm!`. Same
+//! `vdpbf16ps` per output element in the same K order: bitwise the 12 x 32 tile's
+//! results. 16 accumulators still cover the latency x throughput of every core measured
+//! (Zen 4: 6; Sapphire Rapids: ~5).
 //!
 //! **Measured on the Sapphire Rapids VM before that fix (one thread, GFLOP/s,
 //! `benches/bgemm.rs`)**: the
@@ -289,11 +298,11 @@ impl Family for BIsaKind {
         }
     }
 
-    /// e.g. `"gemm_bf16_avx512bf16_12x32"` (the table in the module docs).
+    /// e.g. `"gemm_bf16_avx512bf16_8x32"` (the table in the module docs).
     fn kernel_name(self) -> &'static str {
         match self {
             BIsaKind::Scalar => "gemm_bf16_scalar",
-            BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_12x32",
+            BIsaKind::Avx512Bf16 => "gemm_bf16_avx512bf16_8x32",
             BIsaKind::Avx512Widen => "gemm_bf16w_avx512_10x32",
             BIsaKind::Amx => "gemm_bf16_amx_32x32",
             BIsaKind::NeonWiden => "gemm_bf16w_neon_8x12",
@@ -496,7 +505,7 @@ impl Bf16Matrix {
         self.isa
     }
 
-    /// The microkernel's name, e.g. `"gemm_bf16_avx512bf16_12x32"`.
+    /// The microkernel's name, e.g. `"gemm_bf16_avx512bf16_8x32"`.
     pub fn kernel_name(&self) -> &'static str {
         self.isa.kernel_name()
     }

@@ -12,8 +12,12 @@ use crate::simd::Simd;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-/// Rows per full register tile.
-const MR: usize = 12;
+/// Rows per full register tile of the `vdpbf16ps` kernel: 8 x 32 = 16 accumulators, 2
+/// weight vectors, the broadcast pair as `vdpbf16ps`'s memory operand. On Zen 4 it runs
+/// 2-3.5% faster than the 12 x 32 tile it replaced (whose K loop had to be `asm!`: LLVM
+/// spilled one of its 24 accumulators after every `vdpbf16ps`); kernels/PERF.md,
+/// "An 8 x 32 bf16 tile".
+const MR: usize = 8;
 /// Rows per full register tile of the `Avx512Widen` kernel: 8 x 32 = 16 accumulators,
 /// plus the widened even/odd weight vectors (4), the mask and the broadcasts. At 12
 /// rows (31 live zmm) LLVM spilled an accumulator after every FMA of the K loop:
@@ -137,7 +141,7 @@ pub(crate) unsafe fn run(g: &Job) {
 }
 
 /// The loops around the microkernel (see the module docs): row blocks of MC
-/// (converted to bf16 once) → K slices of KCQ pairs → panels → full 12-row tiles;
+/// (converted to bf16 once) → K slices of KCQ pairs → panels → full 8-row tiles;
 /// then the block's remainder rows with the wide tiles.
 ///
 /// # Safety
@@ -214,7 +218,7 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
 /// Remainder rows `r0 .. r0 + r` of the block (`r < MR`) over all panels, with a
 /// tile as wide as the registers allow so that few rows still have enough
 /// independent accumulators: 1-2 rows x 4 panels (8-16 acc + 8 B), 3 x 3 (18 + 6),
-/// 4-6 x 2 (16-24 + 4), 7-11 x 1 (14-22 + 2); leftover panels one at a time.
+/// 4-6 x 2 (16-24 + 4), 7 x 1 (14 + 2); leftover panels one at a time.
 #[inline(always)]
 unsafe fn row_tile<const W: bool>(
     g: &Job,
@@ -225,6 +229,7 @@ unsafe fn row_tile<const W: bool>(
     np: usize,
     s: Slice,
 ) {
+    debug_assert!(r < MR);
     match r {
         1 => panels::<W, 1, 8>(g, abuf, ib, r0, np, s),
         2 => panels::<W, 2, 8>(g, abuf, ib, r0, np, s),
@@ -232,11 +237,7 @@ unsafe fn row_tile<const W: bool>(
         4 => panels::<W, 4, 4>(g, abuf, ib, r0, np, s),
         5 => panels::<W, 5, 4>(g, abuf, ib, r0, np, s),
         6 => panels::<W, 6, 4>(g, abuf, ib, r0, np, s),
-        7 => panels::<W, 7, 2>(g, abuf, ib, r0, np, s),
-        8 => panels::<W, 8, 2>(g, abuf, ib, r0, np, s),
-        9 => panels::<W, 9, 2>(g, abuf, ib, r0, np, s),
-        10 => panels::<W, 10, 2>(g, abuf, ib, r0, np, s),
-        _ => panels::<W, 11, 2>(g, abuf, ib, r0, np, s),
+        _ => panels::<W, 7, 2>(g, abuf, ib, r0, np, s),
     }
 }
 
@@ -384,11 +385,6 @@ unsafe fn tile<const W: bool, const R: usize, const V: usize>(
                 }
             }
         }
-    } else if R == MR && V == 2 {
-        // The full tile: the K loop in `asm!` (LLVM kept a spill store after every
-        // `vdpbf16ps` of the intrinsic loop: store-bound at ~38% of the peak).
-        let accp = acc.as_mut_ptr().cast::<__m512>();
-        dp_12x32(accp, abuf.add(r0 * kq + s.q0), kq * 4, b0, s.qn);
     } else {
         let a0 = abuf.add(r0 * kq + s.q0);
         for q in 0..s.qn {
@@ -416,132 +412,6 @@ unsafe fn tile<const W: bool, const R: usize, const V: usize>(
     // split the accumulators' live ranges with a spill store after every
     // FMA/vdpbf16ps inside the K loop (measured: half speed on the widen path).
     store_tile::<R, V>(g, acc, i0, j0, ncols, c0, s.last);
-}
-
-/// The 12 x 32 `vdpbf16ps` tile's K loop: `acc` (12 rows x 2 zmm, row-major, in memory
-/// before and after) `+=` `qn` k-pairs of A (12 rows of bf16 pairs at `a`, row stride
-/// `lda` bytes) times the panel at `b` (32 pairs per k-pair: 2 zmm). Registers: zmm0-23
-/// the accumulators, zmm24-25 the weight pairs, zmm26-27 the broadcast activation pairs
-/// (alternating so that consecutive rows do not serialise on one register name). Per
-/// k-pair: 2 + 12 loads for 24 `vdpbf16ps` (one per cycle on Zen 5: the loads and the
-/// latency of 6 cycles x 1/cycle = 6 chains are far from limits).
-///
-/// # Safety
-/// AVX-512 F + BF16; `acc` valid for 24 zmm; `a + r·lda + 4q` readable for r < 12,
-/// q < qn; `b` readable for `qn · 128` bytes.
-#[inline(always)]
-unsafe fn dp_12x32(acc: *mut __m512, a: *const u32, lda: usize, b: *const u32, qn: usize) {
-    if qn == 0 {
-        return;
-    }
-    let a0 = a.cast::<u8>();
-    // SAFETY: per the contract; every register written is an output or clobber.
-    std::arch::asm!(
-        "vmovups zmm0, [{acc} + 0]",
-        "vmovups zmm1, [{acc} + 64]",
-        "vmovups zmm2, [{acc} + 128]",
-        "vmovups zmm3, [{acc} + 192]",
-        "vmovups zmm4, [{acc} + 256]",
-        "vmovups zmm5, [{acc} + 320]",
-        "vmovups zmm6, [{acc} + 384]",
-        "vmovups zmm7, [{acc} + 448]",
-        "vmovups zmm8, [{acc} + 512]",
-        "vmovups zmm9, [{acc} + 576]",
-        "vmovups zmm10, [{acc} + 640]",
-        "vmovups zmm11, [{acc} + 704]",
-        "vmovups zmm12, [{acc} + 768]",
-        "vmovups zmm13, [{acc} + 832]",
-        "vmovups zmm14, [{acc} + 896]",
-        "vmovups zmm15, [{acc} + 960]",
-        "vmovups zmm16, [{acc} + 1024]",
-        "vmovups zmm17, [{acc} + 1088]",
-        "vmovups zmm18, [{acc} + 1152]",
-        "vmovups zmm19, [{acc} + 1216]",
-        "vmovups zmm20, [{acc} + 1280]",
-        "vmovups zmm21, [{acc} + 1344]",
-        "vmovups zmm22, [{acc} + 1408]",
-        "vmovups zmm23, [{acc} + 1472]",
-        "2:",
-        "vmovups zmm24, [{b}]",
-        "vmovups zmm25, [{b} + 64]",
-        "vpbroadcastd zmm26, dword ptr [{a0}]",
-        "vdpbf16ps zmm0, zmm24, zmm26",
-        "vdpbf16ps zmm1, zmm25, zmm26",
-        "vpbroadcastd zmm27, dword ptr [{a0} + {lda}]",
-        "vdpbf16ps zmm2, zmm24, zmm27",
-        "vdpbf16ps zmm3, zmm25, zmm27",
-        "vpbroadcastd zmm26, dword ptr [{a0} + 2*{lda}]",
-        "vdpbf16ps zmm4, zmm24, zmm26",
-        "vdpbf16ps zmm5, zmm25, zmm26",
-        "vpbroadcastd zmm27, dword ptr [{a3}]",
-        "vdpbf16ps zmm6, zmm24, zmm27",
-        "vdpbf16ps zmm7, zmm25, zmm27",
-        "vpbroadcastd zmm26, dword ptr [{a3} + {lda}]",
-        "vdpbf16ps zmm8, zmm24, zmm26",
-        "vdpbf16ps zmm9, zmm25, zmm26",
-        "vpbroadcastd zmm27, dword ptr [{a3} + 2*{lda}]",
-        "vdpbf16ps zmm10, zmm24, zmm27",
-        "vdpbf16ps zmm11, zmm25, zmm27",
-        "vpbroadcastd zmm26, dword ptr [{a6}]",
-        "vdpbf16ps zmm12, zmm24, zmm26",
-        "vdpbf16ps zmm13, zmm25, zmm26",
-        "vpbroadcastd zmm27, dword ptr [{a6} + {lda}]",
-        "vdpbf16ps zmm14, zmm24, zmm27",
-        "vdpbf16ps zmm15, zmm25, zmm27",
-        "vpbroadcastd zmm26, dword ptr [{a6} + 2*{lda}]",
-        "vdpbf16ps zmm16, zmm24, zmm26",
-        "vdpbf16ps zmm17, zmm25, zmm26",
-        "vpbroadcastd zmm27, dword ptr [{a9}]",
-        "vdpbf16ps zmm18, zmm24, zmm27",
-        "vdpbf16ps zmm19, zmm25, zmm27",
-        "vpbroadcastd zmm26, dword ptr [{a9} + {lda}]",
-        "vdpbf16ps zmm20, zmm24, zmm26",
-        "vdpbf16ps zmm21, zmm25, zmm26",
-        "vpbroadcastd zmm27, dword ptr [{a9} + 2*{lda}]",
-        "vdpbf16ps zmm22, zmm24, zmm27",
-        "vdpbf16ps zmm23, zmm25, zmm27",
-        "add {a0}, 4",
-        "add {a3}, 4",
-        "add {a6}, 4",
-        "add {a9}, 4",
-        "add {b}, 128",
-        "dec {n}",
-        "jnz 2b",
-        "vmovups [{acc} + 0], zmm0",
-        "vmovups [{acc} + 64], zmm1",
-        "vmovups [{acc} + 128], zmm2",
-        "vmovups [{acc} + 192], zmm3",
-        "vmovups [{acc} + 256], zmm4",
-        "vmovups [{acc} + 320], zmm5",
-        "vmovups [{acc} + 384], zmm6",
-        "vmovups [{acc} + 448], zmm7",
-        "vmovups [{acc} + 512], zmm8",
-        "vmovups [{acc} + 576], zmm9",
-        "vmovups [{acc} + 640], zmm10",
-        "vmovups [{acc} + 704], zmm11",
-        "vmovups [{acc} + 768], zmm12",
-        "vmovups [{acc} + 832], zmm13",
-        "vmovups [{acc} + 896], zmm14",
-        "vmovups [{acc} + 960], zmm15",
-        "vmovups [{acc} + 1024], zmm16",
-        "vmovups [{acc} + 1088], zmm17",
-        "vmovups [{acc} + 1152], zmm18",
-        "vmovups [{acc} + 1216], zmm19",
-        "vmovups [{acc} + 1280], zmm20",
-        "vmovups [{acc} + 1344], zmm21",
-        "vmovups [{acc} + 1408], zmm22",
-        "vmovups [{acc} + 1472], zmm23",
-        acc = in(reg) acc,
-        a0 = inout(reg) a0 => _,
-        a3 = inout(reg) a0.add(3 * lda) => _,
-        a6 = inout(reg) a0.add(6 * lda) => _,
-        a9 = inout(reg) a0.add(9 * lda) => _,
-        lda = in(reg) lda,
-        b = inout(reg) b => _,
-        n = inout(reg) qn => _,
-        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _, out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _, out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _, out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
-        options(nostack),
-    );
 }
 
 /// Applies the epilogue (on the last K slice) to a finished tile and stores it
