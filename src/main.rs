@@ -40,6 +40,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    e5embed::tokenize::quiet_caught_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(a) => cli::embed::run(a),

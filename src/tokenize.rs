@@ -89,6 +89,19 @@ impl TextTokenizer {
             model_max_id,
             ascii: None,
         };
+        // A file that cannot tokenize even the empty text is refused here, with the reason,
+        // rather than failing every text later: e.g. a `TemplateProcessing` post-processor
+        // whose template names a special token its `special_tokens` map lacks, on which the
+        // `tokenizers` crate panics at every encode (found by the `tokenizer_json` fuzz target).
+        if let Err(e) = t.encode_with_crate("") {
+            let why = match e {
+                Error::Tokenizer { msg, .. } => msg,
+                other => other.to_string(),
+            };
+            return Err(err(format!(
+                "this tokenizer cannot tokenize the empty text, so no text ({why})"
+            )));
+        }
         t.ascii = ascii::AsciiWordPiece::new(&t.inner, max_len).filter(|fast| {
             ascii::agrees_on_probes(fast, &t.inner, |text| t.encode_with_crate(text))
         });
@@ -187,6 +200,15 @@ impl TextTokenizer {
 /// its decoder deserializer, an invalid `Precompiled` normalizer another), and the engine
 /// never panics on a bad model file.
 fn no_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    /// Lowers the flag however the call ends.
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            IN_GUARD.with(|g| g.set(false));
+        }
+    }
+    IN_GUARD.with(|g| g.set(true));
+    let _guard = Guard;
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
         let what = p
             .downcast_ref::<&str>()
@@ -195,6 +217,25 @@ fn no_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
             .unwrap_or_else(|| "unknown panic".into());
         format!("the tokenizers library failed on this file ({what})")
     })
+}
+
+thread_local! {
+    /// Set while this thread runs a `tokenizers` call under [`no_panic`].
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// For programs (the CLI, the server): installs a panic hook that stays silent for the
+/// `tokenizers` panics the engine catches and turns into errors (a malformed
+/// `tokenizer.json`), so the user reads the engine's error alone instead of a panic message
+/// before it; every other panic goes to the hook that was installed before. A library does
+/// not change the process's hook by itself: the caller decides.
+pub fn quiet_caught_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_GUARD.with(|g| g.get()) {
+            previous(info);
+        }
+    }));
 }
 
 /// A faster reader of `tokenizer.json` for the files whose model is WordPiece (BERT's): the
@@ -380,7 +421,7 @@ mod ascii {
                 return None;
             }
             // The specials the post-processor puts around a text: an empty text's ids.
-            let empty = t.encode("", true).ok()?;
+            let empty = super::no_panic(|| t.encode("", true)).ok()?.ok()?;
             let &[cls, sep] = empty.get_ids() else {
                 return None;
             };

@@ -510,3 +510,30 @@ fn outputs_are_renamed_into_place_and_knobs_over_their_limits_are_clear_errors()
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("limit"), "{err}");
 }
+
+/// A `tokenizer.json` on which the `tokenizers` crate panics (its template names `[CLS]`,
+/// its special-token map has it under another key: found by the `tokenizer_json` fuzz
+/// target) is a one-line error, exit 1, with no panic message before it: the engine catches
+/// the crate's panic and the CLI's hook keeps the caught one quiet.
+#[test]
+fn a_tokenizer_the_library_panics_on_is_a_clean_error() {
+    let m = tiny_model();
+    let path = m.join("tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let specials = json["post_processor"]["special_tokens"]
+        .as_object_mut()
+        .expect("the test tokenizer has a TemplateProcessing post-processor");
+    let cls = specials.remove("[CLS]").unwrap();
+    specials.insert("CLR".into(), cls);
+    std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    let out = run(&["embed", "--model", m.to_str().unwrap(), "hello"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.starts_with("error: tokenizer ") && err.contains("cannot tokenize the empty text"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

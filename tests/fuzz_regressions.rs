@@ -76,3 +76,37 @@ fn tokenizer_json_bad_precompiled_normalizer_is_an_error() {
     let e = load("precompiled", &json).expect_err("a malformed normalizer must not load");
     assert!(matches!(e, Error::Tokenizer { .. }), "{e:?}");
 }
+
+/// tokenizer_json fuzz target: a `TemplateProcessing` post-processor whose template names
+/// `[CLS]` while its `special_tokens` map has it under another key made `tokenizers` 0.21
+/// panic at every encode (`no entry found for key`, processors/template.rs), first inside
+/// the ASCII shortcut's set-up, outside the engine's guard. Now the file is refused at load.
+#[test]
+fn tokenizer_json_template_naming_a_missing_special_token_is_an_error() {
+    let template = r###""post_processor": {"type": "TemplateProcessing",
+    "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+               {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+    "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+             {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+             {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+    "special_tokens": {"CLR": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                       "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}},"###;
+    let base = tokenizer_json(
+        r###"{"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}"###,
+        r###"{"type": "WordPiece", "prefix": "##", "cleanup": true}"###,
+    );
+    let bert = r###""post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},"###;
+    assert!(base.contains(bert));
+    // The same template with the map keyed right loads and encodes as BertProcessing does.
+    let good = base.replace(bert, &template.replace("\"CLR\"", "\"[CLS]\""));
+    let t = load("template-good", &good).unwrap();
+    assert_eq!(t.encode("Hello world").unwrap().ids, vec![2, 4, 5, 3]);
+    let e = load("template-missing", &base.replace(bert, template))
+        .expect_err("a template naming a missing special token must not load");
+    assert!(matches!(e, Error::Tokenizer { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("empty text") && msg.contains("no entry found for key"),
+        "{msg}"
+    );
+}

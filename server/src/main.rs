@@ -6,6 +6,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    e5embed::tokenize::quiet_caught_panics();
     let cfg = e5embed_server::ServerConfig::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
