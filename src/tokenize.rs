@@ -93,16 +93,19 @@ impl TextTokenizer {
         // rather than failing every text later: e.g. a `TemplateProcessing` post-processor
         // whose template names a special token its `special_tokens` map lacks, on which the
         // `tokenizers` crate panics at every encode (found by the `tokenizer_json` fuzz target).
-        if let Err(e) = t.encode_with_crate("") {
-            let why = match e {
-                Error::Tokenizer { msg, .. } => msg,
-                other => other.to_string(),
-            };
-            return Err(err(format!(
-                "this tokenizer cannot tokenize the empty text, so no text ({why})"
-            )));
-        }
-        t.ascii = ascii::AsciiWordPiece::new(&t.inner, max_len).filter(|fast| {
+        let empty = match t.encode_with_crate("") {
+            Ok(empty) => empty,
+            Err(e) => {
+                let why = match e {
+                    Error::Tokenizer { msg, .. } => msg,
+                    other => other.to_string(),
+                };
+                return Err(err(format!(
+                    "this tokenizer cannot tokenize the empty text, so no text ({why})"
+                )));
+            }
+        };
+        t.ascii = ascii::AsciiWordPiece::new(&t.inner, &empty.ids, max_len).filter(|fast| {
             ascii::agrees_on_probes(fast, &t.inner, |text| t.encode_with_crate(text))
         });
         Ok(t)
@@ -398,8 +401,9 @@ mod ascii {
     }
 
     impl AsciiWordPiece {
-        /// The shortcut for `t`, if `t` is a tokenizer it reproduces (before the probe check).
-        pub(super) fn new(t: &Tokenizer, max_len: usize) -> Option<AsciiWordPiece> {
+        /// The shortcut for `t`, if `t` is a tokenizer it reproduces (before the probe check);
+        /// `empty` is `t`'s ids for the empty text (the specials it puts around a text).
+        pub(super) fn new(t: &Tokenizer, empty: &[u32], max_len: usize) -> Option<AsciiWordPiece> {
             let lowercase = match t.get_normalizer()? {
                 NormalizerWrapper::BertNormalizer(n) if n.clean_text => n.lowercase,
                 _ => return None,
@@ -420,9 +424,7 @@ mod ascii {
             {
                 return None;
             }
-            // The specials the post-processor puts around a text: an empty text's ids.
-            let empty = super::no_panic(|| t.encode("", true)).ok()?.ok()?;
-            let &[cls, sep] = empty.get_ids() else {
+            let &[cls, sep] = empty else {
                 return None;
             };
             Some(AsciiWordPiece {
