@@ -393,3 +393,82 @@ fn grouped_layers_are_bitwise_the_op_by_op_forward() {
         }
     }
 }
+
+/// A long text on several threads runs each layer's output projection, FFN and LayerNorms by
+/// row shares, one task per share (`forward::layer_rows`: 4 parallel regions per layer
+/// instead of 7), once it is longer than every GEMM's column-split limit. Its last hidden
+/// state must be bitwise the one-thread op-by-op forward's, at every precision and on every
+/// path; the lengths straddle the limits (32 rows bf16 and int8, 96 f32) and split into
+/// uneven shares (97, 301 rows), and 8 texts of 64 go together (512 rows: 4 tasks).
+#[test]
+fn row_share_layers_are_bitwise_the_op_by_op_forward() {
+    use e5embed::Precision;
+    use e5embed_kernels::bgemm::BIsa;
+    use e5embed_kernels::qgemm::QIsa;
+    const TEST: &str = "row_share_layers_are_bitwise_the_op_by_op_forward";
+    let lens: &[usize] = &[31, 33, 96, 97, 128, 301, 512];
+    let mut s = 0x1234_5678_u32;
+    let mut text = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                1000 + (s >> 8) % 29_000
+            })
+            .collect()
+    };
+    let seqs: Vec<Vec<u32>> = lens.iter().map(|&n| text(n)).collect();
+    let eight: Vec<Vec<u32>> = (0..8).map(|_| text(64)).collect();
+    let mut runs: Vec<(String, EmbedderOptions)> = Vec::new();
+    for isa in Isa::available().into_iter().filter(|p| *p != Isa::scalar()) {
+        let o = EmbedderOptions::default()
+            .precision(Precision::F32)
+            .isa(isa.kind());
+        runs.push((format!("f32 {}", isa.name()), o));
+    }
+    for bisa in BIsa::available()
+        .into_iter()
+        .filter(|p| *p != BIsa::scalar())
+    {
+        let o = EmbedderOptions::default()
+            .precision(Precision::Bf16)
+            .bisa(bisa.kind());
+        runs.push((format!("bf16 {}", bisa.name()), o));
+    }
+    for qisa in QIsa::available()
+        .into_iter()
+        .filter(|p| *p != QIsa::scalar())
+    {
+        let o = EmbedderOptions::default()
+            .precision(Precision::Int8)
+            .qisa(qisa.kind());
+        runs.push((format!("int8 {}", qisa.name()), o));
+    }
+    if runs.is_empty() {
+        loud(&format!(
+            "{TEST}: NOT RUN here: this CPU has only the scalar paths (their 2-thread \
+             forwards are checked by embeddings_are_bitwise_batch_invariant)"
+        ));
+        return;
+    }
+    let dir = model_dir("all-MiniLM-L6-v2");
+    for (name, opts) in runs {
+        let one = Embedder::load_with(&dir, &opts.clone().threads(1)).unwrap();
+        let two = Embedder::load_with(&dir, &opts.clone().threads(2)).unwrap();
+        for s in &seqs {
+            let a = one.last_hidden_states(&[s]).unwrap();
+            let b = two.last_hidden_states(&[s]).unwrap();
+            assert!(
+                a == b,
+                "{name}: a {}-token text on 2 threads differs from 1 thread",
+                s.len()
+            );
+        }
+        let refs: Vec<&[u32]> = eight.iter().map(|s| s.as_slice()).collect();
+        let a = one.last_hidden_states(&refs).unwrap();
+        let b = two.last_hidden_states(&refs).unwrap();
+        assert!(
+            a == b,
+            "{name}: 8 texts of 64 tokens on 2 threads differ from 1 thread"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Quick attention timing (12 heads of 32) without criterion: median of repetitions.
-//! `cargo run --release -p e5embed-kernels --example attn_probe -- [isa | bf16]`
-//! (`bf16`: the `vdpbf16ps` kernel of bf16 models, against the `vdpbf16ps` peak).
+//! `cargo run --release -p e5embed-kernels --example attn_probe -- [isa | bf16] [SEQ,SEQ,..]`
+//! (`bf16`: the `vdpbf16ps` kernel of bf16 models, against the `vdpbf16ps` peak; default
+//! lengths 8,16,40,48,128,512; one length alone is what `perf record` wants).
 
 use e5embed_kernels::bgemm::{BIsa, BIsaKind};
 use e5embed_kernels::{attention, attention_f32, peak, Isa};
@@ -31,7 +32,18 @@ fn main() {
     println!("{name} peak {pk:.1}");
     let (heads, d) = (12, 32);
     let h = heads * d;
-    for seq in [8usize, 16, 40, 48, 128, 512] {
+    let seqs: Vec<usize> = match std::env::args().nth(2) {
+        Some(list) => list
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("attn_probe: lengths are integers, e.g. 128,512")
+            })
+            .collect(),
+        None => vec![8, 16, 40, 48, 128, 512],
+    };
+    for seq in seqs {
         let qkv: Vec<f32> = (0..seq * 3 * h)
             .map(|i| ((i * 37) % 101) as f32 * 0.02 - 1.0)
             .collect();

@@ -3,14 +3,15 @@
 //! LayerNorm) runs once over it, split by rows across the thread pool; attention runs per text
 //! over its own tokens only, so no mask is needed and no FLOP is spent on padding. A long
 //! batch runs each layer in groups of whole texts instead, one task per group doing all the
-//! layer's ops over its rows ([`layer_groups`]), with the same result bit for bit. A forward
+//! layer's ops over its rows ([`layer_groups`]), and a long query the second half of each
+//! layer by row shares ([`rows_layer`]), with the same result bit for bit. A forward
 //! is a sequence of steps that can pause between any two (`forward_steps`): callers sharing a
 //! pool take turns there (`crate::turns`).
 
 use e5embed_kernels::bgemm::BIsa;
 use e5embed_kernels::gemm::PackedMatrix;
 use e5embed_kernels::qgemm::{self, QIsa};
-use e5embed_kernels::{attention, ew, Epilogue, Isa};
+use e5embed_kernels::{attention, ew, row_share, Epilogue, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -330,6 +331,10 @@ impl FastModel {
             // The whole layer runs in its first step; its other steps have nothing left.
             Some(groups) if op == 0 => layer_grouped(&cx, l, groups, scratch, timing),
             Some(_) => Ok(()),
+            None if rows_layer(l, t, rayon::current_num_threads()) => match op {
+                0 => layer_rows(&cx, l, scratch, timing),
+                _ => Ok(()),
+            },
             None => layer_step(&cx, l, op, scratch, timing, None),
         }
     }
@@ -634,17 +639,9 @@ fn layer_grouped(
     timing: &mut OpTimes,
 ) -> Result<()> {
     let c = cx.config;
-    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let h = c.hidden_size;
     let ww = work_width(c);
-    // Row strides of the quantized activations (int8 linears only; empty otherwise).
-    let int8 = [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]
-        .iter()
-        .any(|w| matches!(w, Linear::Int8(_)));
-    let (s1, s2, ss) = if int8 {
-        (qgemm::padded_k(h.max(inter)), qgemm::padded_k(inter), 1)
-    } else {
-        (0, 0, 0)
-    };
+    let (s1, s2, ss) = q_strides(c, l);
     let Scratch { x, x1, work, q, q2 } = scratch;
     let (mut x, mut x1, mut work) = (&mut x[..], &mut x1[..], &mut work[..]);
     let (mut qb, mut qs) = (&mut q.bytes[..], &mut q.scales[..]);
@@ -679,13 +676,114 @@ fn layer_grouped(
     Ok(())
 }
 
+/// Whether a forward of `t` rows that does not run in groups ([`layer_groups`]) runs each
+/// layer's second half by rows ([`layer_rows`]): on more than one thread, when its ops split
+/// into one row share per thread ([`row_share`]; from 512 rows on 2 threads they split into
+/// more, and a thread's FFN weights then pass through its cache once per share: a 4 x 128
+/// bf16 forward was 2.5% slower this way, kernels/PERF.md "Row-share layers"), and when every
+/// linear of layer `l` would split `t` rows by rows anyway (above its kernel's column-split
+/// limit), so each thread's share of every GEMM is the one the op-by-op forward gives it.
+fn rows_layer(l: &FastLayer, t: usize, threads: usize) -> bool {
+    threads > 1
+        && row_share(t, threads) == t.div_ceil(threads)
+        && [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]
+            .iter()
+            .all(|w| t > w.column_split_max_m())
+}
+
+/// Layer `l` over few texts but many rows (a long query; see [`rows_layer`]): QKV and
+/// attention split across the pool as in the op-by-op forward ([`layer_step`]), then two
+/// regions of one task per row share ([`row_share`]): the output projection with its
+/// LayerNorm, and the FFN with its LayerNorm, each task's rows on one thread. Four parallel
+/// regions per layer instead of seven; each row is computed by the same kernels in the same
+/// order, so the result is bitwise the op-by-op forward's.
+fn layer_rows(
+    cx: &StepCx<'_>,
+    l: &FastLayer,
+    scratch: &mut Scratch,
+    timing: &mut OpTimes,
+) -> Result<()> {
+    layer_step(cx, l, 0, scratch, timing, None)?;
+    layer_step(cx, l, 1, scratch, timing, None)?;
+    let c = cx.config;
+    let (t, h, inter) = (cx.t, c.hidden_size, c.intermediate_size);
+    let threads = rayon::current_num_threads();
+    let per = row_share(t, threads);
+    let (s1, s2, ss) = q_strides(c, l);
+    let Scratch { x, x1, work, q, q2 } = scratch;
+    let (x, x1, work) = (
+        &mut x[..t * h],
+        &mut x1[..t * h],
+        &mut work[..t * work_width(c)],
+    );
+    {
+        // x1 = LN(ctx Woᵀ + bo + x), ctx after the QKV rows in `work`.
+        let ctx: &[f32] = &work[t * 3 * h..t * 4 * h];
+        let x: &[f32] = x;
+        let (mut x1, mut qb, mut qs) = (&mut x1[..], &mut q.bytes[..], &mut q.scales[..]);
+        let mut tasks = Vec::new();
+        for r0 in (0..t).step_by(per) {
+            let r = per.min(t - r0);
+            let q = (cut(&mut qb, r * s1), cut(&mut qs, r * ss));
+            tasks.push((r0, r, cut(&mut x1, r * h), q));
+        }
+        let run = |(r0, r, x1, q): (usize, usize, &mut [f32], QRows<'_>)| {
+            let mut tm = timing.empty_like();
+            let (ctx, x) = (&ctx[r0 * h..(r0 + r) * h], &x[r0 * h..(r0 + r) * h]);
+            attn_out_rows(c, cx.isa, l, r, ctx, x, x1, q, &mut tm).map(|_| tm)
+        };
+        for tm in tasks.into_par_iter().map(run).collect::<Vec<_>>() {
+            timing.merge_scaled(&tm?, threads);
+        }
+    }
+    {
+        // x = LN(GELU(x1 W1ᵀ + b1) W2ᵀ + b2 + x1), each task's activations in its rows of
+        // `work` (the QKV and ctx rows there are spent).
+        let x1: &[f32] = x1;
+        let (mut x, mut work) = (&mut x[..], &mut work[..t * inter]);
+        let (mut qb, mut qs) = (&mut q.bytes[..], &mut q.scales[..]);
+        let (mut q2b, mut q2s) = (&mut q2.bytes[..], &mut q2.scales[..]);
+        let mut tasks = Vec::new();
+        for r0 in (0..t).step_by(per) {
+            let r = per.min(t - r0);
+            let q = (cut(&mut qb, r * s1), cut(&mut qs, r * ss));
+            let q2 = (cut(&mut q2b, r * s2), cut(&mut q2s, r * ss));
+            tasks.push((r0, r, cut(&mut x, r * h), cut(&mut work, r * inter), q, q2));
+        }
+        let strides = (s1, s2, ss);
+        let run = |(r0, r, x, work, q, q2): RowsTask<'_>| {
+            let mut tm = timing.empty_like();
+            let x1 = &x1[r0 * h..(r0 + r) * h];
+            ffn_layer_rows(c, cx.isa, l, r, x1, x, work, q, q2, strides, &mut tm).map(|_| tm)
+        };
+        for tm in tasks.into_par_iter().map(run).collect::<Vec<_>>() {
+            timing.merge_scaled(&tm?, threads);
+        }
+    }
+    Ok(())
+}
+
+/// A task's rows of a quantized-activation buffer: bytes and per-row scales.
+type QRows<'a> = (&'a mut [u8], &'a mut [f32]);
+
+/// One task of [`layer_rows`]'s FFN region: its first row, rows, and its rows of `x`, of the
+/// work area and of the two quantized-activation buffers.
+type RowsTask<'a> = (
+    usize,
+    usize,
+    &'a mut [f32],
+    &'a mut [f32],
+    QRows<'a>,
+    QRows<'a>,
+);
+
 /// The whole layer over one group's rows on the calling thread (see [`layer_groups`]).
 fn group_layer(
     c: &BertConfig,
     (isa, attn): (Isa, Option<BIsa>),
     l: &FastLayer,
     g: Group<'_>,
-    (s1, s2, ss): (usize, usize, usize),
+    strides: (usize, usize, usize),
     timing: &mut OpTimes,
 ) -> Result<()> {
     let Group {
@@ -697,8 +795,8 @@ fn group_layer(
         q: (qb, qs),
         q2: (q2b, q2s),
     } = g;
-    let (h, inter) = (c.hidden_size, c.intermediate_size);
-    let (heads, d, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
+    let h = c.hidden_size;
+    let (heads, d) = (c.num_attention_heads, c.head_dim());
     let mut clock = timing.start();
     {
         // x1 = LN(attention(x Wqkvᵀ + b) Woᵀ + bo + x)
@@ -722,16 +820,91 @@ fn group_layer(
             off += len;
         }
         timing.lap(Op::Attention, &mut clock);
-        let epi = Epilogue::BiasResidual {
-            bias: &l.attn_out_b,
-            residual: x,
-        };
-        linear(ctx, r, &l.attn_out, x1, epi, (qb, qs))?;
-        timing.lap(Op::AttnOutGemm, &mut clock);
-        ew::layernorm(isa, x1, h, &l.attn_ln_g, &l.attn_ln_b, eps)?;
-        timing.lap(Op::LayerNorm, &mut clock);
+        attn_out_rows(c, isa, l, r, ctx, x, x1, (qb, qs), timing)?;
     }
-    // x = LN(GELU(x1 W1ᵀ + b1) W2ᵀ + b2 + x1), in passes of FFN_ROWS rows.
+    ffn_layer_rows(
+        c,
+        isa,
+        l,
+        r,
+        x1,
+        x,
+        work,
+        (qb, qs),
+        (q2b, q2s),
+        strides,
+        timing,
+    )
+}
+
+/// Row strides `(s1, s2, ss)` of the quantized activations a task's rows take in
+/// `scratch.q` (`s1` bytes and `ss` scales per row) and `scratch.q2` (`s2`): int8 linears
+/// only, all 0 otherwise.
+fn q_strides(c: &BertConfig, l: &FastLayer) -> (usize, usize, usize) {
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let int8 = [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]
+        .iter()
+        .any(|w| matches!(w, Linear::Int8(_)));
+    if int8 {
+        (qgemm::padded_k(h.max(inter)), qgemm::padded_k(inter), 1)
+    } else {
+        (0, 0, 0)
+    }
+}
+
+/// `x1 = LN(ctx Woᵀ + bo + x)` over `r` rows on the calling thread (`q`: room for their
+/// quantized rows at int8).
+#[allow(clippy::too_many_arguments)]
+fn attn_out_rows(
+    c: &BertConfig,
+    isa: Isa,
+    l: &FastLayer,
+    r: usize,
+    ctx: &[f32],
+    x: &[f32],
+    x1: &mut [f32],
+    q: (&mut [u8], &mut [f32]),
+    timing: &mut OpTimes,
+) -> Result<()> {
+    let h = c.hidden_size;
+    let mut clock = timing.start();
+    let epi = Epilogue::BiasResidual {
+        bias: &l.attn_out_b,
+        residual: &x[..r * h],
+    };
+    linear(ctx, r, &l.attn_out, &mut x1[..r * h], epi, q)?;
+    timing.lap(Op::AttnOutGemm, &mut clock);
+    ew::layernorm(
+        isa,
+        &mut x1[..r * h],
+        h,
+        &l.attn_ln_g,
+        &l.attn_ln_b,
+        c.layer_norm_eps,
+    )?;
+    timing.lap(Op::LayerNorm, &mut clock);
+    Ok(())
+}
+
+/// `x = LN(GELU(x1 W1ᵀ + b1) W2ᵀ + b2 + x1)` over `r` rows on the calling thread, in even
+/// passes of about [`FFN_ROWS`] rows whose `[rows, intermediate]` activations go to `work`
+/// (`q`, `q2`: room for the quantized rows at int8, at the strides of [`q_strides`]).
+#[allow(clippy::too_many_arguments)]
+fn ffn_layer_rows(
+    c: &BertConfig,
+    isa: Isa,
+    l: &FastLayer,
+    r: usize,
+    x1: &[f32],
+    x: &mut [f32],
+    work: &mut [f32],
+    (qb, qs): (&mut [u8], &mut [f32]),
+    (q2b, q2s): (&mut [u8], &mut [f32]),
+    (s1, s2, ss): (usize, usize, usize),
+    timing: &mut OpTimes,
+) -> Result<()> {
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let mut clock = timing.start();
     let fused = match (&l.ffn_up, &l.ffn_down) {
         (Linear::Int8(up), Linear::Int8(down)) => Some(FfnInt8 {
             up,
@@ -766,7 +939,14 @@ fn group_layer(
             timing.lap(Op::FfnDownGemm, &mut clock);
         }
     }
-    ew::layernorm(isa, x, h, &l.ffn_ln_g, &l.ffn_ln_b, eps)?;
+    ew::layernorm(
+        isa,
+        &mut x[..r * h],
+        h,
+        &l.ffn_ln_g,
+        &l.ffn_ln_b,
+        c.layer_norm_eps,
+    )?;
     timing.lap(Op::LayerNorm, &mut clock);
     Ok(())
 }

@@ -48,6 +48,16 @@ impl Linear {
         })
     }
 
+    /// Rows up to which the parallel GEMM of this format splits its output by columns
+    /// (a query: each thread streams its share of the weights), above which by rows.
+    pub(crate) fn column_split_max_m(&self) -> usize {
+        match self {
+            Linear::F32(_) => e5embed_kernels::gemm::COLUMN_SPLIT_MAX_M,
+            Linear::Int8(_) => e5embed_kernels::qgemm::INT8_COLUMN_SPLIT_MAX_M,
+            Linear::Bf16(_) => e5embed_kernels::bgemm::BF16_COLUMN_SPLIT_MAX_M,
+        }
+    }
+
     pub fn kernel_name(&self) -> &'static str {
         match self {
             Linear::F32(w) => w.kernel_name(),
