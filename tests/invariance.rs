@@ -296,6 +296,40 @@ fn packed_weights_cache_skips_forced_paths_and_tiny_models() {
     assert!(!cache.join("packed").exists());
 }
 
+/// Options for every precision on every SIMD path this CPU has (not the scalar ones), named
+/// "f32 avx2", "bf16 avx512bf16", ...
+fn fast_paths() -> Vec<(String, EmbedderOptions)> {
+    use e5embed::Precision;
+    use e5embed_kernels::bgemm::BIsa;
+    use e5embed_kernels::qgemm::QIsa;
+    let mut runs: Vec<(String, EmbedderOptions)> = Vec::new();
+    for isa in Isa::available().into_iter().filter(|p| *p != Isa::scalar()) {
+        let o = EmbedderOptions::default()
+            .precision(Precision::F32)
+            .isa(isa.kind());
+        runs.push((format!("f32 {}", isa.name()), o));
+    }
+    for bisa in BIsa::available()
+        .into_iter()
+        .filter(|p| *p != BIsa::scalar())
+    {
+        let o = EmbedderOptions::default()
+            .precision(Precision::Bf16)
+            .bisa(bisa.kind());
+        runs.push((format!("bf16 {}", bisa.name()), o));
+    }
+    for qisa in QIsa::available()
+        .into_iter()
+        .filter(|p| *p != QIsa::scalar())
+    {
+        let o = EmbedderOptions::default()
+            .precision(Precision::Int8)
+            .qisa(qisa.kind());
+        runs.push((format!("int8 {}", qisa.name()), o));
+    }
+    runs
+}
+
 /// A long batch runs its layers group by group, one task per group of whole texts
 /// (`forward::layer_groups`); a text alone (or a short batch) runs them op by op across the
 /// pool. Both compute every row with the same kernels in the same order: each text's last
@@ -306,9 +340,6 @@ fn packed_weights_cache_skips_forced_paths_and_tiny_models() {
 #[test]
 fn grouped_layers_are_bitwise_the_op_by_op_forward() {
     use e5embed::internals::model::forward::layer_groups;
-    use e5embed::Precision;
-    use e5embed_kernels::bgemm::BIsa;
-    use e5embed_kernels::qgemm::QIsa;
     const TEST: &str = "grouped_layers_are_bitwise_the_op_by_op_forward";
     // 1,602 tokens: 9 groups (8 needed on 2 threads).
     let lens: &[usize] = &[
@@ -343,31 +374,7 @@ fn grouped_layers_are_bitwise_the_op_by_op_forward() {
     // Not the scalar paths (~50x slower: a 1,602-token forward there takes ~20 s); their
     // grouped forwards are the long batches of `embeddings_are_bitwise_batch_invariant`
     // (1,024-token forwards: 8 groups) and tests/bf16.rs's and tests/int8.rs's invariance.
-    let mut runs: Vec<(String, EmbedderOptions)> = Vec::new();
-    for isa in Isa::available().into_iter().filter(|p| *p != Isa::scalar()) {
-        let o = EmbedderOptions::default()
-            .precision(Precision::F32)
-            .isa(isa.kind());
-        runs.push((format!("f32 {}", isa.name()), o));
-    }
-    for bisa in BIsa::available()
-        .into_iter()
-        .filter(|p| *p != BIsa::scalar())
-    {
-        let o = EmbedderOptions::default()
-            .precision(Precision::Bf16)
-            .bisa(bisa.kind());
-        runs.push((format!("bf16 {}", bisa.name()), o));
-    }
-    for qisa in QIsa::available()
-        .into_iter()
-        .filter(|p| *p != QIsa::scalar())
-    {
-        let o = EmbedderOptions::default()
-            .precision(Precision::Int8)
-            .qisa(qisa.kind());
-        runs.push((format!("int8 {}", qisa.name()), o));
-    }
+    let runs = fast_paths();
     if runs.is_empty() {
         loud(&format!(
             "{TEST}: NOT RUN here: this CPU has only the scalar paths (see above for where \
@@ -402,9 +409,6 @@ fn grouped_layers_are_bitwise_the_op_by_op_forward() {
 /// uneven shares (97, 301 rows), and 8 texts of 64 go together (512 rows: 4 tasks).
 #[test]
 fn row_share_layers_are_bitwise_the_op_by_op_forward() {
-    use e5embed::Precision;
-    use e5embed_kernels::bgemm::BIsa;
-    use e5embed_kernels::qgemm::QIsa;
     const TEST: &str = "row_share_layers_are_bitwise_the_op_by_op_forward";
     let lens: &[usize] = &[31, 33, 96, 97, 128, 301, 512];
     let mut s = 0x1234_5678_u32;
@@ -418,31 +422,7 @@ fn row_share_layers_are_bitwise_the_op_by_op_forward() {
     };
     let seqs: Vec<Vec<u32>> = lens.iter().map(|&n| text(n)).collect();
     let eight: Vec<Vec<u32>> = (0..8).map(|_| text(64)).collect();
-    let mut runs: Vec<(String, EmbedderOptions)> = Vec::new();
-    for isa in Isa::available().into_iter().filter(|p| *p != Isa::scalar()) {
-        let o = EmbedderOptions::default()
-            .precision(Precision::F32)
-            .isa(isa.kind());
-        runs.push((format!("f32 {}", isa.name()), o));
-    }
-    for bisa in BIsa::available()
-        .into_iter()
-        .filter(|p| *p != BIsa::scalar())
-    {
-        let o = EmbedderOptions::default()
-            .precision(Precision::Bf16)
-            .bisa(bisa.kind());
-        runs.push((format!("bf16 {}", bisa.name()), o));
-    }
-    for qisa in QIsa::available()
-        .into_iter()
-        .filter(|p| *p != QIsa::scalar())
-    {
-        let o = EmbedderOptions::default()
-            .precision(Precision::Int8)
-            .qisa(qisa.kind());
-        runs.push((format!("int8 {}", qisa.name()), o));
-    }
+    let runs = fast_paths();
     if runs.is_empty() {
         loud(&format!(
             "{TEST}: NOT RUN here: this CPU has only the scalar paths (their 2-thread \
