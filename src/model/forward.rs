@@ -4,7 +4,7 @@
 //! over its own tokens only, so no mask is needed and no FLOP is spent on padding. A long
 //! batch runs each layer in groups of whole texts instead, one task per group doing all the
 //! layer's ops over its rows ([`layer_groups`]), and a long query the second half of each
-//! layer by row shares ([`rows_layer`]), with the same result bit for bit. A forward
+//! layer by row shares (`rows_layer`), with the same result bit for bit. A forward
 //! is a sequence of steps that can pause between any two (`forward_steps`): callers sharing a
 //! pool take turns there (`crate::turns`).
 
