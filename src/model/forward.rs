@@ -695,8 +695,9 @@ fn rows_layer(l: &FastLayer, t: usize, threads: usize) -> bool {
 /// attention split across the pool as in the op-by-op forward ([`layer_step`]), then two
 /// regions of one task per row share ([`row_share`]): the output projection with its
 /// LayerNorm, and the FFN with its LayerNorm, each task's rows on one thread. Four parallel
-/// regions per layer instead of seven; each row is computed by the same kernels in the same
-/// order, so the result is bitwise the op-by-op forward's.
+/// regions per layer instead of seven (six at int8, whose FFN is one region either way);
+/// each row is computed by the same kernels in the same order, so the result is bitwise the
+/// op-by-op forward's.
 fn layer_rows(
     cx: &StepCx<'_>,
     l: &FastLayer,
