@@ -93,18 +93,15 @@ impl TextTokenizer {
         // rather than failing every text later: e.g. a `TemplateProcessing` post-processor
         // whose template names a special token its `special_tokens` map lacks, on which the
         // `tokenizers` crate panics at every encode (found by the `tokenizer_json` fuzz target).
-        let empty = match t.encode_with_crate("") {
-            Ok(empty) => empty,
-            Err(e) => {
-                let why = match e {
-                    Error::Tokenizer { msg, .. } => msg,
-                    other => other.to_string(),
-                };
-                return Err(err(format!(
-                    "this tokenizer cannot tokenize the empty text, so no text ({why})"
-                )));
-            }
-        };
+        let empty = t.encode_with_crate("").map_err(|e| {
+            let why = match e {
+                Error::Tokenizer { msg, .. } => msg,
+                other => other.to_string(),
+            };
+            err(format!(
+                "this tokenizer cannot tokenize the empty text, so no text ({why})"
+            ))
+        })?;
         t.ascii = ascii::AsciiWordPiece::new(&t.inner, &empty.ids, max_len).filter(|fast| {
             ascii::agrees_on_probes(fast, &t.inner, |text| t.encode_with_crate(text))
         });
@@ -203,15 +200,15 @@ impl TextTokenizer {
 /// its decoder deserializer, an invalid `Precompiled` normalizer another), and the engine
 /// never panics on a bad model file.
 fn no_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    /// Lowers the flag however the call ends.
-    struct Guard;
+    /// Puts the flag back as it was however the call ends (a guarded call inside another
+    /// leaves it raised for the rest of the outer one).
+    struct Guard(bool);
     impl Drop for Guard {
         fn drop(&mut self) {
-            IN_GUARD.with(|g| g.set(false));
+            IN_GUARD.with(|g| g.set(self.0));
         }
     }
-    IN_GUARD.with(|g| g.set(true));
-    let _guard = Guard;
+    let _guard = Guard(IN_GUARD.with(|g| g.replace(true)));
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
         let what = p
             .downcast_ref::<&str>()
