@@ -284,17 +284,30 @@ impl FastModel {
             scratch.q.ensure(t, qgemm::padded_k(h.max(inter)));
             scratch.q2.ensure(t, qgemm::padded_k(inter));
         }
-        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-        let groups = layer_groups(&lens, rayon::current_num_threads());
+        let plan = self.layer_plan(seqs, t, rayon::current_num_threads());
         with_workers_awake(|| {
             for step in from..self.steps() {
                 if step > from && pause() {
                     return Ok(Some(step));
                 }
-                self.step(step, seqs, t, groups.as_deref(), scratch, timing)?;
+                self.step(step, seqs, t, &plan, scratch, timing)?;
             }
             Ok(None)
         })
+    }
+
+    /// How this forward's layers run on `threads` threads: in groups of texts
+    /// ([`layer_groups`]), by row shares ([`rows_layer`]), or op by op.
+    fn layer_plan(&self, seqs: &[&[u32]], t: usize, threads: usize) -> LayerPlan {
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        if let Some(groups) = layer_groups(&lens, threads) {
+            return LayerPlan::Groups(groups);
+        }
+        // Every layer has the same formats: the first one speaks for all.
+        match self.layers.first() {
+            Some(l) if rows_layer(l, t, threads) => LayerPlan::RowShares,
+            _ => LayerPlan::OpByOp,
+        }
     }
 
     /// One step of the forward over the packed tokens (`t` rows); `scratch` is sized for them.
@@ -303,7 +316,7 @@ impl FastModel {
         step: usize,
         seqs: &[&[u32]],
         t: usize,
-        groups: Option<&[Range<usize>]>,
+        plan: &LayerPlan,
         scratch: &mut Scratch,
         timing: &mut OpTimes,
     ) -> Result<()> {
@@ -327,15 +340,12 @@ impl FastModel {
             t,
         };
         let op = (step - 1) % LAYER_STEPS;
-        match groups {
+        match plan {
+            LayerPlan::OpByOp => layer_step(&cx, l, op, scratch, timing, None),
             // The whole layer runs in its first step; its other steps have nothing left.
-            Some(groups) if op == 0 => layer_grouped(&cx, l, groups, scratch, timing),
-            Some(_) => Ok(()),
-            None if rows_layer(l, t, rayon::current_num_threads()) => match op {
-                0 => layer_rows(&cx, l, scratch, timing),
-                _ => Ok(()),
-            },
-            None => layer_step(&cx, l, op, scratch, timing, None),
+            LayerPlan::Groups(groups) if op == 0 => layer_grouped(&cx, l, groups, scratch, timing),
+            LayerPlan::RowShares if op == 0 => layer_rows(&cx, l, scratch, timing),
+            LayerPlan::Groups(_) | LayerPlan::RowShares => Ok(()),
         }
     }
 
@@ -349,6 +359,16 @@ impl FastModel {
             ln_b: &self.emb_ln_b,
         }
     }
+}
+
+/// How a forward runs its layers, decided once per forward ([`FastModel::forward_steps`]).
+enum LayerPlan {
+    /// Each op split across the pool ([`layer_step`]).
+    OpByOp,
+    /// QKV and attention op by op, the rest by row shares ([`layer_rows`]).
+    RowShares,
+    /// One task per group of whole texts ([`layer_grouped`]).
+    Groups(Vec<Range<usize>>),
 }
 
 /// Steps per encoder layer in [`FastModel::forward_steps`]: QKV, attention, output
