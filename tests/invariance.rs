@@ -300,33 +300,28 @@ fn packed_weights_cache_skips_forced_paths_and_tiny_models() {
 /// "f32 avx2", "bf16 avx512bf16", ...
 fn fast_paths() -> Vec<(String, EmbedderOptions)> {
     use e5embed::Precision;
-    use e5embed_kernels::bgemm::BIsa;
-    use e5embed_kernels::qgemm::QIsa;
+    use e5embed_kernels::bgemm::BIsaKind;
+    use e5embed_kernels::isa::{Family, IsaKind, Path};
+    use e5embed_kernels::qgemm::QIsaKind;
+    fn simd<F: Family>() -> impl Iterator<Item = Path<F>> {
+        Path::<F>::available()
+            .into_iter()
+            .filter(|p| p.kind() != F::SCALAR)
+    }
+    let base = |p: Precision| EmbedderOptions::default().precision(p);
     let mut runs: Vec<(String, EmbedderOptions)> = Vec::new();
-    for isa in Isa::available().into_iter().filter(|p| *p != Isa::scalar()) {
-        let o = EmbedderOptions::default()
-            .precision(Precision::F32)
-            .isa(isa.kind());
-        runs.push((format!("f32 {}", isa.name()), o));
-    }
-    for bisa in BIsa::available()
-        .into_iter()
-        .filter(|p| *p != BIsa::scalar())
-    {
-        let o = EmbedderOptions::default()
-            .precision(Precision::Bf16)
-            .bisa(bisa.kind());
-        runs.push((format!("bf16 {}", bisa.name()), o));
-    }
-    for qisa in QIsa::available()
-        .into_iter()
-        .filter(|p| *p != QIsa::scalar())
-    {
-        let o = EmbedderOptions::default()
-            .precision(Precision::Int8)
-            .qisa(qisa.kind());
-        runs.push((format!("int8 {}", qisa.name()), o));
-    }
+    runs.extend(simd::<IsaKind>().map(|i| {
+        let o = base(Precision::F32).isa(i.kind());
+        (format!("f32 {}", i.name()), o)
+    }));
+    runs.extend(simd::<BIsaKind>().map(|b| {
+        let o = base(Precision::Bf16).bisa(b.kind());
+        (format!("bf16 {}", b.name()), o)
+    }));
+    runs.extend(simd::<QIsaKind>().map(|q| {
+        let o = base(Precision::Int8).qisa(q.kind());
+        (format!("int8 {}", q.name()), o)
+    }));
     runs
 }
 
