@@ -198,15 +198,17 @@ fn dot_all(a: &[f32], w: &[u16]) -> Vec<(BIsa, f32)> {
 }
 
 /// The paths with `vdpbf16ps` semantics (A rounded to bf16, bitwise the reference):
-/// Scalar, Avx512Bf16, Amx; not the widening paths (f32 A) nor `bfmmla` (its own
-/// rounding, tested against its model below).
+/// Scalar, Avx512Bf16; not the widening paths (f32 A), nor `bfmmla` (its own rounding,
+/// tested against its model below), nor AMX (`tdpbf16ps` accumulates each K step in two
+/// chains: bitwise its own order model and the tile emulator, kernels/tests/amx_tiles.rs;
+/// within the bf16 bound of f32 here).
 fn dp_isas() -> Vec<BIsa> {
     BIsa::available()
         .into_iter()
         .filter(|b| {
             !matches!(
                 b.kind(),
-                BIsaKind::Avx512Widen | BIsaKind::NeonWiden | BIsaKind::NeonBf16
+                BIsaKind::Avx512Widen | BIsaKind::NeonWiden | BIsaKind::NeonBf16 | BIsaKind::Amx
             )
         })
         .collect()
@@ -1002,13 +1004,15 @@ fn parallel_call_equals_the_single_threaded_call() {
     }
 }
 
-/// The default bf16 path: `vdpbf16ps` where AVX512-BF16 is (2x the f32 FMA rate on Zen 5
-/// with the `asm!` K loop, see `BIsa::best`), else the widening one where AVX-512 F is;
-/// on aarch64 `bfmmla` where FEAT_BF16 is, else the NEON widening path: never the scalar
-/// one on a CPU with SIMD.
+/// The default bf16 path: AMX tiles where Linux grants AMX-BF16, else `vdpbf16ps` where
+/// AVX512-BF16 is (2x the f32 FMA rate on Zen 5 with the `asm!` K loop, see `BIsa::best`),
+/// else the widening one where AVX-512 F is; on aarch64 `bfmmla` where FEAT_BF16 is, else
+/// the NEON widening path: never the scalar one on a CPU with SIMD.
 #[test]
 fn best_is_vdpbf16ps_then_the_widening_path() {
-    if let Some(d) = BIsa::new(BIsaKind::Avx512Bf16) {
+    if let Some(t) = BIsa::new(BIsaKind::Amx) {
+        assert_eq!(BIsa::best(), t);
+    } else if let Some(d) = BIsa::new(BIsaKind::Avx512Bf16) {
         assert_eq!(BIsa::best(), d);
     } else if let Some(w) = BIsa::new(BIsaKind::Avx512Widen) {
         assert_eq!(BIsa::best(), w);
