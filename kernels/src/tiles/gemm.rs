@@ -129,12 +129,10 @@ pub(crate) fn run_rows<T: TileUnit, D: Dp>(
         while i0 < m {
             let mb = (m - i0).min(MC);
             let s = &mut u32_bytes_mut(&mut buf[..words])[..mb * row_bytes];
-            // k = 0: the rows are empty (and `chunks_exact_mut(0)` would panic); the
-            // blocks below then multiply nothing and finish zero accumulators.
-            if row_bytes > 0 {
-                for (r, row) in s.chunks_exact_mut(row_bytes).enumerate() {
-                    fill(i0 + r, row);
-                }
+            // By index, not `chunks_exact_mut`: at k = 0 the rows are empty slices (the
+            // blocks below then multiply nothing and finish zero accumulators).
+            for r in 0..mb {
+                fill(i0 + r, &mut s[r * row_bytes..(r + 1) * row_bytes]);
             }
             let ops = Operands {
                 a: s,
