@@ -80,6 +80,61 @@ fn from_sysfs() -> Option<CacheSizes> {
     })
 }
 
+/// Writes back and drops every cache line holding a byte of `bytes`, from every cache level
+/// of every core (x86-64 `clflush`, aarch64 `dc civac`; then a full fence), so the next read
+/// of them comes from memory. The bytes are unchanged. For measuring a kernel that streams
+/// its weights from memory, as a forward does with weights larger than the last-level cache
+/// (`src/tune.rs`). Returns `false` where this architecture has no such instruction here
+/// (nothing was evicted).
+pub fn evict(bytes: &[u8]) -> bool {
+    const LINE: usize = 64; // the smallest line of the CPUs served; a larger line is still hit
+    if bytes.is_empty() {
+        // An empty slice's pointer may be dangling: nothing to flush, and no address to touch.
+        return cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    }
+    let (start, end) = (
+        bytes.as_ptr() as usize,
+        bytes.as_ptr() as usize + bytes.len(),
+    );
+    let first = start & !(LINE - 1);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut p = first;
+        while p < end {
+            // SAFETY: `p` lies in the cache line of a byte of `bytes` (non-empty, a live
+            // borrow), and a line never crosses a page, so `p` is mapped and readable: CLFLUSH
+            // (SSE2, baseline on x86-64), which faults like a load on an unmapped address,
+            // raises nothing here and changes no data.
+            unsafe { std::arch::x86_64::_mm_clflush(p as *const u8) };
+            p += LINE;
+        }
+        // SAFETY: MFENCE (SSE2) orders the flushes before later loads; it touches no memory.
+        unsafe { std::arch::x86_64::_mm_mfence() };
+        true
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let mut p = first;
+        while p < end {
+            // SAFETY: `p` is mapped and readable as above; DC CIVAC (clean and invalidate by
+            // address to the point of coherency) is allowed at EL0 on Linux (SCTLR_EL1.UCI)
+            // and changes no data.
+            unsafe {
+                std::arch::asm!("dc civac, {0}", in(reg) p, options(nostack, preserves_flags))
+            };
+            p += LINE;
+        }
+        // SAFETY: a barrier; it touches no memory.
+        unsafe { std::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = (first, end);
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn from_cpuid() -> Option<CacheSizes> {
     use std::arch::x86_64::__cpuid_count;
@@ -134,6 +189,37 @@ mod tests {
         assert_eq!(parse_size("260M"), Some(260 << 20));
         assert_eq!(parse_size("512"), Some(512));
         assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn evict_leaves_the_bytes_as_they_were() {
+        // Unaligned starts and ends, empty slices, a slice inside one line, several pages.
+        let data: Vec<u8> = (0..3 * 4096 + 77).map(|i| (i * 131 % 251) as u8).collect();
+        let copy = data.clone();
+        for (a, b) in [
+            (0, data.len()),
+            (1, 63),
+            (5, 5),
+            (63, 65),
+            (100, 8200),
+            (4095, 9000),
+        ] {
+            let evicted = evict(&data[a..b]);
+            assert_eq!(
+                evicted,
+                cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+            );
+            assert_eq!(data, copy, "after evicting {a}..{b}");
+        }
+        // An empty slice's dangling pointer is never touched (it segfaulted when it was).
+        assert_eq!(
+            evict(&[]),
+            cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        );
+        assert_eq!(
+            evict(&Vec::<u8>::new()),
+            cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        );
     }
 
     #[test]
