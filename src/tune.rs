@@ -41,7 +41,8 @@ use crate::model::{Int8Recipe, Precision};
 /// margin for `auto` (a choice measured back to back could be a burst of load's doing).
 /// 4: half of each matrix's columns timed ([`timed_columns`]), so three rounds fit the budget.
 /// 5: the `vdpbf16ps` GEMM's 8 x 32 tile (2-3.5% faster than the 12 x 32 one on Zen 4).
-pub const KERNEL_VERSION: u32 = 5;
+/// 6: each path also timed streaming its weights from memory ([`Regime::Streamed`]).
+pub const KERNEL_VERSION: u32 = 6;
 
 /// The file in the cache directory.
 pub const CACHE_FILE: &str = "tuning.json";
@@ -72,6 +73,23 @@ pub const MAX_ROUNDS: usize = 3;
 /// FLOPs of one timed pass (the four GEMMs at `M` rows): `M` is chosen to stay near this
 /// (48 rows at e5-small-v2's shapes).
 const PASS_FLOPS: f64 = 2.0 * 48.0 * 884_736.0;
+
+/// Rows of the [`Regime::Streamed`] pass: a short query's.
+pub const STREAMED_M: usize = 8;
+
+/// The two passes each candidate is timed in, each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regime {
+    /// `M` rows, the weights in cache from the pass before: the kernels' arithmetic.
+    Cached,
+    /// [`STREAMED_M`] rows, the weights evicted from every cache level first
+    /// ([`e5embed_kernels::cache::evict`]): how a path streams weights from memory, as a
+    /// short text's forward does whenever the model's weights exceed the last-level cache
+    /// (e5-small-v2: 85 MB at f32, 42 MB at bf16). On Zen 4 the f32 AVX2 and AVX-512 paths
+    /// tie within 3-7% in cache, while the AVX2 path's 8-row pass takes 1.6x as long from
+    /// memory and a 1 x 8 forward 1.4x (kernels/PERF.md, "The f32 choice from memory").
+    Streamed,
+}
 
 /// `$XDG_CACHE_HOME/e5embed`, else `~/.cache/e5embed` (where `tools/fetch-models` puts the
 /// test models). `None` without either variable: tuning then measures and does not cache.
@@ -182,16 +200,22 @@ impl Candidate {
     }
 }
 
-/// One family's measurement: each candidate's time (ms per pass, `None` when it was the
-/// only candidate and was not timed) and the winner.
+/// One family's measurement: each candidate's best times (ms per pass, `None` when it was
+/// the only candidate and was not timed) in the two regimes, and the winner: the least
+/// [`row_score`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FamilyResult {
     pub choice: String,
+    /// [`Regime::Cached`].
     pub times_ms: Vec<(String, Option<f64>)>,
+    /// [`Regime::Streamed`] (absent from caches of [`KERNEL_VERSION`] 5 and older, which
+    /// are measured again).
+    #[serde(default)]
+    pub streamed_ms: Vec<(String, Option<f64>)>,
 }
 
 impl FamilyResult {
-    /// The winner's time.
+    /// The winner's [`Regime::Cached`] time (what `auto` compares).
     pub fn choice_ms(&self) -> Option<f64> {
         self.times_ms
             .iter()
@@ -236,15 +260,17 @@ impl Tuning {
         })
     }
 
-    /// One line per family for `info`: `f32 avx512 (avx2 3.10 ms, avx512 2.05 ms)`.
+    /// One line per family for `info`: `f32 avx512 (avx2 0.78 + 0.30 ms, avx512 0.74 + 0.18
+    /// ms)`, each path's `M`-row pass in cache + its short pass from memory.
     pub fn summary(&self) -> Vec<String> {
         let fam = |label: &str, r: &FamilyResult| {
             let times: Vec<String> = r
                 .times_ms
                 .iter()
-                .map(|(n, t)| match t {
-                    Some(t) => format!("{n} {t:.2} ms"),
-                    None => "the only path, not timed".to_owned(),
+                .zip(&r.streamed_ms)
+                .map(|((n, t), (_, s))| match (t, s) {
+                    (Some(t), Some(s)) => format!("{n} {t:.2} + {s:.2} ms"),
+                    _ => "the only path, not timed".to_owned(),
                 })
                 .collect();
             format!("{label} {} ({})", r.choice, times.join(", "))
@@ -292,15 +318,20 @@ pub fn candidates() -> [Vec<Candidate>; 3] {
     ]
 }
 
-/// Times the candidates with `time` (one timed pass of a candidate, in ms; the real timer
-/// packs and warms a candidate up at its first call; the seam tests inject timings through)
-/// and chooses. A family with one candidate is not timed, except f32 and bf16 when `auto`
-/// needs both times to compare (bf16 has a SIMD path). Up to [`MAX_ROUNDS`] rounds within
-/// [`BUDGET_MS`], the candidates interleaved, each one's best round kept.
+/// Times the candidates with `time` (one timed pass of a candidate in a regime, in ms; the
+/// real timer packs and warms a candidate up at its first call; the seam tests inject
+/// timings through) and chooses. A family with one candidate is not timed, except f32 and
+/// bf16 when `auto` needs both times to compare (bf16 has a SIMD path). Up to
+/// [`MAX_ROUNDS`] rounds within [`BUDGET_MS`], the candidates interleaved (each one's
+/// [`Regime::Cached`] pass, then its [`Regime::Streamed`] one), each one's best round per
+/// regime kept. A family's winner has the least [`row_score`]; `auto` compares the f32 and
+/// bf16 winners' cached times, as before the streamed regime existed (on a CPU whose only
+/// bf16 path widens to f32, bf16's half-size weights would win the streamed pass while
+/// long batches run it slower than f32: "Tuning on Sapphire Rapids" in kernels/PERF.md).
 pub fn measure_with(
     shapes: Shapes,
     cands: &[Vec<Candidate>; 3],
-    time: &mut dyn FnMut(Candidate) -> Result<f64>,
+    time: &mut dyn FnMut(Candidate, Regime) -> Result<f64>,
 ) -> Result<Tuning> {
     let start = Instant::now();
     let bf16_simd = cands[2]
@@ -314,14 +345,17 @@ pub fn measure_with(
         .filter(|&f| timed_family(f))
         .flat_map(|f| (0..cands[f].len()).map(move |i| (f, i)))
         .collect();
-    let mut best: [Vec<Option<f64>>; 3] = [0, 1, 2].map(|f| vec![None; cands[f].len()]);
+    // Per family, per candidate: the best (cached, streamed) times.
+    let mut best: [Vec<[Option<f64>; 2]>; 3] = [0, 1, 2].map(|f| vec![[None; 2]; cands[f].len()]);
     for round in 0..MAX_ROUNDS {
         let mut passes = 0.0;
         for &(f, i) in &order {
-            let t = time(cands[f][i])?;
-            passes += t;
-            let b = &mut best[f][i];
-            *b = Some(b.map_or(t, |x| x.min(t)));
+            for (r, regime) in [Regime::Cached, Regime::Streamed].into_iter().enumerate() {
+                let t = time(cands[f][i], regime)?;
+                passes += t;
+                let b = &mut best[f][i][r];
+                *b = Some(b.map_or(t, |x| x.min(t)));
+            }
         }
         // The next round costs about this round's passes (the first one also packed).
         let spent = start.elapsed().as_secs_f64() * 1e3;
@@ -330,22 +364,27 @@ pub fn measure_with(
         }
     }
     let family = |f: usize| -> Result<FamilyResult> {
-        let times: Vec<(String, Option<f64>)> = cands[f]
+        let regime = |r: usize| -> Vec<(String, Option<f64>)> {
+            cands[f]
+                .iter()
+                .zip(&best[f])
+                .map(|(c, t)| (c.name().to_owned(), t[r]))
+                .collect()
+        };
+        let score = |t: &[Option<f64>; 2]| match t {
+            [Some(c), Some(s)] => row_score(&shapes, *c, *s),
+            _ => f64::INFINITY,
+        };
+        let best = cands[f]
             .iter()
             .zip(&best[f])
-            .map(|(c, t)| (c.name().to_owned(), *t))
-            .collect();
-        let best = times
-            .iter()
-            .min_by(|a, b| {
-                let (x, y) = (a.1.unwrap_or(f64::INFINITY), b.1.unwrap_or(f64::INFINITY));
-                x.total_cmp(&y)
-            })
-            .map(|(n, _)| n.clone())
+            .min_by(|a, b| score(a.1).total_cmp(&score(b.1)))
+            .map(|(c, _)| c.name().to_owned())
             .ok_or_else(|| Error::InvalidInput("tuning: a family with no kernel path".into()))?;
         Ok(FamilyResult {
             choice: best,
-            times_ms: times,
+            times_ms: regime(0),
+            streamed_ms: regime(1),
         })
     };
     let f32 = family(0)?;
@@ -392,18 +431,59 @@ pub fn measure_with(
     })
 }
 
+/// How a family's winner is chosen (lower is better): the time per row of each regime's
+/// pass, summed, so a row of a long batch (weights in cache) and a row of a short text
+/// (weights from memory) weigh the same. A plain sum of the two passes would let the
+/// `M`-row pass decide alone: on Zen 4 the f32 AVX2 path measured 0.74-0.80 + 0.20-0.22 ms
+/// against AVX-512's 0.73-0.77 + 0.13-0.16, a 7-9% margin inside the cached pass's own
+/// run-to-run spread, while a 1 x 8 forward ran 1.4x slower on AVX2 and 1 x 128 1.1x.
+pub fn row_score(shapes: &Shapes, cached_ms: f64, streamed_ms: f64) -> f64 {
+    cached_ms / shapes.m.max(1) as f64 + streamed_ms / STREAMED_M.min(shapes.m).max(1) as f64
+}
+
 /// Measures this CPU's candidates on `shapes` with the real kernels.
 pub fn measure(shapes: &Shapes) -> Result<Tuning> {
     let start = Instant::now();
     let mut timer = GemmTimer::new(shapes);
-    let mut t = measure_with(shapes.clone(), &candidates(), &mut |c| timer.time(c))?;
+    let mut t = measure_with(shapes.clone(), &candidates(), &mut |c, r| timer.time(c, r))?;
     // The whole cost, the weights' set-up included.
     t.measure_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(t)
 }
 
-/// One pass of a candidate's GEMMs on the activations `a` into the output buffer.
-type Pass = Box<dyn FnMut(&[f32], &mut [f32]) -> Result<()>>;
+/// A candidate's timed work: `run(rows, a, out)` is one pass of its GEMMs on the first
+/// `rows` rows of the activations `a` into the output buffer; `evict` drops its packed
+/// weights from every cache level.
+struct Pass {
+    run: Box<RunPass>,
+    evict: Box<dyn Fn()>,
+}
+
+/// [`Pass::run`].
+type RunPass = dyn FnMut(usize, &[f32], &mut [f32]) -> Result<()>;
+
+/// A [`Pass`] over packed matrices: `gemm(b, rows, a, out)` runs one of them.
+fn pass_over<T: 'static>(
+    packed: Vec<T>,
+    bytes: fn(&T) -> &[u8],
+    mut gemm: impl FnMut(&T, usize, &[f32], &mut [f32]) -> Result<()> + 'static,
+) -> Pass {
+    let packed = std::rc::Rc::new(packed);
+    let mine = std::rc::Rc::clone(&packed);
+    Pass {
+        run: Box::new(move |rows, a, out| {
+            for b in mine.iter() {
+                gemm(b, rows, a, out)?;
+            }
+            Ok(())
+        }),
+        evict: Box::new(move || {
+            for b in packed.iter() {
+                e5embed_kernels::cache::evict(bytes(b));
+            }
+        }),
+    }
+}
 
 /// Pseudo-random values in `[-scale/2, scale/2)`, each from its index alone (a multiplicative
 /// hash), so the fill has no serial dependency and vectorizes.
@@ -479,25 +559,34 @@ impl GemmTimer {
         Ok(packed)
     }
 
-    /// One timed pass of `c`, in ms; at the first call for `c`, its weights are packed and
-    /// one untimed warm-up pass runs first.
-    fn time(&mut self, c: Candidate) -> Result<f64> {
+    /// One timed pass of `c` in `regime`, in ms; at the first call for `c`, its weights are
+    /// packed and one untimed warm-up pass runs first. A [`Regime::Streamed`] pass evicts
+    /// the weights first (not timed).
+    fn time(&mut self, c: Candidate, regime: Regime) -> Result<f64> {
+        let m = self.shapes.m;
         let idx = match self.ready.iter().position(|(r, _)| *r == c) {
             Some(i) => i,
             None => {
                 let mut pass = self.prepare(c)?;
-                pass(&self.a, &mut self.out)?;
+                (pass.run)(m, &self.a, &mut self.out)?;
                 self.ready.push((c, pass));
                 self.ready.len() - 1
             }
         };
         let pass = &mut self.ready[idx].1;
+        let rows = match regime {
+            Regime::Cached => m,
+            Regime::Streamed => {
+                (pass.evict)();
+                STREAMED_M.min(m)
+            }
+        };
         let t = Instant::now();
-        pass(&self.a, &mut self.out)?;
+        (pass.run)(rows, &self.a, &mut self.out)?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }
 
-    /// Packs the weights for `c` (not timed) and returns the closure running its pass.
+    /// Packs the weights for `c` (not timed) and returns its pass.
     fn prepare(&self, c: Candidate) -> Result<Pass> {
         let m = self.shapes.m;
         let unsupported = |name: &str| {
@@ -509,22 +598,18 @@ impl GemmTimer {
             Candidate::F32(kind) => {
                 let isa = Isa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
                 let packed = self.pack(|w, n, k| PackedMatrix::pack(isa, w, n, k))?;
-                Box::new(move |a: &[f32], out: &mut [f32]| {
-                    for b in &packed {
-                        let (n, k) = (b.n(), b.k());
-                        gemm::gemm_f32(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
-                    }
+                pass_over(packed, PackedMatrix::packed_bytes, |b, m, a, out| {
+                    let (n, k) = (b.n(), b.k());
+                    gemm::gemm_f32(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
                     Ok(())
                 })
             }
             Candidate::Bf16(kind) => {
                 let isa = BIsa::new(kind).ok_or_else(|| unsupported(kind.name()))?;
                 let packed = self.pack(|w, n, k| Bf16Matrix::from_f32(isa, w, n, k))?;
-                Box::new(move |a: &[f32], out: &mut [f32]| {
-                    for b in &packed {
-                        let (n, k) = (b.n(), b.k());
-                        bgemm::gemm_bf16(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
-                    }
+                pass_over(packed, Bf16Matrix::packed_bytes, |b, m, a, out| {
+                    let (n, k) = (b.n(), b.k());
+                    bgemm::gemm_bf16(&a[..m * k], m, b, &mut out[..m * n], Epilogue::None)?;
                     Ok(())
                 })
             }
@@ -534,20 +619,22 @@ impl GemmTimer {
                 let kpmax = packed.iter().map(|b| b.k_padded()).max().unwrap_or(0);
                 let aq: Vec<u8> = (0..m * kpmax).map(|i| (i * 37 % 251) as u8).collect();
                 let scales = vec![0.01f32; m];
-                Box::new(move |_a: &[f32], out: &mut [f32]| {
-                    for b in &packed {
+                pass_over(
+                    packed,
+                    QuantizedMatrix::packed_bytes,
+                    move |b, m, _a, out| {
                         let (n, kp) = (b.n(), b.k_padded());
                         qgemm::gemm_u8s8(
                             &aq[..m * kp],
-                            &scales,
+                            &scales[..m],
                             m,
                             b,
                             &mut out[..m * n],
                             Epilogue::None,
                         )?;
-                    }
-                    Ok(())
-                })
+                        Ok(())
+                    },
+                )
             }
         };
         Ok(pass)
@@ -689,14 +776,19 @@ mod tests {
         }
     }
 
-    /// Fake times: a table by candidate name.
-    fn timer<'a>(table: &'a [(&'a str, f64)]) -> impl FnMut(Candidate) -> Result<f64> + 'a {
-        move |c| {
-            Ok(table
+    /// Fake times: a table by candidate name of cached times; each streamed pass takes the
+    /// same time per row as the cached one (so the cached times decide).
+    fn timer<'a>(table: &'a [(&'a str, f64)]) -> impl FnMut(Candidate, Regime) -> Result<f64> + 'a {
+        move |c, r| {
+            let t = table
                 .iter()
                 .find(|(n, _)| *n == c.name())
                 .map(|(_, t)| *t)
-                .unwrap_or(99.0))
+                .unwrap_or(99.0);
+            Ok(match r {
+                Regime::Cached => t,
+                Regime::Streamed => t * STREAMED_M as f64 / shapes().m as f64,
+            })
         }
     }
 
@@ -752,13 +844,70 @@ mod tests {
         assert_eq!(r.f32.choice, "avx2");
     }
 
+    /// Zen 4's f32 paths (the best of three `e5embed tune` runs): a tie in cache, AVX2 1.6x
+    /// slower from memory. The streamed pass decides; `auto` still compares cached times.
+    #[test]
+    fn a_path_slower_from_memory_loses_a_tie_in_cache() {
+        let table = |c: Candidate, r: Regime| -> Result<f64> {
+            Ok(match (c.name(), r) {
+                ("avx2", Regime::Cached) => 0.74,
+                ("avx2", Regime::Streamed) => 0.21,
+                ("avx512", Regime::Cached) => 0.76,
+                ("avx512", Regime::Streamed) => 0.13,
+                // bf16: far ahead from memory, within auto's margin in cache.
+                ("avx512bf16", Regime::Cached) => 0.70,
+                ("avx512bf16", Regime::Streamed) => 0.01,
+                _ => 9.0,
+            })
+        };
+        let r = measure_with(shapes(), &all_cands(), &mut { table }).unwrap();
+        assert_eq!(r.f32.choice, "avx512", "{:?}", r.f32);
+        assert_eq!(r.f32.times_ms[0], ("avx2".to_owned(), Some(0.74)));
+        assert_eq!(r.f32.streamed_ms[1], ("avx512".to_owned(), Some(0.13)));
+        assert_eq!(r.bf16.choice, "avx512bf16");
+        assert_eq!(r.auto, "f32", "{}", r.auto_reason);
+        assert!(
+            r.summary()[0].contains("avx2 0.74 + 0.21 ms"),
+            "{:?}",
+            r.summary()
+        );
+        // Equal per row in both regimes but twice as slow in cache: the cached pass decides.
+        let mut t = |c: Candidate, r: Regime| -> Result<f64> {
+            Ok(match (c.name(), r) {
+                ("avx2", Regime::Cached) => 0.70,
+                ("avx512", Regime::Cached) => 1.40,
+                (_, Regime::Streamed) => 0.15,
+                _ => 9.0,
+            })
+        };
+        let r = measure_with(shapes(), &all_cands(), &mut t).unwrap();
+        assert_eq!(r.f32.choice, "avx2", "{:?}", r.f32);
+    }
+
+    #[test]
+    fn row_score_weighs_a_row_of_each_regime_the_same() {
+        let s = shapes();
+        let (m, sm) = (s.m as f64, STREAMED_M as f64);
+        assert_eq!(row_score(&s, m, sm), 2.0);
+        assert!(row_score(&s, 0.74, 0.21) > row_score(&s, 0.76, 0.13));
+        // Fewer rows than STREAMED_M in a tiny model's pass: the streamed pass has m rows.
+        let tiny = Shapes {
+            m: 4,
+            nk: vec![(64, 64)],
+        };
+        assert_eq!(row_score(&tiny, 4.0, 4.0), 2.0);
+    }
+
     #[test]
     fn rounds_interleave_the_candidates_and_keep_each_ones_best() {
         // avx512 (f32) meets a burst of load at its first pass: 10 ms instead of 3.
         let mut calls: Vec<&'static str> = Vec::new();
         let mut seen_avx512 = 0;
-        let mut t = |c: Candidate| -> Result<f64> {
+        let mut t = |c: Candidate, r: Regime| -> Result<f64> {
             calls.push(c.name());
+            if r == Regime::Streamed {
+                return Ok(0.5);
+            }
             Ok(match c.name() {
                 "avx512" => {
                     seen_avx512 += 1;
@@ -778,14 +927,21 @@ mod tests {
         assert_eq!(r.f32.choice, "avx512", "{:?}", r.f32);
         assert_eq!(r.f32.choice_ms(), Some(3.0));
         assert_eq!(r.auto, "f32", "{}", r.auto_reason);
-        // Every candidate once per round, f32 then bf16 then int8, MAX_ROUNDS rounds (the
-        // fake passes take no time, so the budget allows them all).
+        // Every candidate once per round (its cached pass, then its streamed one), f32 then
+        // bf16 then int8, MAX_ROUNDS rounds (the fake passes take no time, so the budget
+        // allows them all).
         let round = [
             "avx2",
+            "avx2",
+            "avx512",
             "avx512",
             "avx512widen",
+            "avx512widen",
+            "avx512bf16",
             "avx512bf16",
             "avxvnni",
+            "avxvnni",
+            "avx512vnni",
             "avx512vnni",
         ];
         assert_eq!(calls, round.repeat(MAX_ROUNDS));
@@ -797,12 +953,12 @@ mod tests {
         // (the real timer's passes are timed, not
         // slept, so the wall clock is ~0 here and the rounds' pass sums decide).
         let mut calls = 0;
-        let mut t = |_: Candidate| -> Result<f64> {
+        let mut t = |_: Candidate, _: Regime| -> Result<f64> {
             calls += 1;
             Ok(BUDGET_MS)
         };
         measure_with(shapes(), &all_cands(), &mut t).unwrap();
-        assert_eq!(calls, 6, "one round of the 6 candidates");
+        assert_eq!(calls, 12, "one round of the 6 candidates' two passes");
     }
 
     #[test]
@@ -813,7 +969,7 @@ mod tests {
             vec![Candidate::Bf16(BIsaKind::Scalar)],
         ];
         let mut calls = 0;
-        let mut t = |_: Candidate| -> Result<f64> {
+        let mut t = |_: Candidate, _: Regime| -> Result<f64> {
             calls += 1;
             Ok(1.0)
         };
@@ -821,6 +977,7 @@ mod tests {
         assert_eq!(calls, 0);
         assert_eq!(r.auto, "f32");
         assert_eq!(r.f32.times_ms, vec![("avx2".to_owned(), None)]);
+        assert_eq!(r.f32.streamed_ms, vec![("avx2".to_owned(), None)]);
     }
 
     /// A measurement that counts its calls and answers with scalar paths (present on every
@@ -833,7 +990,7 @@ mod tests {
                 vec![Candidate::Int8(QIsaKind::Scalar)],
                 vec![Candidate::Bf16(BIsaKind::Scalar)],
             ];
-            measure_with(s.clone(), &cands, &mut |_| Ok(1.0))
+            measure_with(s.clone(), &cands, &mut |_, _| Ok(1.0))
         }
     }
 

@@ -102,9 +102,10 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
                 ),
             };
             println!(
-                "kernel choice    measured, {} x GEMMs of {} rows ({from})",
+                "kernel choice    measured, {} x GEMMs of {} rows in cache + {} rows from memory ({from})",
                 t.tuning.shapes.nk.len(),
-                t.tuning.shapes.m
+                t.tuning.shapes.m,
+                e5embed::tune::STREAMED_M
             );
             for line in t.tuning.summary() {
                 println!("                 {line}");

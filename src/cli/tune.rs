@@ -31,8 +31,10 @@ pub fn run(a: TuneArgs) -> Result<(), Error> {
     }
     println!("cpu              {}", e5embed::tune::cpu_model());
     println!(
-        "shapes           m = {}, (n, k) = {:?}",
-        t.tuning.shapes.m, t.tuning.shapes.nk
+        "shapes           m = {} (in cache) + {} (from memory), (n, k) = {:?}",
+        t.tuning.shapes.m,
+        e5embed::tune::STREAMED_M,
+        t.tuning.shapes.nk
     );
     for line in t.tuning.summary() {
         println!("measured         {line}");
