@@ -12,6 +12,14 @@ impl Kernel for Avx2Kernel {
     const MR: usize = 6;
     const NR: usize = 16;
     const KC_MAX: usize = 512;
+    /// 8 KB ahead (128 K steps of a 16-float panel), not the 32 steps (2 KB) of the
+    /// default: its 6-row tile eats a 64-byte line per 12 ymm FMAs, and 2 KB ahead left the
+    /// weight stream waiting on memory. Zen 4 (family 25 model 17), `COLD=1 gemm_probe
+    /// 6,8,16 avx2`, us for QKV / FFN up / FFN down: T = 8 124.6 / 172.1 / 166.6 at 2 KB,
+    /// 110.8 / 142.1 / 140.9 at 4 KB, 82.8 / 119.2 / 119.3 at 8 KB, 84.3 / 123.5 / 111.5 at
+    /// 16 KB; T = 6 101.9 / 140.0 / 140.7 -> 67.3 / 94.3 / 99.4 at 8 KB; weights in cache
+    /// within 1.5% either way (kernels/PERF.md, "The f32 choice from memory").
+    const SKINNY_PF: usize = 8192 / 4;
     tile_dispatch!(
         Avx2,
         2,

@@ -215,6 +215,9 @@ pub(crate) trait Kernel {
     /// Largest KC: the B micro-panel `KC x NR` must fit half the L1D; the actual KC
     /// comes from the detected L1D (`Blocking`), capped by this.
     const KC_MAX: usize;
+    /// The skinny path's software prefetch distance along a B panel, in floats (see
+    /// [`SKINNY_PF_STEPS`]): 32 K steps unless a kernel measured better.
+    const SKINNY_PF: usize = SKINNY_PF_STEPS * Self::NR;
 
     /// Runs the `mr`-row, one-panel tile (`1 <= mr <= MR`) on packed A (panel stride MR).
     ///
@@ -469,7 +472,8 @@ const SKINNY_GROUP: usize = 4;
 
 /// Skinny-path software prefetch distance in K steps (x NR floats = 128 B per step
 /// on AVX-512): 32 steps = 4 KB ahead per panel, about one DRAM latency of the
-/// stream at the rate the FMAs consume it. Only the first row tile of a column
+/// stream at the rate the FMAs consume it (the AVX2 kernel, 64 B per step, sets its own
+/// [`Kernel::SKINNY_PF`]). Only the first row tile of a column
 /// group prefetches (later ones find the group in L2), and only tiles of at least
 /// `SKINNY_PF_MIN_ROWS` rows. Measured (AVX-512, weights cold from DRAM, T=8):
 /// 200-370 us -> 150-270 us on the four model shapes (1.35-1.4x the streaming floor,
@@ -564,7 +568,7 @@ unsafe fn skinny_rows<K: Kernel, const MR: usize>(g: &Raw) {
                     b: g.b.add(p * ldb),
                     pstride: ldb,
                     pf_b: if ir == 0 && mr >= SKINNY_PF_MIN_ROWS {
-                        SKINNY_PF_STEPS * K::NR
+                        K::SKINNY_PF
                     } else {
                         0
                     },
