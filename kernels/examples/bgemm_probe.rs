@@ -1,7 +1,8 @@
 //! Quick bf16 GEMM timing without criterion: the model's four shapes x T, median of
 //! repetitions, GFLOP/s. `cargo run --release -p e5embed-kernels --example bgemm_probe --
 //! [T,T,..] [bisa]` (bisa: `scalar`, `avx512widen`, `avx512bf16`; default `BIsa::best`;
-//! `all`: the f32 GEMM and every SIMD bf16 path side by side).
+//! `all`: the f32 GEMM and every SIMD bf16 path side by side). `COLD=1` (one bisa): each
+//! call streams its weights from memory (evicted before it, medians of 101 calls).
 
 use e5embed_kernels::bgemm::{gemm_bf16, BIsa, BIsaKind, Bf16Matrix};
 use e5embed_kernels::gemm::{gemm_f32, PackedMatrix};
@@ -95,7 +96,17 @@ fn main() {
         .get(2)
         .map(|s| BIsa::from_name(s).unwrap())
         .unwrap_or(BIsa::best());
-    println!("{}: {}", bisa.name(), bisa.kernel_name());
+    let cold = std::env::var("COLD").is_ok();
+    println!(
+        "{}: {}{}",
+        bisa.name(),
+        bisa.kernel_name(),
+        if cold {
+            " (COLD: weights from memory)"
+        } else {
+            ""
+        }
+    );
     let shapes = [
         ("qkv", 1152, 384),
         ("attn_out", 384, 384),
@@ -125,7 +136,17 @@ fn main() {
             let flops = 2.0 * (t * n * k) as f64;
             let inner = ((2e8 / flops) as usize).max(1);
             let mut times = Vec::new();
-            for _ in 0..15 {
+            if cold {
+                // COLD=1: each call's weights evicted from every cache level first (not
+                // timed), so it streams them from memory as a short text's forward does.
+                for _ in 0..101 {
+                    e5embed_kernels::cache::evict(p.packed_bytes());
+                    let t0 = Instant::now();
+                    gemm_bf16(&a, t, &p, &mut c, epi).unwrap();
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            for _ in 0..(if cold { 0 } else { 15 }) {
                 let t0 = Instant::now();
                 for _ in 0..inner {
                     gemm_bf16(&a, t, &p, &mut c, epi).unwrap();

@@ -42,7 +42,10 @@ const KCQ: usize = 192;
 /// (fewer rows have too few `vdpbf16ps` per hint). The hardware prefetcher alone left the
 /// stream unoverlapped: `e5embed bench --batch 1 --seq 8 --precision bf16`, AMD EPYC
 /// (Zen 4), 2 threads, medians of 200: 3.96-4.01 ms without, 2.66-2.85 ms with
-/// (kernels/PERF.md, Dec 2 session 9).
+/// (kernels/PERF.md, Dec 2 session 9). The `vdpbf16ps` path's full 8-row tile prefetches
+/// too since Dec 6 (it had not: a query of 8-15 tokens streamed its weights through it
+/// with the hardware prefetcher alone): 1 x 8 1.60-1.63 -> 1.41-1.45 ms, 32 x 128 unchanged
+/// (kernels/PERF.md, "The bf16 8-row tile from memory").
 const PF_PAIRS: usize = 32;
 const PF_MIN_ROWS: usize = 4;
 
@@ -197,6 +200,7 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
                         let s = if t == 0 { first_tile } else { s };
                         tile::<W, MR_WIDEN, 2>(g, abuf, ib, t * mr, p, s);
                     } else {
+                        let s = if t == 0 { first_tile } else { s };
                         tile::<W, MR, 2>(g, abuf, ib, t * mr, p, s);
                     }
                 }
