@@ -41,9 +41,9 @@ use crate::model::{Int8Recipe, Precision};
 /// margin for `auto` (a choice measured back to back could be a burst of load's doing).
 /// 4: half of each matrix's columns timed ([`timed_columns`]), so three rounds fit the budget.
 /// 5: the `vdpbf16ps` GEMM's 8 x 32 tile (2-3.5% faster than the 12 x 32 one on Zen 4).
-/// 6: each path also timed streaming its weights from memory ([`Regime::Streamed`]), and
-/// the AVX2 f32 skinny path's prefetch 8 KB ahead (its short GEMMs 1.2-1.5x faster from
-/// memory).
+/// 6: each path also timed streaming its weights from memory ([`Regime::Streamed`]), the
+/// AVX2 f32 skinny path's prefetch 8 KB ahead (its short GEMMs 1.2-1.5x faster from
+/// memory), and the `vdpbf16ps` path's 8-row tile prefetching (1 x 8 1.1x faster).
 pub const KERNEL_VERSION: u32 = 6;
 
 /// The file in the cache directory.
