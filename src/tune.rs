@@ -16,9 +16,11 @@
 //!
 //! The measurement is bounded: `M` shrinks for large models so one pass of the four GEMMs
 //! stays near a fixed FLOP count; each candidate is packed (its shapes on threads of their
-//! own) and gets one warm-up pass, then rounds of one timed pass per candidate, the
-//! candidates interleaved, at most [`MAX_ROUNDS`] and only while the next round fits in
-//! [`BUDGET_MS`]; a candidate's time is its best round.
+//! own) and gets one warm-up pass, then rounds of two timed passes per candidate (`M` rows
+//! with the weights in cache, [`STREAMED_M`] rows with them evicted to memory: [`Regime`]),
+//! the candidates interleaved, at most [`MAX_ROUNDS`] and only while the next round fits in
+//! [`BUDGET_MS`]; a candidate's time in each regime is its best round, and a family's winner
+//! has the least [`row_score`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,9 +89,11 @@ pub enum Regime {
     /// [`STREAMED_M`] rows, the weights evicted from every cache level first
     /// ([`e5embed_kernels::cache::evict`]): how a path streams weights from memory, as a
     /// short text's forward does whenever the model's weights exceed the last-level cache
-    /// (e5-small-v2: 85 MB at f32, 42 MB at bf16). On Zen 4 the f32 AVX2 and AVX-512 paths
-    /// tie within 3-7% in cache, while the AVX2 path's 8-row pass takes 1.6x as long from
-    /// memory and a 1 x 8 forward 1.4x (kernels/PERF.md, "The f32 choice from memory").
+    /// (e5-small-v2: 85 MB at f32, 42 MB at bf16). Added when, on Zen 4, the f32 AVX2 and
+    /// AVX-512 paths tied within 3-7% in cache while the AVX2 path's 8-row GEMMs took 1.6x
+    /// as long from memory and a 1 x 8 forward 1.4x, and the cached pass alone chose AVX2
+    /// (its prefetch distance, found so, has since been fixed: kernels/PERF.md, "The f32
+    /// choice from memory").
     Streamed,
 }
 
@@ -436,9 +440,10 @@ pub fn measure_with(
 /// How a family's winner is chosen (lower is better): the time per row of each regime's
 /// pass, summed, so a row of a long batch (weights in cache) and a row of a short text
 /// (weights from memory) weigh the same. A plain sum of the two passes would let the
-/// `M`-row pass decide alone: on Zen 4 the f32 AVX2 path measured 0.74-0.80 + 0.20-0.22 ms
-/// against AVX-512's 0.73-0.77 + 0.13-0.16, a 7-9% margin inside the cached pass's own
-/// run-to-run spread, while a 1 x 8 forward ran 1.4x slower on AVX2 and 1 x 128 1.1x.
+/// `M`-row pass decide alone: on Zen 4, before the AVX2 prefetch fix, the f32 AVX2 path
+/// measured 0.74-0.80 + 0.20-0.22 ms against AVX-512's 0.73-0.77 + 0.13-0.16, a 7-9% margin
+/// inside the cached pass's own run-to-run spread, while a 1 x 8 forward ran 1.4x slower on
+/// AVX2 and 1 x 128 1.1x.
 pub fn row_score(shapes: &Shapes, cached_ms: f64, streamed_ms: f64) -> f64 {
     cached_ms / shapes.m.max(1) as f64 + streamed_ms / STREAMED_M.min(shapes.m).max(1) as f64
 }
