@@ -174,6 +174,11 @@ impl Shapes {
         let m = ((PASS_FLOPS / per_row.max(1.0)) as usize / 12 * 12).clamp(12, 48);
         Shapes { m, nk }
     }
+
+    /// Rows of the [`Regime::Streamed`] pass: [`STREAMED_M`], at most `m`.
+    pub fn streamed_m(&self) -> usize {
+        STREAMED_M.min(self.m)
+    }
 }
 
 /// The columns of an `n`-column weight matrix that are timed: half of them, rounded up to a
@@ -445,7 +450,7 @@ pub fn measure_with(
 /// inside the cached pass's own run-to-run spread, while a 1 x 8 forward ran 1.4x slower on
 /// AVX2 and 1 x 128 1.1x.
 pub fn row_score(shapes: &Shapes, cached_ms: f64, streamed_ms: f64) -> f64 {
-    cached_ms / shapes.m.max(1) as f64 + streamed_ms / STREAMED_M.min(shapes.m).max(1) as f64
+    cached_ms / shapes.m.max(1) as f64 + streamed_ms / shapes.streamed_m().max(1) as f64
 }
 
 /// Measures this CPU's candidates on `shapes` with the real kernels.
@@ -570,7 +575,7 @@ impl GemmTimer {
     /// packed and one untimed warm-up pass runs first. A [`Regime::Streamed`] pass evicts
     /// the weights first (not timed).
     fn time(&mut self, c: Candidate, regime: Regime) -> Result<f64> {
-        let m = self.shapes.m;
+        let (m, sm) = (self.shapes.m, self.shapes.streamed_m());
         let idx = match self.ready.iter().position(|(r, _)| *r == c) {
             Some(i) => i,
             None => {
@@ -585,7 +590,7 @@ impl GemmTimer {
             Regime::Cached => m,
             Regime::Streamed => {
                 (pass.evict)();
-                STREAMED_M.min(m)
+                sm
             }
         };
         let t = Instant::now();
@@ -855,7 +860,7 @@ mod tests {
     /// slower from memory. The streamed pass decides; `auto` still compares cached times.
     #[test]
     fn a_path_slower_from_memory_loses_a_tie_in_cache() {
-        let table = |c: Candidate, r: Regime| -> Result<f64> {
+        let mut table = |c: Candidate, r: Regime| -> Result<f64> {
             Ok(match (c.name(), r) {
                 ("avx2", Regime::Cached) => 0.74,
                 ("avx2", Regime::Streamed) => 0.21,
@@ -867,7 +872,7 @@ mod tests {
                 _ => 9.0,
             })
         };
-        let r = measure_with(shapes(), &all_cands(), &mut { table }).unwrap();
+        let r = measure_with(shapes(), &all_cands(), &mut table).unwrap();
         assert_eq!(r.f32.choice, "avx512", "{:?}", r.f32);
         assert_eq!(r.f32.times_ms[0], ("avx2".to_owned(), Some(0.74)));
         assert_eq!(r.f32.streamed_ms[1], ("avx512".to_owned(), Some(0.13)));

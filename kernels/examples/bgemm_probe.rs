@@ -145,13 +145,14 @@ fn main() {
                     gemm_bf16(&a, t, &p, &mut c, epi).unwrap();
                     times.push(t0.elapsed().as_secs_f64());
                 }
-            }
-            for _ in 0..(if cold { 0 } else { 15 }) {
-                let t0 = Instant::now();
-                for _ in 0..inner {
-                    gemm_bf16(&a, t, &p, &mut c, epi).unwrap();
+            } else {
+                for _ in 0..15 {
+                    let t0 = Instant::now();
+                    for _ in 0..inner {
+                        gemm_bf16(&a, t, &p, &mut c, epi).unwrap();
+                    }
+                    times.push(t0.elapsed().as_secs_f64() / inner as f64);
                 }
-                times.push(t0.elapsed().as_secs_f64() / inner as f64);
             }
             times.sort_by(|a, b| a.partial_cmp(b).unwrap());
             let med = times[times.len() / 2];

@@ -92,21 +92,17 @@ pub fn evict(bytes: &[u8]) -> bool {
         // An empty slice's pointer may be dangling: nothing to flush, and no address to touch.
         return cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
     }
-    let (start, end) = (
-        bytes.as_ptr() as usize,
-        bytes.as_ptr() as usize + bytes.len(),
-    );
-    let first = start & !(LINE - 1);
+    // The first address of each line holding a byte of `bytes`.
+    let start = bytes.as_ptr() as usize;
+    let lines = (start & !(LINE - 1)..start + bytes.len()).step_by(LINE);
     #[cfg(target_arch = "x86_64")]
     {
-        let mut p = first;
-        while p < end {
+        for p in lines {
             // SAFETY: `p` lies in the cache line of a byte of `bytes` (non-empty, a live
             // borrow), and a line never crosses a page, so `p` is mapped and readable: CLFLUSH
             // (SSE2, baseline on x86-64), which faults like a load on an unmapped address,
             // raises nothing here and changes no data.
             unsafe { std::arch::x86_64::_mm_clflush(p as *const u8) };
-            p += LINE;
         }
         // SAFETY: MFENCE (SSE2) orders the flushes before later loads; it touches no memory.
         unsafe { std::arch::x86_64::_mm_mfence() };
@@ -114,15 +110,13 @@ pub fn evict(bytes: &[u8]) -> bool {
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let mut p = first;
-        while p < end {
+        for p in lines {
             // SAFETY: `p` is mapped and readable as above; DC CIVAC (clean and invalidate by
             // address to the point of coherency) is allowed at EL0 on Linux (SCTLR_EL1.UCI)
             // and changes no data.
             unsafe {
                 std::arch::asm!("dc civac, {0}", in(reg) p, options(nostack, preserves_flags))
             };
-            p += LINE;
         }
         // SAFETY: a barrier; it touches no memory.
         unsafe { std::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
@@ -130,7 +124,7 @@ pub fn evict(bytes: &[u8]) -> bool {
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        let _ = (first, end);
+        let _ = lines;
         false
     }
 }

@@ -105,7 +105,7 @@ pub fn run(a: InfoArgs) -> Result<(), Error> {
                 "kernel choice    measured, {} x GEMMs of {} rows in cache + {} rows from memory ({from})",
                 t.tuning.shapes.nk.len(),
                 t.tuning.shapes.m,
-                e5embed::tune::STREAMED_M
+                t.tuning.shapes.streamed_m()
             );
             for line in t.tuning.summary() {
                 println!("                 {line}");

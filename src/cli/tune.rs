@@ -33,7 +33,7 @@ pub fn run(a: TuneArgs) -> Result<(), Error> {
     println!(
         "shapes           m = {} (in cache) + {} (from memory), (n, k) = {:?}",
         t.tuning.shapes.m,
-        e5embed::tune::STREAMED_M,
+        t.tuning.shapes.streamed_m(),
         t.tuning.shapes.nk
     );
     for line in t.tuning.summary() {

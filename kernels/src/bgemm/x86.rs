@@ -196,11 +196,10 @@ unsafe fn driver<const W: bool>(g: &Job, abuf: *mut u32) {
             let first_tile = Slice { pf: PF_PAIRS, ..s };
             for p in 0..np {
                 for t in 0..full {
+                    let s = if t == 0 { first_tile } else { s };
                     if W {
-                        let s = if t == 0 { first_tile } else { s };
                         tile::<W, MR_WIDEN, 2>(g, abuf, ib, t * mr, p, s);
                     } else {
-                        let s = if t == 0 { first_tile } else { s };
                         tile::<W, MR, 2>(g, abuf, ib, t * mr, p, s);
                     }
                 }
